@@ -1,0 +1,1450 @@
+//! Configuration: owns the schema, its defaults, the layering of built-in defaults < TOML file
+//! < `RINGHUB_*` environment < `--set KEY=VALUE` overrides, and validation into [`Config`].
+//!
+//! Layers are merged as [`toml::Table`]s with each key's origin remembered, so every error names
+//! the full dotted key and where it came from. The set of known keys is derived from the raw
+//! default struct, so the schema, the defaults and [`default_config_toml`] cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use toml::{Table, Value};
+
+/// Origin recorded for values nobody overrode.
+const DEFAULT_ORIGIN: &str = "built-in default";
+/// Prefix of the environment variables that configure the server.
+const ENV_PREFIX: &str = "RINGHUB_";
+/// Environment variables with the prefix that the binary reads itself; ignored here.
+const RESERVED_ENV: [&str; 2] = ["RINGHUB_CONFIG", "RINGHUB_LOG"];
+
+/// Everything that can go wrong while loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// A config file is not valid TOML.
+    #[error("invalid TOML in {origin}: {message}")]
+    Syntax {
+        /// Where the text came from (usually the file path).
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key that is not part of the schema (usually a typo).
+    #[error("unknown key '{key}' in {origin} (known here: {known})")]
+    UnknownKey {
+        /// Full dotted key, e.g. `http.header_timout`.
+        key: String,
+        /// File path, environment variable name or `--set KEY=VALUE`.
+        origin: String,
+        /// The keys that are valid at that level, comma separated.
+        known: String,
+    },
+    /// A known key has a value of the wrong type or out of range.
+    #[error("{key} = {value} (from {origin}): {reason}")]
+    Invalid {
+        /// Full dotted key.
+        key: String,
+        /// The offending value, rendered as TOML.
+        value: String,
+        /// File path, environment variable name, `--set KEY=VALUE` or the built-in default.
+        origin: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A CLI override without `=`.
+    #[error("invalid override '{text}': expected KEY=VALUE, e.g. http.header_timeout=5s")]
+    BadOverride {
+        /// The override as given.
+        text: String,
+    },
+    /// A [`ByteSize`] string that does not parse.
+    #[error("invalid size: {reason}")]
+    InvalidSize {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A size in bytes, written with human units: `"32KiB"`, `"8 KiB"`, `"16MiB"`, `"1GiB"`, `"512B"`,
+/// `"1024"` (plain bytes), or decimal `"KB"`/`"MB"`/`"GB"`/`"TB"` (powers of 1000).
+/// Displays in the most compact exact binary unit (`"32KiB"`, `"1000B"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(
+    /// Number of bytes.
+    pub u64,
+);
+
+impl ByteSize {
+    /// Units accepted after the number (case-insensitive), with their multipliers.
+    const UNITS: [(&'static str, u64); 9] = [
+        ("b", 1),
+        ("kib", 1 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("tib", 1 << 40),
+        ("kb", 1_000),
+        ("mb", 1_000_000),
+        ("gb", 1_000_000_000),
+        ("tb", 1_000_000_000_000),
+    ];
+
+    /// The size in bytes.
+    pub const fn as_u64(&self) -> u64 {
+        self.0
+    }
+
+    /// The size in bytes as `usize`, saturating at `usize::MAX` on narrow targets.
+    pub fn as_usize(&self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::InvalidSize { reason };
+        let trimmed = text.trim();
+        let digits_end = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(bad(format!(
+                "{text:?} must be a whole number of bytes with an optional unit, e.g. \"32KiB\""
+            )));
+        }
+        let unit = unit.trim_start();
+        let multiplier = if unit.is_empty() {
+            1
+        } else if unit.starts_with('.') {
+            return Err(bad(format!("{text:?}: fractional sizes are not supported")));
+        } else {
+            let lower = unit.to_ascii_lowercase();
+            let found = Self::UNITS.iter().find(|(name, _)| *name == lower);
+            let Some((_, multiplier)) = found else {
+                return Err(bad(format!(
+                    "unknown unit {unit:?} in {text:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+                )));
+            };
+            *multiplier
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .map(ByteSize)
+            .ok_or_else(|| bad(format!("{text:?} is too large")))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if self.0 != 0 && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// Which monoio I/O driver each shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring when the kernel allows it, otherwise the epoll-based legacy driver.
+    Auto,
+    /// io_uring only; startup fails if it is unavailable.
+    IoUring,
+    /// The epoll-based legacy driver only.
+    Legacy,
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::IoUring => "io-uring",
+            Self::Legacy => "legacy",
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// The validated configuration of the whole server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listening address; default `127.0.0.1:8080` (loopback only: set `0.0.0.0:…` to serve others).
+    pub listen: SocketAddr,
+    /// Number of shards (one thread each); default `0` in files, resolved to the number of
+    /// available cores. Fewer shards leave cores to other processes; more than cores only adds
+    /// context switches.
+    pub workers: NonZeroUsize,
+    /// Per-shard runtime settings.
+    pub runtime: RuntimeConfig,
+    /// HTTP/1.1 request limits.
+    pub http: HttpConfig,
+    /// WebSocket session limits and timers.
+    pub websocket: WebSocketConfig,
+    /// Process-wide resource limits.
+    pub limits: LimitsConfig,
+    /// The raw RFC 6455 echo route used for conformance testing.
+    pub echo: EchoConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Per-shard async runtime settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// I/O driver; default `auto` (io_uring when available, else epoll). Forcing `io-uring`
+    /// fails fast on kernels or sandboxes without it; `legacy` trades throughput for portability.
+    pub driver: DriverKind,
+    /// Pin each shard thread to its own core; default `true`. Better cache locality, but pinned
+    /// shards fight with other pinned workloads on a shared host.
+    pub pin_cores: bool,
+    /// io_uring submission queue entries per shard; default `4096`, a power of two in
+    /// `64..=32768`. Larger queues batch more I/O per syscall but lock more kernel memory.
+    pub uring_entries: u32,
+}
+
+/// HTTP/1.1 request limits (handshake and negotiate requests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// No complete request head within this answers 408; default `10s`. Shorter sheds slowloris
+    /// clients sooner but hurts clients on slow links.
+    pub header_timeout: Duration,
+    /// An idle keep-alive HTTP connection is closed after this; default `75s`. Longer saves
+    /// reconnects at the cost of idle sockets.
+    pub keepalive_timeout: Duration,
+    /// Longest request line in bytes, else 414; default `8KiB`. Larger allows long query strings
+    /// (access tokens) but lets each client pin more buffer.
+    pub max_request_line: usize,
+    /// Largest header block in bytes, else 431; default `32KiB`. Larger admits big cookies but
+    /// raises the per-connection memory bound.
+    pub max_header_block: usize,
+    /// Most header fields per request, else 431; default `100`. Bounds parsing work per request.
+    pub max_headers: usize,
+    /// Largest request body in bytes, else 413; default `1MiB`; `0` rejects any body. Larger
+    /// allows bigger negotiate/long-polling payloads but more memory per request.
+    pub max_body_size: usize,
+}
+
+/// WebSocket session limits and timers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocketConfig {
+    /// Largest reassembled message in bytes, else close 1009; default `64KiB`. Larger allows
+    /// bigger hub payloads but raises the worst-case memory per connection.
+    pub max_message_size: usize,
+    /// Nothing received for this long closes with 1001; default `60s`, must exceed
+    /// `ping_interval`. Shorter frees dead peers sooner but risks dropping slow ones.
+    pub idle_timeout: Duration,
+    /// A silent peer is pinged after this; default `20s`. Shorter keeps NAT mappings alive and
+    /// detects dead peers sooner at the cost of more traffic.
+    pub ping_interval: Duration,
+    /// How long to wait for the peer's close frame after ours; default `5s`. Longer is politer,
+    /// shorter frees sockets faster.
+    pub close_timeout: Duration,
+    /// A single write to the peer taking longer than this ends the connection (slow consumer);
+    /// default `10s`. Shorter frees memory queued for stalled peers sooner but drops clients on
+    /// congested links. Not in the original schema: added for the transport's send bound.
+    pub send_timeout: Duration,
+}
+
+/// Process-wide resource limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Maximum open connections per process, split evenly across shards; default `20000`.
+    /// Higher needs more file descriptors and memory; excess connections are refused.
+    pub max_connections: NonZeroUsize,
+}
+
+/// The raw RFC 6455 echo route (for Autobahn conformance runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoConfig {
+    /// Serve the echo route; default `false`. It is an unauthenticated reflector: keep it off in
+    /// production.
+    pub enabled: bool,
+    /// Path of the echo route; default `/ws/echo`; must start with `/`.
+    pub path: String,
+    /// Largest echoed message in bytes; default `16MiB` (Autobahn sends large messages). Only
+    /// applies to the echo route.
+    pub max_message_size: usize,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// Graceful stop must finish within this, then connections are dropped; default `10s`.
+    /// Longer lets clients reconnect elsewhere cleanly but delays restarts.
+    pub deadline: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `tracing` EnvFilter directives; default `info`, e.g. `info,ringhub::transport=debug`.
+    /// More verbose levels cost throughput on hot paths.
+    pub level: String,
+    /// Output format; default `text`. `json` is for log shippers and less readable by humans.
+    pub format: LogFormat,
+}
+
+/// Where a configuration comes from, in increasing priority after the built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigSources {
+    /// TOML file given with `--config`; `None` means defaults only.
+    pub file: Option<PathBuf>,
+    /// The process environment as pairs; only `RINGHUB_*` names are used, except the reserved
+    /// `RINGHUB_CONFIG` and `RINGHUB_LOG`. `RINGHUB_HTTP__HEADER_TIMEOUT` sets `http.header_timeout`.
+    pub env: Vec<(String, String)>,
+    /// CLI `KEY=VALUE` overrides with dotted keys, e.g. `http.header_timeout=5s`; later wins.
+    pub overrides: Vec<String>,
+}
+
+/// The serde form of the schema with human-unit strings; only used for the defaults.
+#[derive(Serialize)]
+struct RawConfig {
+    listen: &'static str,
+    workers: u64,
+    runtime: RawRuntime,
+    http: RawHttp,
+    websocket: RawWebSocket,
+    limits: RawLimits,
+    echo: RawEcho,
+    shutdown: RawShutdown,
+    log: RawLog,
+}
+
+#[derive(Serialize)]
+struct RawRuntime {
+    driver: &'static str,
+    pin_cores: bool,
+    uring_entries: u32,
+}
+
+#[derive(Serialize)]
+struct RawHttp {
+    header_timeout: &'static str,
+    keepalive_timeout: &'static str,
+    max_request_line: &'static str,
+    max_header_block: &'static str,
+    max_headers: u64,
+    max_body_size: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawWebSocket {
+    max_message_size: &'static str,
+    idle_timeout: &'static str,
+    ping_interval: &'static str,
+    close_timeout: &'static str,
+    send_timeout: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawLimits {
+    max_connections: u64,
+}
+
+#[derive(Serialize)]
+struct RawEcho {
+    enabled: bool,
+    path: &'static str,
+    max_message_size: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawShutdown {
+    deadline: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawLog {
+    level: &'static str,
+    format: &'static str,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080",
+            workers: 0,
+            runtime: RawRuntime {
+                driver: "auto",
+                pin_cores: true,
+                uring_entries: 4096,
+            },
+            http: RawHttp {
+                header_timeout: "10s",
+                keepalive_timeout: "75s",
+                max_request_line: "8KiB",
+                max_header_block: "32KiB",
+                max_headers: 100,
+                max_body_size: "1MiB",
+            },
+            websocket: RawWebSocket {
+                max_message_size: "64KiB",
+                idle_timeout: "60s",
+                ping_interval: "20s",
+                close_timeout: "5s",
+                send_timeout: "10s",
+            },
+            limits: RawLimits {
+                max_connections: 20_000,
+            },
+            echo: RawEcho {
+                enabled: false,
+                path: "/ws/echo",
+                max_message_size: "16MiB",
+            },
+            shutdown: RawShutdown { deadline: "10s" },
+            log: RawLog {
+                level: "info",
+                format: "text",
+            },
+        }
+    }
+}
+
+/// One comment line per section and key of [`default_config_toml`], in the order printed.
+const DOCS: &str = "\
+listen|Address to listen on, e.g. \"0.0.0.0:8080\" or \"[::]:8080\".
+workers|Shards (one thread each); 0 = one per available core.
+runtime|Per-shard async runtime.
+runtime.driver|I/O driver: \"auto\" (io_uring, else epoll), \"io-uring\" or \"legacy\".
+runtime.pin_cores|Pin each shard thread to its own CPU core (turn off on busy shared hosts).
+runtime.uring_entries|io_uring queue entries per shard: a power of two from 64 to 32768.
+http|HTTP/1.1 request limits (WebSocket handshake and negotiate requests).
+http.header_timeout|No complete request head within this -> 408. Durations: 500ms, 30s, 1m.
+http.keepalive_timeout|An idle keep-alive HTTP connection is closed after this.
+http.max_request_line|Longest request line -> 414. Sizes: 512B, 8KiB, 1MiB, 1GiB (or KB, MB, GB).
+http.max_header_block|Largest header block -> 431.
+http.max_headers|Most header fields in one request -> 431.
+http.max_body_size|Largest request body -> 413 (0 rejects any body).
+websocket|WebSocket sessions.
+websocket.max_message_size|Largest reassembled message -> close 1009.
+websocket.idle_timeout|Nothing received for this long -> close 1001; must exceed ping_interval.
+websocket.ping_interval|Ping a peer that has been silent for this long.
+websocket.close_timeout|Wait this long for the peer's close frame after sending ours.
+websocket.send_timeout|A write to the peer stalled this long ends the connection (slow consumer).
+limits|Process-wide limits.
+limits.max_connections|Open connections per process, split evenly across shards.
+echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
+echo.enabled|Serve the echo route; keep it off in production.
+echo.path|Path of the echo route; must start with '/'.
+echo.max_message_size|Largest message the echo route accepts.
+shutdown|Graceful shutdown.
+shutdown.deadline|A graceful stop must finish within this; then connections are dropped.
+log|Logging.
+log.level|tracing EnvFilter directives, e.g. \"info,ringhub::transport=debug\".
+log.format|\"text\" or \"json\".
+";
+
+/// `(position, comment)` of a section or dotted key in [`DOCS`]; unknown keys sort last.
+fn doc_for(key: &str) -> (usize, &'static str) {
+    DOCS.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            line.strip_prefix(key)?
+                .strip_prefix('|')
+                .map(|doc| (i, doc))
+        })
+        .unwrap_or((usize::MAX, "(undocumented)"))
+}
+
+/// The defaults as a TOML table: the schema every layer is checked against.
+fn default_table() -> Table {
+    // invariant: RawConfig holds only strings, integers, booleans and nested structs, all of
+    // which serialize to a TOML table; every test that loads a config exercises this.
+    Table::try_from(RawConfig::default()).expect("RawConfig serializes to a TOML table")
+}
+
+/// The entries of `table` in [`DOCS`] order, scalars before sub-tables.
+fn doc_ordered<'a>(table: &'a Table, prefix: &str) -> Vec<(String, &'a Value)> {
+    let mut entries: Vec<_> = table.iter().map(|(k, v)| (join(prefix, k), v)).collect();
+    entries.sort_by_key(|(key, value)| (value.is_table(), doc_for(key).0));
+    entries
+}
+
+/// The annotated default configuration file printed by `ringhub --print-default-config`.
+pub fn default_config_toml() -> String {
+    let mut out = String::from(
+        "# ringhub configuration; every key is optional and shown with its default.\n\
+         # Precedence: defaults < this file < RINGHUB_SECTION__KEY env vars < --set section.key=value.\n",
+    );
+    for (key, value) in doc_ordered(&default_table(), "") {
+        out.push('\n');
+        out.push_str(&format!("# {}\n", doc_for(&key).1));
+        let Value::Table(section) = value else {
+            out.push_str(&format!("{key} = {value}\n"));
+            continue;
+        };
+        out.push_str(&format!("[{key}]\n"));
+        for (full, leaf) in doc_ordered(section, &key) {
+            let name = full.rsplit('.').next().unwrap_or(&full);
+            out.push_str(&format!("# {}\n{name} = {leaf}\n", doc_for(&full).1));
+        }
+    }
+    out
+}
+
+/// `prefix.key`, or `key` at the top level.
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// A value rendered for an error message: always one line.
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Table(_) => "a table".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A CLI or environment value: TOML if it parses as a TOML value (`5`, `true`, `"x"`), otherwise
+/// the text itself with surrounding whitespace trimmed.
+fn parse_loose(text: &str) -> Value {
+    let text = text.trim();
+    text.parse::<Value>()
+        .unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// A single-key layer `{a = {b = value}}` for the dotted path `a.b`.
+fn nested(path: &[String], value: Value) -> Table {
+    let mut table = Table::new();
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            table.insert(first.clone(), Value::Table(nested(rest, value)));
+        }
+    }
+    table
+}
+
+/// Rejects keys of `layer` that `schema` lacks, and tables where values belong or vice versa.
+fn check_keys(
+    layer: &Table,
+    schema: &Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    for (name, value) in layer {
+        let key = join(prefix, name);
+        match (schema.get(name), value) {
+            (None, _) => {
+                let known = schema
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ConfigError::UnknownKey {
+                    key,
+                    origin: origin.to_owned(),
+                    known,
+                });
+            }
+            (Some(Value::Table(inner)), Value::Table(sub)) => check_keys(sub, inner, &key, origin)?,
+            (Some(want), _) if want.is_table() != value.is_table() => {
+                let reason = expected(&format!("a {}", want.type_str()), value);
+                let (value, origin) = (render(value), origin.to_owned());
+                return Err(ConfigError::Invalid {
+                    key,
+                    value,
+                    origin,
+                    reason,
+                });
+            }
+            (Some(_), _) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The merged layers, the origin of every leaf a layer set, and the schema they are checked on.
+struct Merged {
+    table: Table,
+    origins: BTreeMap<String, String>,
+    schema: Table,
+}
+
+impl Merged {
+    /// Just the built-in defaults.
+    fn defaults() -> Self {
+        let schema = default_table();
+        let (table, origins) = (schema.clone(), BTreeMap::new());
+        Self {
+            table,
+            origins,
+            schema,
+        }
+    }
+
+    /// Checks `layer` against the schema's keys, then lays it over what is already merged.
+    fn apply(&mut self, layer: Table, origin: &str) -> Result<(), ConfigError> {
+        check_keys(&layer, &self.schema, "", origin)?;
+        merge_into(&mut self.table, layer, "", origin, &mut self.origins);
+        Ok(())
+    }
+
+    /// Parses a whole TOML document from `origin` and applies it.
+    fn apply_document(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let layer = text.parse::<Table>().map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            let message = e.message().trim().replace('\n', "; ");
+            let message = format!("{}{message}", at.unwrap_or_default());
+            ConfigError::Syntax {
+                origin: origin.to_owned(),
+                message,
+            }
+        })?;
+        self.apply(layer, origin)
+    }
+
+    /// The leaf at dotted `key`, if the schema has it.
+    fn lookup(&self, key: &str) -> Option<&Value> {
+        let mut parts = key.split('.');
+        let first = parts.next().and_then(|p| self.table.get(p));
+        parts.fold(first, |v, p| {
+            v.and_then(Value::as_table).and_then(|t| t.get(p))
+        })
+    }
+
+    /// Converts the leaf at dotted `key` with `convert`, naming key, value and origin on error.
+    fn get<T>(
+        &self,
+        key: &str,
+        convert: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.lookup(key) {
+            Some(value) => convert(value).map_err(|reason| self.reject(key, reason)),
+            None => Err(self.reject(key, "missing from the schema".to_owned())),
+        }
+    }
+
+    /// A [`ConfigError::Invalid`] for `key` with its current value and recorded origin.
+    fn reject(&self, key: &str, reason: String) -> ConfigError {
+        let origin = self
+            .origins
+            .get(key)
+            .map_or(DEFAULT_ORIGIN, String::as_str)
+            .to_owned();
+        let value = self
+            .lookup(key)
+            .map_or_else(|| "nothing".to_owned(), render);
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value,
+            origin,
+            reason,
+        }
+    }
+}
+
+/// Recursively lays `layer` over `into`, recording `origin` for every leaf it sets.
+fn merge_into(
+    into: &mut Table,
+    layer: Table,
+    prefix: &str,
+    origin: &str,
+    origins: &mut BTreeMap<String, String>,
+) {
+    for (name, value) in layer {
+        let key = join(prefix, &name);
+        match (into.get_mut(&name), value) {
+            (Some(Value::Table(dst)), Value::Table(src)) => {
+                merge_into(dst, src, &key, origin, origins)
+            }
+            (_, value) => {
+                origins.insert(key, origin.to_owned());
+                into.insert(name, value);
+            }
+        }
+    }
+}
+
+/// `expected WHAT, found a TYPE`, for a value of the wrong TOML type.
+fn expected(what: &str, value: &Value) -> String {
+    let found = value.type_str();
+    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("expected {what}, found {article} {found}")
+}
+
+fn string(value: &Value) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| expected("a string", value))
+}
+
+fn boolean(value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| expected("true or false", value))
+}
+
+fn integer<T: TryFrom<i64>>(value: &Value) -> Result<T, String> {
+    let n = value
+        .as_integer()
+        .ok_or_else(|| expected("an integer", value))?;
+    T::try_from(n).map_err(|_| format!("{n} is out of range"))
+}
+
+fn positive(value: &Value) -> Result<NonZeroUsize, String> {
+    NonZeroUsize::new(integer(value)?).ok_or_else(|| "must be greater than 0".to_owned())
+}
+
+fn size(value: &Value) -> Result<usize, String> {
+    let bytes = match value {
+        Value::Integer(n) => {
+            u64::try_from(*n).map_err(|_| "invalid size: must not be negative".to_owned())?
+        }
+        Value::String(s) => s.parse::<ByteSize>().map_err(|e| e.to_string())?.as_u64(),
+        other => return Err(expected("a size such as \"32KiB\"", other)),
+    };
+    usize::try_from(bytes).map_err(|_| "invalid size: too large for this platform".to_owned())
+}
+
+fn nonzero_size(value: &Value) -> Result<usize, String> {
+    size(value).and_then(|n| {
+        if n == 0 {
+            Err("must be greater than 0 bytes".to_owned())
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+fn duration(value: &Value) -> Result<Duration, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| expected("a duration such as \"30s\"", value))?;
+    let parsed = humantime::parse_duration(text).map_err(|e| format!("invalid duration: {e}"))?;
+    if parsed < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(parsed)
+}
+
+impl Default for Config {
+    /// The built-in defaults, with `workers` resolved to the number of available cores.
+    fn default() -> Self {
+        // invariant: the built-in defaults are valid; `defaults_match_the_documented_schema`
+        // and the template round-trip test prove it.
+        Self::validate(&Merged::defaults()).expect("built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `sources.file`, then the `RINGHUB_*` environment, then overrides.
+    pub fn load(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        let mut merged = Merged::defaults();
+        if let Some(path) = &sources.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            merged.apply_document(&text, &path.display().to_string())?;
+        }
+        for (name, value) in &sources.env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if !RESERVED_ENV.contains(&name.as_str()) {
+                let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+                merged.apply(nested(&path, parse_loose(value)), name)?;
+            }
+        }
+        for text in &sources.overrides {
+            match text.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+                    merged.apply(nested(&path, parse_loose(value)), &format!("--set {text}"))?;
+                }
+                _ => return Err(ConfigError::BadOverride { text: text.clone() }),
+            }
+        }
+        Self::validate(&merged)
+    }
+
+    /// Parses `text` as a config file layered over the defaults; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut merged = Merged::defaults();
+        merged.apply_document(text, origin)?;
+        Self::validate(&merged)
+    }
+
+    /// Connections each shard may hold: `max_connections / workers`, rounded up.
+    pub fn shard_max_connections(&self) -> usize {
+        self.limits
+            .max_connections
+            .get()
+            .div_ceil(self.workers.get())
+    }
+
+    /// Converts and checks every leaf of the merged layers.
+    fn validate(m: &Merged) -> Result<Self, ConfigError> {
+        let workers: usize = m.get("workers", integer)?;
+        let workers = NonZeroUsize::new(workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+        let websocket = WebSocketConfig {
+            max_message_size: m.get("websocket.max_message_size", nonzero_size)?,
+            idle_timeout: m.get("websocket.idle_timeout", duration)?,
+            ping_interval: m.get("websocket.ping_interval", duration)?,
+            close_timeout: m.get("websocket.close_timeout", duration)?,
+            send_timeout: m.get("websocket.send_timeout", duration)?,
+        };
+        if websocket.idle_timeout <= websocket.ping_interval {
+            let reason = format!(
+                "must be greater than websocket.ping_interval ({})",
+                humantime::format_duration(websocket.ping_interval)
+            );
+            return Err(m.reject("websocket.idle_timeout", reason));
+        }
+        Ok(Self {
+            listen: m.get("listen", |v| {
+                string(v)?
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("not a socket address ({e}); use e.g. \"0.0.0.0:8080\""))
+            })?,
+            workers,
+            runtime: RuntimeConfig {
+                driver: m.get("runtime.driver", |v| match string(v)?.as_str() {
+                    "auto" => Ok(DriverKind::Auto),
+                    "io-uring" => Ok(DriverKind::IoUring),
+                    "legacy" => Ok(DriverKind::Legacy),
+                    _ => Err("expected \"auto\", \"io-uring\" or \"legacy\"".to_owned()),
+                })?,
+                pin_cores: m.get("runtime.pin_cores", boolean)?,
+                uring_entries: m.get("runtime.uring_entries", |v| {
+                    let n: u32 = integer(v)?;
+                    if n.is_power_of_two() && (64..=32768).contains(&n) {
+                        Ok(n)
+                    } else {
+                        Err("must be a power of two between 64 and 32768".to_owned())
+                    }
+                })?,
+            },
+            http: HttpConfig {
+                header_timeout: m.get("http.header_timeout", duration)?,
+                keepalive_timeout: m.get("http.keepalive_timeout", duration)?,
+                max_request_line: m.get("http.max_request_line", nonzero_size)?,
+                max_header_block: m.get("http.max_header_block", nonzero_size)?,
+                max_headers: m.get("http.max_headers", positive)?.get(),
+                max_body_size: m.get("http.max_body_size", size)?,
+            },
+            websocket,
+            limits: LimitsConfig {
+                max_connections: m.get("limits.max_connections", positive)?,
+            },
+            echo: EchoConfig {
+                enabled: m.get("echo.enabled", boolean)?,
+                path: m.get("echo.path", |v| {
+                    let path = string(v)?;
+                    if !path.starts_with('/') {
+                        Err("must start with '/'".to_owned())
+                    } else if path.contains(|c: char| {
+                        c.is_whitespace() || c.is_control() || c == '?' || c == '#'
+                    }) {
+                        Err("must not contain whitespace, '?' or '#'".to_owned())
+                    } else {
+                        Ok(path)
+                    }
+                })?,
+                max_message_size: m.get("echo.max_message_size", nonzero_size)?,
+            },
+            shutdown: ShutdownConfig {
+                deadline: m.get("shutdown.deadline", duration)?,
+            },
+            log: LogConfig {
+                level: m.get("log.level", |v| {
+                    let level = string(v)?;
+                    if level.trim().is_empty() {
+                        Err("must not be empty".to_owned())
+                    } else {
+                        Ok(level)
+                    }
+                })?,
+                format: m.get("log.format", |v| match string(v)?.as_str() {
+                    "text" => Ok(LogFormat::Text),
+                    "json" => Ok(LogFormat::Json),
+                    _ => Err("expected \"text\" or \"json\"".to_owned()),
+                })?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use toml::{Table, Value};
+
+    use super::*;
+
+    /// Every leaf key of the schema, derived from the serialized raw defaults.
+    fn known_keys() -> Vec<String> {
+        fn walk(table: &Table, prefix: &str, out: &mut Vec<String>) {
+            for (name, value) in table {
+                match value {
+                    Value::Table(inner) => walk(inner, &join(prefix, name), out),
+                    _ => out.push(join(prefix, name)),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&default_table(), "", &mut out);
+        out
+    }
+
+    fn sources(env: &[(&str, &str)], overrides: &[&str]) -> ConfigSources {
+        ConfigSources {
+            file: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            overrides: overrides.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    /// Asserts that loading from `env` and `overrides` fails with a message starting `prefix`.
+    fn assert_load_fails(env: &[(&str, &str)], overrides: &[&str], prefix: &str) {
+        let shown = Config::load(&sources(env, overrides))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.starts_with(prefix) && !shown.contains('\n'),
+            "{shown}"
+        );
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("ringhub-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The `(key, origin, reason)` of an `Invalid` error from the file text `test.toml`.
+    fn invalid(text: &str) -> (String, String, String) {
+        match Config::from_toml_str(text, "test.toml") {
+            Err(ConfigError::Invalid {
+                key,
+                origin,
+                reason,
+                ..
+            }) => (key, origin, reason),
+            other => panic!("expected Invalid for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_schema() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.workers, std::thread::available_parallelism().unwrap());
+        assert_eq!(
+            (
+                c.runtime.driver,
+                c.runtime.pin_cores,
+                c.runtime.uring_entries
+            ),
+            (DriverKind::Auto, true, 4096)
+        );
+        assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(
+            (c.http.max_request_line, c.http.max_header_block),
+            (8 << 10, 32 << 10)
+        );
+        assert_eq!((c.http.max_headers, c.http.max_body_size), (100, 1 << 20));
+        assert_eq!(c.websocket.max_message_size, 64 << 10);
+        let ws = &c.websocket;
+        assert_eq!(
+            [
+                ws.idle_timeout,
+                ws.ping_interval,
+                ws.close_timeout,
+                ws.send_timeout
+            ]
+            .map(|d| d.as_secs()),
+            [60, 20, 5, 10]
+        );
+        assert_eq!(c.limits.max_connections.get(), 20_000);
+        assert_eq!(
+            c.echo,
+            EchoConfig {
+                enabled: false,
+                path: "/ws/echo".into(),
+                max_message_size: 16 << 20
+            }
+        );
+        assert_eq!(c.shutdown.deadline, Duration::from_secs(10));
+        assert_eq!(
+            c.log,
+            LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text
+            }
+        );
+    }
+
+    #[test]
+    fn toml_string_sets_only_the_keys_it_names() {
+        let text = "listen = \"[::1]:9000\"\nworkers = 3\n[runtime]\ndriver = \"io-uring\"\n\
+                    [http]\nmax_body_size = \"2 MiB\"\n[echo]\nenabled = true\n[log]\nformat = \"json\"\n";
+        let c = Config::from_toml_str(text, "t.toml").unwrap();
+        assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(
+            (c.workers.get(), c.runtime.driver),
+            (3, DriverKind::IoUring)
+        );
+        assert_eq!(
+            (c.http.max_body_size, c.echo.enabled, c.log.format),
+            (2 << 20, true, LogFormat::Json)
+        );
+        assert_eq!(c.http.header_timeout, Config::default().http.header_timeout);
+    }
+
+    #[test]
+    fn byte_size_parses_binary_decimal_and_plain_units() {
+        let cases = [
+            ("32KiB", 32 << 10),
+            ("8 KiB", 8 << 10),
+            ("16MiB", 16 << 20),
+            ("1GiB", 1 << 30),
+            ("2TiB", 2 << 40),
+            ("512B", 512),
+            ("1024", 1024),
+            ("0", 0),
+            ("1KB", 1_000),
+            ("3MB", 3_000_000),
+            ("2GB", 2_000_000_000),
+            ("1TB", 1_000_000_000_000),
+            ("4kib", 4096),
+            (" 7 mb ", 7_000_000),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(text.parse::<ByteSize>().unwrap().as_u64(), bytes, "{text}");
+        }
+        assert_eq!(ByteSize(5).as_usize(), 5);
+    }
+
+    #[test]
+    fn byte_size_rejects_malformed_and_overflowing_sizes() {
+        for bad in [
+            "",
+            "KiB",
+            "12 parsecs",
+            "-1",
+            "1.5MiB",
+            "1 K",
+            "0x10",
+            "99999999999TiB",
+            "1e3",
+        ] {
+            let err = bad.parse::<ByteSize>().unwrap_err().to_string();
+            assert!(err.starts_with("invalid size: "), "{bad:?} -> {err}");
+        }
+    }
+
+    #[test]
+    fn byte_size_displays_the_most_compact_exact_binary_unit() {
+        let cases = [
+            (32 << 10, "32KiB"),
+            (1 << 20, "1MiB"),
+            (3 << 30, "3GiB"),
+            (1 << 40, "1TiB"),
+        ];
+        for (bytes, text) in
+            cases
+                .into_iter()
+                .chain([(1536 << 10, "1536KiB"), (1000, "1000B"), (0, "0B")])
+        {
+            assert_eq!(ByteSize(bytes).to_string(), text);
+            assert_eq!(text.parse::<ByteSize>().unwrap(), ByteSize(bytes));
+        }
+    }
+
+    #[test]
+    fn durations_accept_human_units_and_reject_unitless_or_sub_millisecond_values() {
+        let c = Config::from_toml_str(
+            "[http]\nheader_timeout = \"500ms\"\nkeepalive_timeout = \"1m 30s\"\n[shutdown]\ndeadline = \"1ms\"",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_timeout, Duration::from_millis(500));
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(90));
+        assert_eq!(c.shutdown.deadline, Duration::from_millis(1));
+        for (text, why) in [
+            ("0s", "at least 1ms"),
+            ("999us", "at least 1ms"),
+            ("30", "time unit needed"),
+            ("soon", "invalid duration"),
+        ] {
+            let (key, _, reason) = invalid(&format!("[shutdown]\ndeadline = \"{text}\""));
+            assert_eq!(key, "shutdown.deadline");
+            assert!(reason.contains(why), "{text}: {reason}");
+        }
+    }
+
+    #[test]
+    fn sizes_may_be_plain_integers_of_bytes_in_files_and_env() {
+        let c = Config::from_toml_str("[http]\nmax_body_size = 2048", "t").unwrap();
+        assert_eq!(c.http.max_body_size, 2048);
+        let c = Config::load(&sources(
+            &[("RINGHUB_WEBSOCKET__MAX_MESSAGE_SIZE", "4096")],
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(c.websocket.max_message_size, 4096);
+        assert!(invalid("[http]\nmax_body_size = -1").2.contains("negative"));
+    }
+
+    #[test]
+    fn env_beats_file_and_override_beats_env() {
+        let path = temp_file(
+            "layers.toml",
+            "[http]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\nmax_headers = 7\n",
+        );
+        let mut s = sources(
+            &[
+                ("RINGHUB_HTTP__HEADER_TIMEOUT", "3s"),
+                ("RINGHUB_HTTP__KEEPALIVE_TIMEOUT", "4s"),
+            ],
+            &["http.keepalive_timeout=5s"],
+        );
+        s.file = Some(path.clone());
+        let c = Config::load(&s).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.http.max_headers, 7);
+        assert_eq!(c.http.header_timeout, Duration::from_secs(3));
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn env_names_map_double_underscores_to_sections_and_reserved_names_are_ignored() {
+        let env = [
+            ("RINGHUB_CONFIG", "/does/not/exist.toml"),
+            ("RINGHUB_LOG", "trace"),
+            ("PATH", "/bin"),
+            ("RINGHUB_LISTEN", "0.0.0.0:0"),
+            ("RINGHUB_WORKERS", "2"),
+            ("RINGHUB_ECHO__ENABLED", "true"),
+            ("RINGHUB_ECHO__PATH", "/echo"),
+            ("RINGHUB_LOG__LEVEL", "info,ringhub::transport=debug"),
+        ];
+        let overrides = [
+            "listen=127.0.0.1:0",
+            "echo.max_message_size=\"1 MiB\"",
+            "log.format = json",
+        ];
+        let c = Config::load(&sources(&env, &overrides)).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            (c.workers.get(), c.echo.enabled, c.echo.path.as_str()),
+            (2, true, "/echo")
+        );
+        assert_eq!(
+            (c.echo.max_message_size, c.log.format),
+            (1 << 20, LogFormat::Json)
+        );
+        assert_eq!(c.log.level, "info,ringhub::transport=debug");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_rejected_with_its_name_and_file() {
+        let path = temp_file("typo.toml", "[http]\nheader_timout = \"5s\"\n");
+        let err = Config::load(&ConfigSources {
+            file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let ConfigError::UnknownKey { key, origin, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (key.as_str(), origin.as_str()),
+            ("http.header_timout", path.to_str().unwrap())
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "unknown key 'http.header_timout' in {}",
+                path.display()
+            )),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("header_timeout") && !shown.contains('\n'),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_env_is_rejected_with_the_variable_name() {
+        let env = [("RINGHUB_WEBSOCKET__PING", "1s")];
+        assert_load_fails(
+            &env,
+            &[],
+            "unknown key 'websocket.ping' in RINGHUB_WEBSOCKET__PING",
+        );
+        assert_load_fails(
+            &[("RINGHUB_NOPE", "1")],
+            &[],
+            "unknown key 'nope' in RINGHUB_NOPE",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_override_is_rejected_with_the_override() {
+        let expected = "unknown key 'limits.max_conns' in --set limits.max_conns=5";
+        assert_load_fails(&[], &["limits.max_conns=5"], expected);
+        assert_load_fails(
+            &[],
+            &["tls.cert=x"],
+            "unknown key 'tls' in --set tls.cert=x",
+        );
+    }
+
+    #[test]
+    fn invalid_size_from_env_names_key_value_variable_and_reason() {
+        let env = [("RINGHUB_HTTP__MAX_BODY_SIZE", "12 parsecs")];
+        let expected = "http.max_body_size = \"12 parsecs\" (from RINGHUB_HTTP__MAX_BODY_SIZE): invalid size: ";
+        assert_load_fails(&env, &[], expected);
+    }
+
+    #[test]
+    fn listen_that_is_not_a_socket_address_is_rejected() {
+        let (key, origin, reason) = invalid("listen = \"localhost\"");
+        assert_eq!((key.as_str(), origin.as_str()), ("listen", "test.toml"));
+        assert!(reason.contains("not a socket address"), "{reason}");
+    }
+
+    #[test]
+    fn unknown_driver_is_rejected_with_the_choices() {
+        let (key, _, reason) = invalid("[runtime]\ndriver = \"kqueue\"");
+        assert_eq!(key, "runtime.driver");
+        assert!(reason.contains("\"io-uring\""), "{reason}");
+    }
+
+    #[test]
+    fn uring_entries_must_be_a_power_of_two_from_64_to_32768() {
+        for bad in [100, 32, 65536, 0, -64] {
+            let (key, _, _) = invalid(&format!("[runtime]\nuring_entries = {bad}"));
+            assert_eq!(key, "runtime.uring_entries");
+        }
+        for good in [64, 32768] {
+            let c =
+                Config::from_toml_str(&format!("[runtime]\nuring_entries = {good}"), "t").unwrap();
+            assert_eq!(c.runtime.uring_entries, good);
+        }
+    }
+
+    #[test]
+    fn idle_timeout_must_exceed_ping_interval() {
+        let (key, origin, reason) = invalid("[websocket]\nidle_timeout = \"20s\"");
+        assert_eq!(
+            (key.as_str(), origin.as_str()),
+            ("websocket.idle_timeout", "test.toml")
+        );
+        assert!(
+            reason.contains("greater than websocket.ping_interval (20s)"),
+            "{reason}"
+        );
+        let expected = "websocket.idle_timeout = \"60s\" (from built-in default): must be greater";
+        assert_load_fails(&[], &["websocket.ping_interval=2m"], expected);
+    }
+
+    #[test]
+    fn echo_path_without_leading_slash_is_rejected() {
+        let (key, _, reason) = invalid("[echo]\npath = \"ws/echo\"");
+        assert_eq!(
+            (key.as_str(), reason.as_str()),
+            ("echo.path", "must start with '/'")
+        );
+        assert_eq!(invalid("[echo]\npath = \"/a b\"").0, "echo.path");
+    }
+
+    #[test]
+    fn zero_max_connections_is_rejected() {
+        let (key, _, reason) = invalid("[limits]\nmax_connections = 0");
+        assert_eq!(
+            (key.as_str(), reason.as_str()),
+            ("limits.max_connections", "must be greater than 0")
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_the_expected_type() {
+        assert_eq!(
+            invalid("[http]\nheader_timeout = 5").2,
+            "expected a duration such as \"30s\", found an integer"
+        );
+        assert_eq!(
+            invalid("[runtime]\npin_cores = \"yes\"").2,
+            "expected true or false, found a string"
+        );
+        assert_eq!(invalid("http = 5").2, "expected a table, found an integer");
+        let expected = "runtime = 1 (from RINGHUB_RUNTIME): expected a table, found an integer";
+        assert_load_fails(&[("RINGHUB_RUNTIME", "1")], &[], expected);
+        let expected =
+            "listen = a table (from --set listen.port=1): expected a string, found a table";
+        assert_load_fails(&[], &["listen.port=1"], expected);
+    }
+
+    #[test]
+    fn every_known_key_is_read_and_checked_by_validation() {
+        for key in known_keys() {
+            let err = Config::load(&sources(&[], &[&format!("{key}=[1]")])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn override_without_equals_sign_is_a_bad_override() {
+        for text in ["echo.enabled", "=5"] {
+            let err = Config::load(&sources(&[], &[text])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadOverride { text: t } if t == text),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_syntax_error_names_origin_and_line_on_one_line() {
+        let err = Config::from_toml_str("listen = \"x\"\n[http\n", "bad.toml").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("invalid TOML in bad.toml: line 2, column"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "{shown}");
+    }
+
+    #[test]
+    fn default_template_parses_back_to_the_defaults() {
+        let template = default_config_toml();
+        assert_eq!(
+            Config::from_toml_str(&template, "template").unwrap(),
+            Config::default()
+        );
+        assert!(template.contains("\nworkers = 0\n"));
+    }
+
+    #[test]
+    fn default_template_covers_every_known_key_with_a_comment_above_it() {
+        let template = default_config_toml();
+        let mut comment_above = BTreeMap::new();
+        let (mut section, mut previous) = (String::new(), "");
+        for line in template.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                assert!(
+                    previous.starts_with("# ") && !previous.contains("(undocumented)"),
+                    "[{name}]"
+                );
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                comment_above.insert(join(&section, name), previous);
+            }
+            previous = line;
+        }
+        let keys = known_keys();
+        assert_eq!(keys.len(), 23);
+        for key in keys {
+            let comment = comment_above
+                .get(&key)
+                .unwrap_or_else(|| panic!("{key} missing from template"));
+            assert!(
+                comment.starts_with("# ") && !comment.contains("(undocumented)"),
+                "{key}: {comment}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_config_file_is_a_read_error_naming_the_path() {
+        let path =
+            std::env::temp_dir().join(format!("ringhub-{}-missing.toml", std::process::id()));
+        let err = Config::load(&ConfigSources {
+            file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Read { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read config file {}: ", path.display()))
+        );
+    }
+
+    #[test]
+    fn shard_max_connections_is_rounded_up_and_zero_workers_means_all_cores() {
+        let c = Config::from_toml_str("workers = 3\n[limits]\nmax_connections = 10", "t").unwrap();
+        assert_eq!(c.shard_max_connections(), 4);
+        let c = Config::from_toml_str("workers = 0", "t").unwrap();
+        assert_eq!(c.workers, std::thread::available_parallelism().unwrap());
+        assert_eq!(invalid("workers = -1").0, "workers");
+    }
+}

@@ -1,0 +1,61 @@
+//! # ringhub
+//!
+//! A thread-per-core WebSocket edge server on io_uring that speaks the ASP.NET Core SignalR
+//! protocol. This page is the architecture document: the glossary, the layers, and one line per
+//! module. Every name below is a link, so renaming code without updating the map breaks the
+//! docs build.
+//!
+//! ## Glossary
+//! - **Shard**: one pinned thread, its monoio runtime and all its state ([`shard`]). Shards share
+//!   nothing mutable; the only shared thing is the read-only [`config::Config`].
+//! - **Connection**: one accepted TCP socket, owned by the shard that accepted it
+//!   ([`transport::connection`]); its id is a [`shard::connections::ConnectionId`].
+//! - **Frame** / **Message**: RFC 6455 units ([`protocol::websocket::frame`],
+//!   [`protocol::websocket::reader::Message`]).
+//! - **Outbox**: a connection's queue of encoded frames waiting for the socket
+//!   ([`transport::outbox::Outbox`]), holding reference-counted bytes.
+//! - **Read buffer**: a connection's unconsumed inbound bytes, allocated only while bytes are in
+//!   flight ([`transport::read_buffer::ReadBuffer`]).
+//!
+//! ## Layers
+//! ```text
+//! main.rs ─► server ─► shard::run   (per-core wiring: the only code that knows every layer)
+//!                         │
+//!            ┌────────────┴─────────────┐
+//!        transport ───────────────────► http          (endpoints: health, echo)
+//!            │                           │
+//!            └───────────► protocol ◄────┘             (sans-IO: no monoio, no Rc, no clock)
+//!
+//! leaves usable by all: config (read-only), shard::{ShardContext, connections}
+//! ```
+//!
+//! ## Modules
+//! - [`config`]: TOML file < `RINGHUB_…` environment < CLI flags, typed and validated.
+//! - [`server`]: process lifecycle: driver choice, one `SO_REUSEPORT` socket and one pinned
+//!   thread per shard, graceful stop.
+//! - [`shard`]: one core's state ([`shard::ShardContext`]) and main task ([`shard::run`]).
+//! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
+//!   upgrade ([`transport::connection`]), the WebSocket loop ([`transport::websocket`]).
+//! - [`http`]: routes and plain responses ([`http::health`], the conformance
+//!   [`http::echo`] endpoint).
+//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]) and RFC 6455
+//!   ([`protocol::websocket`]).
+
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod transport;
+
+#[cfg(test)]
+mod tests {
+    use static_assertions::assert_not_impl_any;
+
+    use crate::shard::ShardContext;
+    use crate::shard::connections::ConnectionRegistry;
+
+    // Per-core state must never cross threads.
+    assert_not_impl_any!(ShardContext: Send, Sync);
+    assert_not_impl_any!(ConnectionRegistry: Sync);
+}

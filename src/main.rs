@@ -1,0 +1,124 @@
+//! The `ringhub` binary: command line → config → logging → server, then wait for a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use mimalloc::MiMalloc;
+use ringhub::config::{Config, ConfigSources, LogFormat, default_config_toml};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// Thread-per-core io_uring WebSocket edge server speaking the ASP.NET Core SignalR protocol.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file (also RINGHUB_CONFIG).
+    #[arg(long, short = 'c', value_name = "FILE", env = "RINGHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080 (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Number of shards, 0 = one per core (overrides `workers`).
+    #[arg(long, value_name = "N")]
+    workers: Option<u32>,
+    /// Any config key, e.g. --set http.header_timeout=5s (repeatable; beats file and env).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Print every config key with its default and a comment, then exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", default_config_toml());
+        return ExitCode::SUCCESS;
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("ringhub: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ringhub::config::ConfigError> {
+    let mut overrides = Vec::new();
+    if let Some(listen) = &cli.listen {
+        overrides.push(format!("listen={listen}"));
+    }
+    if let Some(workers) = cli.workers {
+        overrides.push(format!("workers={workers}"));
+    }
+    overrides.extend(cli.set.iter().cloned());
+    Config::load(&ConfigSources {
+        file: cli.config.clone(),
+        env: std::env::vars().collect(),
+        overrides,
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RINGHUB_LOG")
+        .ok()
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let config = Arc::new(config);
+    let deadline = config.shutdown.deadline;
+    let mut server = ringhub::server::start(Arc::clone(&config))?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, ?deadline, "graceful stop requested");
+    }
+    server.shutdown();
+    // A second signal, or the deadline plus a grace second, ends the process at once.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("ringhub: second signal, exiting now");
+            std::process::exit(130);
+        }
+    });
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline + std::time::Duration::from_secs(1));
+        eprintln!("ringhub: shards did not stop within the shutdown deadline, exiting");
+        std::process::exit(1);
+    });
+    server.join()?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Sans-IO protocol codecs: bytes in, typed values out. Nothing here imports monoio, holds an
+//! `Rc` or reads a clock, so every rule can be tested with byte literals and fuzzed.
+
+pub mod http;
+pub mod websocket;

@@ -1,0 +1,267 @@
+//! The process: choose the I/O driver, bind one `SO_REUSEPORT` socket per shard, start one
+//! pinned thread per shard, and stop them all on request.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use futures_channel::oneshot;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, DriverKind};
+use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
+use crate::transport::listener::bind_listeners;
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `runtime.driver = "io-uring"` was forced but io_uring is not available.
+    #[error("runtime.driver is \"io-uring\" but io_uring is unavailable on this kernel: {0}")]
+    IoUringUnavailable(io::Error),
+    /// A shard thread could not be spawned.
+    #[error("cannot spawn thread {name}: {source}")]
+    Spawn {
+        /// The thread name.
+        name: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A shard failed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A shard thread panicked.
+    #[error("shard thread {0} panicked")]
+    Panicked(String),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    driver: ActiveDriver,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<thread::JoinHandle<Result<(), ShardError>>>,
+}
+
+impl ServerHandle {
+    /// The address the shards listen on (with port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The I/O driver every shard runs on.
+    pub fn driver(&self) -> ActiveDriver {
+        self.driver
+    }
+
+    /// Starts a graceful stop: shards stop accepting and close their connections (WebSockets
+    /// with 1001) within `shutdown.deadline`.
+    pub fn shutdown(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for every shard to finish.
+    ///
+    /// # Errors
+    /// The first shard failure.
+    pub fn join(mut self) -> Result<(), ServerError> {
+        let mut first_error = None;
+        for handle in self.threads.drain(..) {
+            let name = handle.thread().name().unwrap_or("shard").to_owned();
+            let result = match handle.join() {
+                Ok(result) => result.map_err(ServerError::from),
+                Err(_) => Err(ServerError::Panicked(name)),
+            };
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts the server described by `config` and returns once every shard runs.
+///
+/// # Errors
+/// See [`ServerError`]: bind failures, a forced io_uring that is unavailable, thread or runtime
+/// failures.
+pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
+    let driver = choose_driver(&config)?;
+    let workers = config.workers.get();
+    let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listen);
+    let cores = if config.runtime.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
+    let mut stops = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let name = format!("shard-{index}");
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let config = Arc::clone(&config);
+        let ready = ready_tx.clone();
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        // invariant: workers is bounded far below u16::MAX by config validation.
+        let id = ShardId(u16::try_from(index).unwrap_or(u16::MAX));
+        let spawned = thread::Builder::new().name(name.clone()).spawn(move || {
+            if let Some(core) = core {
+                if core_affinity::set_for_current(core) {
+                    debug!(shard = id.0, core = core.id, "pinned");
+                } else {
+                    warn!(shard = id.0, core = core.id, "could not pin to core");
+                }
+            }
+            run_shard(id, config, driver, listener, stop_rx, ready)
+        });
+        match spawned {
+            Ok(handle) => {
+                stops.push(stop_tx);
+                threads.push(handle);
+            }
+            Err(source) => {
+                let mut partial = ServerHandle {
+                    local_addr,
+                    driver,
+                    stops,
+                    threads,
+                };
+                partial.shutdown();
+                return Err(ServerError::Spawn { name, source });
+            }
+        }
+    }
+    drop(ready_tx);
+    let mut handle = ServerHandle {
+        local_addr,
+        driver,
+        stops,
+        threads,
+    };
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                handle.shutdown();
+                return Err(error.into());
+            }
+            Err(_) => {
+                handle.shutdown();
+                return Err(ServerError::Panicked("shard".to_owned()));
+            }
+        }
+    }
+    info!(addr = %local_addr, shards = workers, driver = driver.as_str(), "listening");
+    Ok(handle)
+}
+
+/// Picks the driver once for all shards; `auto` falls back to epoll with one log line.
+fn choose_driver(config: &Config) -> Result<ActiveDriver, ServerError> {
+    let probe = || {
+        RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(config.runtime.uring_entries)
+            .build()
+            .map(drop)
+    };
+    match config.runtime.driver {
+        DriverKind::Legacy => Ok(ActiveDriver::Legacy),
+        DriverKind::IoUring => match probe() {
+            Ok(()) => Ok(ActiveDriver::IoUring),
+            Err(error) => Err(ServerError::IoUringUnavailable(error)),
+        },
+        DriverKind::Auto => {
+            if !monoio::utils::detect_uring() {
+                warn!(
+                    "io_uring is unavailable (kernel, seccomp or MONOIO_FORCE_LEGACY_DRIVER); falling back to the legacy epoll driver"
+                );
+                return Ok(ActiveDriver::Legacy);
+            }
+            match probe() {
+                Ok(()) => Ok(ActiveDriver::IoUring),
+                Err(error) => {
+                    warn!(%error, "io_uring setup failed; falling back to the legacy epoll driver");
+                    Ok(ActiveDriver::Legacy)
+                }
+            }
+        }
+    }
+}
+
+/// The body of a shard thread.
+fn run_shard(
+    id: ShardId,
+    config: Arc<Config>,
+    driver: ActiveDriver,
+    listener: std::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+    ready: mpsc::Sender<Result<(), ShardError>>,
+) -> Result<(), ShardError> {
+    let runtime_error = |source| ShardError::Runtime {
+        shard: id.0,
+        driver: driver.as_str(),
+        source,
+    };
+    let ctx = Rc::new(ShardContext::new(id, Arc::clone(&config), driver));
+    match driver {
+        ActiveDriver::IoUring => {
+            let built = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(config.runtime.uring_entries)
+                .enable_timer()
+                .build();
+            let mut runtime = match built {
+                Ok(runtime) => runtime,
+                Err(source) => {
+                    let _ = ready.send(Err(runtime_error(source)));
+                    return Ok(());
+                }
+            };
+            let _ = ready.send(Ok(()));
+            runtime.block_on(shard::run(ctx, listener, stop))
+        }
+        ActiveDriver::Legacy => {
+            let built = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
+            let mut runtime = match built {
+                Ok(runtime) => runtime,
+                Err(source) => {
+                    let _ = ready.send(Err(runtime_error(source)));
+                    return Ok(());
+                }
+            };
+            let _ = ready.send(Ok(()));
+            runtime.block_on(shard::run(ctx, listener, stop))
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! One core: a pinned thread, its monoio runtime, and all of its mutable state.
+//!
+//! A shard owns its listening socket, its connections and (later) its group tables; nothing
+//! here is `Send`, and nothing is shared with other shards except the read-only
+//! [`Config`]. [`run`] is the shard's main task: accept until told to stop, then drain.
+
+pub mod connections;
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use quanta::Clock;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::transport::listener::accept_loop;
+use connections::{ConnectionRegistry, ConnectionSignal, Signal};
+
+/// A shard's number, 0-based; the thread is named `shard-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardId(pub u16);
+
+/// The I/O driver a shard's runtime runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveDriver {
+    /// io_uring (the default on Linux 5.6+).
+    IoUring,
+    /// epoll, monoio's legacy driver: the fallback where io_uring is unavailable.
+    Legacy,
+}
+
+impl ActiveDriver {
+    /// The name used in logs and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IoUring => "io_uring",
+            Self::Legacy => "legacy",
+        }
+    }
+}
+
+/// Why a shard could not run.
+#[derive(Debug, Error)]
+pub enum ShardError {
+    /// The runtime could not be built (io_uring setup, memlock, …).
+    #[error("shard {shard}: cannot build the {driver} runtime: {source}")]
+    Runtime {
+        /// The shard.
+        shard: u16,
+        /// The driver that was tried.
+        driver: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The listening socket could not be handed to the runtime.
+    #[error("shard {shard}: cannot register the listener: {source}")]
+    Listener {
+        /// The shard.
+        shard: u16,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Everything a shard's tasks share. `!Send`: it lives and dies on its core.
+#[derive(Debug)]
+pub struct ShardContext {
+    /// This shard.
+    pub id: ShardId,
+    /// The process configuration (read-only, shared by all shards).
+    pub config: Arc<Config>,
+    /// Live connections on this shard.
+    pub connections: Rc<ConnectionRegistry>,
+    /// Connections this shard accepts at most (`limits.max_connections` split across shards).
+    pub max_connections: usize,
+    /// The hot-path clock (TSC-based, no syscall).
+    pub clock: Clock,
+    /// When the shard started (for uptime).
+    pub started: std::time::Instant,
+    /// The I/O driver in use.
+    pub driver: ActiveDriver,
+    /// Raised to stop the accept loop.
+    pub acceptor: ConnectionSignal,
+}
+
+impl ShardContext {
+    /// A fresh context for shard `id`.
+    pub fn new(id: ShardId, config: Arc<Config>, driver: ActiveDriver) -> Self {
+        let max_connections = config.shard_max_connections();
+        Self {
+            id,
+            config,
+            connections: Rc::new(ConnectionRegistry::default()),
+            max_connections,
+            clock: Clock::new(),
+            started: std::time::Instant::now(),
+            driver,
+            acceptor: ConnectionSignal::default(),
+        }
+    }
+}
+
+/// The shard's main task: serve `listener` until `stop` fires (or its sender is dropped), then
+/// stop accepting, ask every connection to close, and wait for them up to the shutdown deadline.
+///
+/// # Errors
+/// [`ShardError::Listener`] when the socket cannot be registered with the runtime.
+pub async fn run(
+    ctx: Rc<ShardContext>,
+    listener: std::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+) -> Result<(), ShardError> {
+    let shard = ctx.id.0;
+    let listener = monoio::net::TcpListener::from_std(listener)
+        .map_err(|source| ShardError::Listener { shard, source })?;
+    let acceptor = monoio::spawn(accept_loop(listener, Rc::clone(&ctx)));
+    let _ = stop.await;
+
+    ctx.acceptor.raise(Signal::Shutdown);
+    acceptor.await;
+    let open = ctx.connections.len();
+    info!(shard, open, "stopped accepting; closing connections");
+    ctx.connections.raise_all(Signal::Shutdown);
+    let deadline = std::time::Instant::now() + ctx.config.shutdown.deadline;
+    while !ctx.connections.is_empty() && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if !ctx.connections.is_empty() {
+        warn!(
+            shard,
+            open = ctx.connections.len(),
+            "shutdown deadline reached; dropping remaining connections"
+        );
+    }
+    Ok(())
+}

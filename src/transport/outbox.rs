@@ -1,0 +1,138 @@
+//! A connection's queue of encoded frames waiting for the socket.
+//!
+//! Frames are queued as reference-counted [`Bytes`]: a payload shared by many connections (an
+//! encode-once broadcast) is queued without copying. [`Outbox::flush`] coalesces small chunks
+//! into one write and writes large ones as they are.
+
+use std::collections::VecDeque;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use crate::protocol::websocket::close::encode_close_payload;
+use crate::protocol::websocket::{CloseCode, FrameHeader, OpCode};
+
+/// Payloads up to this size are copied next to their header (one chunk); larger ones are
+/// queued by reference after a separate header chunk.
+const INLINE_PAYLOAD: usize = 1024;
+
+/// Chunks are coalesced into writes of about this size.
+const COALESCE: usize = 64 * 1024;
+
+/// Encoded frames not yet written.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    chunks: VecDeque<Bytes>,
+    queued: usize,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Queues already-encoded frame bytes.
+    pub fn push_encoded(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.queued += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// Queues one unmasked, final frame carrying `payload`.
+    pub fn push_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        let header = FrameHeader {
+            fin: true,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        if payload.len() <= INLINE_PAYLOAD {
+            let mut out = BytesMut::with_capacity(header.encoded_len() + payload.len());
+            header.encode(&mut out);
+            out.extend_from_slice(&payload);
+            self.push_encoded(out.freeze());
+        } else {
+            let mut head = BytesMut::with_capacity(header.encoded_len());
+            header.encode(&mut head);
+            self.push_encoded(head.freeze());
+            self.push_encoded(payload);
+        }
+    }
+
+    /// Queues a close frame with `code` and `reason` (cut to fit a control frame).
+    pub fn push_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = BytesMut::with_capacity(2 + reason.len().min(123));
+        encode_close_payload(code, reason, &mut payload);
+        self.push_frame(OpCode::Close, payload.freeze());
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// The socket's error; the outbox is then in an unspecified state and the connection is over.
+    pub async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        while let Some(first) = self.chunks.pop_front() {
+            let chunk = if first.len() >= COALESCE || self.chunks.front().is_none() {
+                first
+            } else {
+                let mut joined = BytesMut::with_capacity(COALESCE);
+                joined.extend_from_slice(&first);
+                while let Some(next) = self.chunks.front() {
+                    if joined.len() + next.len() > COALESCE {
+                        break;
+                    }
+                    joined.extend_from_slice(next);
+                    self.chunks.pop_front();
+                }
+                joined.freeze()
+            };
+            let len = chunk.len();
+            let (result, _) = stream.write_all(chunk).await;
+            result?;
+            self.queued = self.queued.saturating_sub(len);
+        }
+        self.queued = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_are_one_chunk_and_large_payloads_are_shared() {
+        let mut outbox = Outbox::new();
+        outbox.push_frame(OpCode::Text, Bytes::from_static(b"hi"));
+        assert_eq!(outbox.chunks.len(), 1);
+        assert_eq!(&outbox.chunks[0][..], b"\x81\x02hi");
+        let big = Bytes::from(vec![7u8; 5000]);
+        outbox.push_frame(OpCode::Binary, big.clone());
+        assert_eq!(outbox.chunks.len(), 3);
+        assert_eq!(&outbox.chunks[1][..], &[0x82, 0x7e, 0x13, 0x88]);
+        assert_eq!(outbox.chunks[2].as_ptr(), big.as_ptr());
+        assert_eq!(outbox.queued_bytes(), 4 + 4 + 5000);
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_reason() {
+        let mut outbox = Outbox::new();
+        outbox.push_close(CloseCode::GOING_AWAY, "bye");
+        assert_eq!(&outbox.chunks[0][..], b"\x88\x05\x03\xe9bye");
+    }
+}

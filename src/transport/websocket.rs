@@ -1,0 +1,274 @@
+//! The WebSocket connection loop: reads frames, runs the endpoint's logic, answers pings,
+//! keeps idle peers honest, and performs the close handshake.
+//!
+//! The protocol decisions are made by [`MessageReader`] (sans-IO); this file only moves bytes
+//! and time. An endpoint plugs in through [`WebSocketApp`], which sees whole data messages and
+//! queues its answers in the [`Outbox`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+use quanta::{Clock, Instant};
+
+use super::ConnectionEnd;
+use super::outbox::Outbox;
+use super::read_buffer::ReadBuffer;
+use crate::config::WebSocketConfig;
+use crate::protocol::websocket::{CloseCode, Message, MessageReader, OpCode, ReadEvent};
+use crate::shard::connections::ConnectionHandle;
+
+/// A complete data message from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataMessage {
+    /// A text message (valid UTF-8).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// The endpoint asks to close the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppClose {
+    /// The close code sent to the peer.
+    pub code: CloseCode,
+    /// The reason sent to the peer (cut to 123 bytes).
+    pub reason: String,
+}
+
+/// What runs on a WebSocket route.
+pub trait WebSocketApp {
+    /// A data message arrived; answers go into `outbox`.
+    ///
+    /// # Errors
+    /// [`AppClose`] to close the connection with that code.
+    fn on_message(&mut self, message: DataMessage, outbox: &mut Outbox) -> Result<(), AppClose>;
+}
+
+/// Limits and timers of one WebSocket route.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketLimits {
+    /// Largest message accepted (all fragments together); bigger closes with 1009.
+    pub max_message_size: usize,
+    /// Nothing received for this long closes with 1001.
+    pub idle_timeout: Duration,
+    /// A silent peer is pinged after this long.
+    pub ping_interval: Duration,
+    /// How long to wait for the peer's close frame after sending ours.
+    pub close_timeout: Duration,
+    /// A single flush that takes longer than this ends the connection (slow consumer).
+    pub send_timeout: Duration,
+}
+
+impl WebSocketLimits {
+    /// The limits configured for WebSocket routes, with a route-specific message size.
+    pub fn from_config(config: &WebSocketConfig, max_message_size: usize) -> Self {
+        Self {
+            max_message_size,
+            idle_timeout: config.idle_timeout,
+            ping_interval: config.ping_interval,
+            close_timeout: config.close_timeout,
+            send_timeout: config.send_timeout,
+        }
+    }
+}
+
+/// Our close frame is out; we wait for the peer's.
+#[derive(Debug)]
+struct Closing {
+    deadline: Instant,
+    end: ConnectionEnd,
+    /// After a protocol error the byte stream can no longer be parsed; input is only drained.
+    drain_only: bool,
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Signal,
+    Timer,
+}
+
+/// Runs the WebSocket protocol on `stream` until the connection ends, and says why it ended.
+/// `input` holds bytes that arrived with the upgrade request.
+pub async fn serve<A: WebSocketApp>(
+    stream: &mut TcpStream,
+    mut input: ReadBuffer,
+    app: &mut A,
+    connection: &ConnectionHandle,
+    limits: &WebSocketLimits,
+    clock: &Clock,
+) -> ConnectionEnd {
+    let mut reader = MessageReader::new(limits.max_message_size);
+    let mut outbox = Outbox::new();
+    let mut want = 0;
+    let mut last_rx = clock.now();
+    let mut ping_outstanding = false;
+    let mut closing: Option<Closing> = None;
+    let mut fin_sent = false;
+    let start_close = |outbox: &mut Outbox, code: CloseCode, reason: &str, end, drain_only| {
+        outbox.push_close(code, reason);
+        Some(Closing {
+            deadline: clock.now() + limits.close_timeout,
+            end,
+            drain_only,
+        })
+    };
+
+    loop {
+        // 1. Everything already buffered.
+        if closing.as_ref().is_some_and(|c| c.drain_only) {
+            input.bytes_mut().clear();
+        }
+        while closing.as_ref().is_none_or(|c| !c.drain_only) {
+            match reader.poll(input.bytes_mut()) {
+                Ok(ReadEvent::NeedAtLeast(n)) => {
+                    want = n;
+                    break;
+                }
+                Ok(ReadEvent::Message(message)) => match message {
+                    Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+                        if closing.is_some() => {}
+                    Message::Text(text) => {
+                        if let Err(close) = app.on_message(DataMessage::Text(text), &mut outbox) {
+                            let end = ConnectionEnd::App {
+                                code: close.code,
+                                reason: close.reason.clone(),
+                            };
+                            closing =
+                                start_close(&mut outbox, close.code, &close.reason, end, false);
+                        }
+                    }
+                    Message::Binary(data) => {
+                        if let Err(close) = app.on_message(DataMessage::Binary(data), &mut outbox) {
+                            let end = ConnectionEnd::App {
+                                code: close.code,
+                                reason: close.reason.clone(),
+                            };
+                            closing =
+                                start_close(&mut outbox, close.code, &close.reason, end, false);
+                        }
+                    }
+                    Message::Ping(payload) => outbox.push_frame(OpCode::Pong, payload),
+                    Message::Pong(_) => {}
+                    Message::Close(frame) => {
+                        if let Some(closing) = closing {
+                            // Our close was answered: the handshake is complete.
+                            let _ = stream.shutdown().await;
+                            return closing.end;
+                        }
+                        match frame.code {
+                            Some(code) => outbox.push_close(code, ""),
+                            None => outbox.push_frame(OpCode::Close, Bytes::new()),
+                        }
+                        let _ = flush(stream, &mut outbox, limits).await;
+                        let _ = stream.shutdown().await;
+                        return ConnectionEnd::PeerClosed(frame.code);
+                    }
+                },
+                Err(error) => {
+                    closing = match closing {
+                        Some(mut c) => {
+                            c.drain_only = true;
+                            Some(c)
+                        }
+                        None => start_close(
+                            &mut outbox,
+                            error.close_code(),
+                            &error.to_string(),
+                            ConnectionEnd::Protocol(error),
+                            true,
+                        ),
+                    };
+                    input.bytes_mut().clear();
+                    break;
+                }
+            }
+        }
+        input.release_if_empty();
+
+        // 2. Everything queued.
+        if let Err(end) = flush(stream, &mut outbox, limits).await {
+            return closing.map_or(end, |c| c.end);
+        }
+        if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
+            // Failing the connection: our close frame is out, now send FIN and only wait for
+            // the peer to finish, so unread bytes do not turn our close into a reset.
+            let _ = stream.shutdown().await;
+            fin_sent = true;
+        }
+
+        // 3. Wait for input, a shard signal or a timer.
+        let now = clock.now();
+        let deadline = match &closing {
+            Some(c) => c.deadline,
+            None if ping_outstanding => last_rx + limits.idle_timeout,
+            None => (last_rx + limits.ping_interval).min(last_rx + limits.idle_timeout),
+        };
+        let sleep_for = deadline.saturating_duration_since(now);
+        let wake = monoio::select! {
+            ready = ReadBuffer::readable(stream) => Wake::Readable(ready),
+            _ = connection.signal.wait(), if closing.is_none() => Wake::Signal,
+            _ = monoio::time::sleep(sleep_for) => Wake::Timer,
+        };
+        match wake {
+            Wake::Readable(Err(error)) => {
+                return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
+            }
+            Wake::Readable(Ok(())) => match input.read_ready(stream, want).await {
+                Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
+                Ok(_) => {
+                    last_rx = clock.now();
+                    ping_outstanding = false;
+                }
+                Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
+            },
+            Wake::Signal => {
+                closing = start_close(
+                    &mut outbox,
+                    CloseCode::GOING_AWAY,
+                    "server shutting down",
+                    ConnectionEnd::Shutdown,
+                    false,
+                );
+            }
+            Wake::Timer => {
+                let now = clock.now();
+                if let Some(c) = closing {
+                    if now >= c.deadline {
+                        return c.end;
+                    }
+                    closing = Some(c);
+                } else if now >= last_rx + limits.idle_timeout {
+                    closing = start_close(
+                        &mut outbox,
+                        CloseCode::GOING_AWAY,
+                        "idle timeout",
+                        ConnectionEnd::IdleTimeout,
+                        false,
+                    );
+                } else if !ping_outstanding && now >= last_rx + limits.ping_interval {
+                    outbox.push_frame(OpCode::Ping, Bytes::new());
+                    ping_outstanding = true;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the outbox, bounded by the send timeout.
+async fn flush(
+    stream: &mut TcpStream,
+    outbox: &mut Outbox,
+    limits: &WebSocketLimits,
+) -> Result<(), ConnectionEnd> {
+    if outbox.is_empty() {
+        return Ok(());
+    }
+    match monoio::time::timeout(limits.send_timeout, outbox.flush(stream)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(ConnectionEnd::Io(error)),
+        Err(_) => Err(ConnectionEnd::SendTimeout),
+    }
+}
