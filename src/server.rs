@@ -235,33 +235,25 @@ fn run_shard(
         source,
     };
     let ctx = Rc::new(ShardContext::new(id, Arc::clone(&config), driver));
+    // The two drivers give runtimes of different types; the steps are the same.
+    macro_rules! run_on {
+        ($builder:expr) => {
+            match $builder.enable_timer().build() {
+                Ok(mut runtime) => {
+                    let _ = ready.send(Ok(()));
+                    runtime.block_on(shard::run(ctx, listener, stop))
+                }
+                Err(source) => {
+                    let _ = ready.send(Err(runtime_error(source)));
+                    Ok(())
+                }
+            }
+        };
+    }
     match driver {
-        ActiveDriver::IoUring => {
-            let built = RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(config.runtime.uring_entries)
-                .enable_timer()
-                .build();
-            let mut runtime = match built {
-                Ok(runtime) => runtime,
-                Err(source) => {
-                    let _ = ready.send(Err(runtime_error(source)));
-                    return Ok(());
-                }
-            };
-            let _ = ready.send(Ok(()));
-            runtime.block_on(shard::run(ctx, listener, stop))
-        }
-        ActiveDriver::Legacy => {
-            let built = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build();
-            let mut runtime = match built {
-                Ok(runtime) => runtime,
-                Err(source) => {
-                    let _ = ready.send(Err(runtime_error(source)));
-                    return Ok(());
-                }
-            };
-            let _ = ready.send(Ok(()));
-            runtime.block_on(shard::run(ctx, listener, stop))
-        }
+        ActiveDriver::IoUring => run_on!(
+            RuntimeBuilder::<IoUringDriver>::new().with_entries(config.runtime.uring_entries)
+        ),
+        ActiveDriver::Legacy => run_on!(RuntimeBuilder::<LegacyDriver>::new()),
     }
 }

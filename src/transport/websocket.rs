@@ -107,7 +107,11 @@ pub async fn serve<A: WebSocketApp>(
     let mut ping_outstanding = false;
     let mut closing: Option<Closing> = None;
     let mut fin_sent = false;
-    let start_close = |outbox: &mut Outbox, code: CloseCode, reason: &str, end, drain_only| {
+    let start_close = |outbox: &mut Outbox,
+                       code: CloseCode,
+                       reason: &str,
+                       end: ConnectionEnd,
+                       drain_only: bool| {
         outbox.push_close(code, reason);
         Some(Closing {
             deadline: clock.now() + limits.close_timeout,
@@ -131,24 +135,11 @@ pub async fn serve<A: WebSocketApp>(
                     Message::Text(_) | Message::Binary(_) | Message::Ping(_)
                         if closing.is_some() => {}
                     Message::Text(text) => {
-                        if let Err(close) = app.on_message(DataMessage::Text(text), &mut outbox) {
-                            let end = ConnectionEnd::App {
-                                code: close.code,
-                                reason: close.reason.clone(),
-                            };
-                            closing =
-                                start_close(&mut outbox, close.code, &close.reason, end, false);
-                        }
+                        closing = deliver(app, DataMessage::Text(text), &mut outbox, &start_close);
                     }
                     Message::Binary(data) => {
-                        if let Err(close) = app.on_message(DataMessage::Binary(data), &mut outbox) {
-                            let end = ConnectionEnd::App {
-                                code: close.code,
-                                reason: close.reason.clone(),
-                            };
-                            closing =
-                                start_close(&mut outbox, close.code, &close.reason, end, false);
-                        }
+                        closing =
+                            deliver(app, DataMessage::Binary(data), &mut outbox, &start_close);
                     }
                     Message::Ping(payload) => outbox.push_frame(OpCode::Pong, payload),
                     Message::Pong(_) => {}
@@ -255,6 +246,21 @@ pub async fn serve<A: WebSocketApp>(
             }
         }
     }
+}
+
+/// Hands a data message to the endpoint; an [`AppClose`] starts the close handshake.
+fn deliver<A: WebSocketApp>(
+    app: &mut A,
+    message: DataMessage,
+    outbox: &mut Outbox,
+    start_close: &impl Fn(&mut Outbox, CloseCode, &str, ConnectionEnd, bool) -> Option<Closing>,
+) -> Option<Closing> {
+    let close = app.on_message(message, outbox).err()?;
+    let end = ConnectionEnd::App {
+        code: close.code,
+        reason: close.reason.clone(),
+    };
+    start_close(outbox, close.code, &close.reason, end, false)
 }
 
 /// Writes the outbox, bounded by the send timeout.

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Measures ringhub's resident memory per idle WebSocket connection.
+
+Starts the release binary with one shard and the echo route on, opens N WebSocket connections
+(spread over 127.0.0.x source addresses), lets them sit idle, and reports the growth of the
+server's RSS (from /proc/PID/status) divided by N. The kernel's per-socket memory is not in the
+process's RSS and is not counted, matching how peers are measured in perf-scenarios.md.
+
+    python3 perf/idle_memory.py [--connections 5000] [--bin target/release/ringhub] [--json]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+UPGRADE = (
+    b"GET /ws/echo HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_server(binary):
+    proc = subprocess.Popen(
+        [binary, "--listen", "127.0.0.1:0", "--workers", "1",
+         "--set", "echo.enabled=true", "--set", "runtime.pin_cores=false",
+         "--set", "websocket.ping_interval=1h", "--set", "websocket.idle_timeout=2h"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "RINGHUB_LOG": "info"})
+    for line in proc.stderr:
+        m = re.search(r"listening.*addr=([0-9.:]+)", line)
+        if m:
+            host, port = m.group(1).rsplit(":", 1)
+            return proc, (host, int(port))
+    raise RuntimeError("server did not start")
+
+
+def open_ws(addr, index):
+    src = f"127.0.0.{2 + index // 20000}"
+    s = socket.create_connection(addr, source_address=(src, 0))
+    s.sendall(UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed during upgrade")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head[:80])
+    return s
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connections", type=int, default=5000)
+    ap.add_argument("--bin", default="target/release/ringhub")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    proc, addr = start_server(args.bin)
+    try:
+        # Warm up allocator pages and the runtime with a few connections first.
+        warm = [open_ws(addr, i) for i in range(50)]
+        for s in warm:
+            s.close()
+        time.sleep(0.5)
+        before = rss_kib(proc.pid)
+        conns = [open_ws(addr, i) for i in range(args.connections)]
+        time.sleep(2.0)
+        after = rss_kib(proc.pid)
+        per_conn = (after - before) / args.connections
+        result = {"connections": args.connections, "rss_before_kib": before,
+                  "rss_after_kib": after, "kib_per_connection": round(per_conn, 3)}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{args.connections} idle WebSockets: RSS {before} KiB -> {after} KiB, "
+                  f"{per_conn:.2f} KiB per connection")
+        for s in conns:
+            s.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

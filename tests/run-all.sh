@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
+# and integration tests (both monoio drivers), the benches (compiled), and Autobahn|Testsuite
+# against the release binary. Installs what it needs (Python tools into target/), starts every
+# service it needs on free ports, and stops them afterwards.
+#
+#   bash tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$SECONDS
+step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
+
+step "protocol/ stays sans-IO"
+if grep -rnE 'monoio|std::rc|Rc<|Rc::|quanta|Instant::now|SystemTime' src/protocol \
+  | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
+  echo "src/protocol must not use monoio, Rc or a clock" >&2
+  exit 1
+fi
+
+step "unit and integration tests (io_uring and legacy drivers)"
+cargo test --locked
+
+step "benches build and run once (test mode)"
+cargo test --locked --benches
+
+step "release build"
+cargo build --locked --release
+
+step "Autobahn|Testsuite 1-7, 9, 10 against the echo route"
+bash tests/autobahn/run.sh
+
+step "all suites passed"
