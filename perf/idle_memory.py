@@ -31,11 +31,11 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-def start_server(binary):
+def start_server(binary, EXTRA=()):
     proc = subprocess.Popen(
         [binary, "--listen", "127.0.0.1:0", "--workers", "1",
          "--set", "echo.enabled=true", "--set", "runtime.pin_cores=false",
-         "--set", "websocket.ping_interval=1h", "--set", "websocket.idle_timeout=2h"],
+         *EXTRA, "--set", "websocket.ping_interval=1h", "--set", "websocket.idle_timeout=2h"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "RINGHUB_LOG": "info"})
     for line in proc.stderr:
         m = re.search(r"listening.*addr=([0-9.:]+)", line)
@@ -46,7 +46,7 @@ def start_server(binary):
 
 
 def open_ws(addr, index):
-    src = f"127.0.0.{2 + index // 20000}"
+    src = f"127.0.0.{2 + index // 4000}"
     s = socket.create_connection(addr, source_address=(src, 0))
     s.sendall(UPGRADE)
     head = b""
@@ -65,8 +65,9 @@ def main():
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--bin", default="target/release/ringhub")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--driver", default="auto", choices=["auto", "io-uring", "legacy"])
     args = ap.parse_args()
-    proc, addr = start_server(args.bin)
+    proc, addr = start_server(args.bin, ("--set", f"runtime.driver={args.driver}"))
     try:
         # Warm up allocator pages and the runtime with a few connections first.
         warm = [open_ws(addr, i) for i in range(50)]

@@ -110,6 +110,12 @@ impl Drop for ServerHandle {
 /// See [`ServerError`]: bind failures, a forced io_uring that is unavailable, thread or runtime
 /// failures.
 pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
+    if !config.runtime.transparent_huge_pages {
+        // Applies to every later page fault of the process, including the allocator's arenas.
+        if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+            warn!(%error, "could not disable transparent huge pages");
+        }
+    }
     let driver = choose_driver(&config)?;
     let workers = config.workers.get();
     let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {

@@ -1,5 +1,5 @@
 //! The shard's table of live connections and the per-connection signal that lets shard-level
-//! events (graceful stop, later: outbound messages) reach a connection's task.
+//! events (graceful stop, a due timer, later: outbound messages) reach a connection's task.
 //!
 //! Everything here is single-threaded (`Rc`, `Cell`): a shard's connections never leave it.
 
@@ -10,10 +10,13 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use quanta::Instant;
 use slab::Slab;
 
+use super::timers::Timers;
+
 /// A connection's number, unique within its shard while the connection lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u32);
 
 impl fmt::Display for ConnectionId {
@@ -27,12 +30,20 @@ impl fmt::Display for ConnectionId {
 pub enum Signal {
     /// The server is stopping: finish up and close (WebSocket 1001).
     Shutdown,
+    /// A deadline the connection scheduled may have passed; it checks its own clock.
+    Timer,
 }
 
-/// One waker slot plus pending signals: O(1) memory per connection however often its task
+const SHUTDOWN: u8 = 1;
+const TIMER: u8 = 2;
+
+/// One waker slot plus pending events: O(1) memory per connection however often its task
 /// waits, unlike a list of waiters.
 #[derive(Default)]
 pub struct ConnectionSignal {
+    /// Events raised but not yet delivered by [`Self::wait`].
+    pending: Cell<u8>,
+    /// Sticky: a stop was requested at some point.
     shutdown: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
@@ -40,6 +51,7 @@ pub struct ConnectionSignal {
 impl fmt::Debug for ConnectionSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionSignal")
+            .field("pending", &self.pending.get())
             .field("shutdown", &self.shutdown.get())
             .finish_non_exhaustive()
     }
@@ -48,20 +60,26 @@ impl fmt::Debug for ConnectionSignal {
 impl ConnectionSignal {
     /// Raises `signal` and wakes the task waiting on it.
     pub fn raise(&self, signal: Signal) {
-        match signal {
-            Signal::Shutdown => self.shutdown.set(true),
-        }
+        let bit = match signal {
+            Signal::Shutdown => {
+                self.shutdown.set(true);
+                SHUTDOWN
+            }
+            Signal::Timer => TIMER,
+        };
+        self.pending.set(self.pending.get() | bit);
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 
-    /// Whether a graceful stop has been requested.
+    /// Whether a graceful stop has been requested (stays true once raised).
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.get()
     }
 
-    /// Resolves when a signal is pending; cancel-safe (dropping it loses nothing).
+    /// Resolves with the next undelivered event (shutdown first); each raise is delivered once.
+    /// Cancel-safe: an event is only consumed when the future resolves.
     pub fn wait(&self) -> SignalWait<'_> {
         SignalWait { signal: self }
     }
@@ -77,8 +95,14 @@ impl Future for SignalWait<'_> {
     type Output = Signal;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Signal> {
-        if self.signal.shutdown.get() {
+        let pending = self.signal.pending.get();
+        if pending & SHUTDOWN != 0 {
+            self.signal.pending.set(pending & !SHUTDOWN);
             return Poll::Ready(Signal::Shutdown);
+        }
+        if pending & TIMER != 0 {
+            self.signal.pending.set(pending & !TIMER);
+            return Poll::Ready(Signal::Timer);
         }
         self.signal.waker.set(Some(cx.waker().clone()));
         Poll::Pending
@@ -88,16 +112,32 @@ impl Future for SignalWait<'_> {
 /// What the shard keeps about one live connection.
 #[derive(Debug)]
 pub struct ConnectionHandle {
-    /// The connection's id.
+    /// The connection's id (a reusable slot number).
     pub id: ConnectionId,
+    /// Unique for the shard's lifetime; tells this connection from a later one in the same slot.
+    pub serial: u64,
     /// Where shard-level events for this connection are raised.
     pub signal: ConnectionSignal,
+    /// The earliest timer entry this connection has pending, if any.
+    armed: Cell<Option<Instant>>,
+}
+
+impl ConnectionHandle {
+    /// Makes sure a [`Signal::Timer`] arrives at `at` or earlier. Cheap when an entry at or
+    /// before `at` is already pending, which is the common case.
+    pub fn arm(&self, at: Instant, timers: &Timers) {
+        if self.armed.get().is_none_or(|armed| at < armed) {
+            self.armed.set(Some(at));
+            timers.schedule(at, self.id, self.serial);
+        }
+    }
 }
 
 /// The shard's live connections.
 #[derive(Debug, Default)]
 pub struct ConnectionRegistry {
     slots: RefCell<Slab<Rc<ConnectionHandle>>>,
+    next_serial: Cell<u64>,
 }
 
 impl ConnectionRegistry {
@@ -107,9 +147,13 @@ impl ConnectionRegistry {
         let entry = slots.vacant_entry();
         // Slab keys are dense and bounded by the per-shard connection limit (< 2^32).
         let id = ConnectionId(u32::try_from(entry.key()).unwrap_or(u32::MAX));
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
         let handle = Rc::new(ConnectionHandle {
             id,
+            serial,
             signal: ConnectionSignal::default(),
+            armed: Cell::new(None),
         });
         entry.insert(Rc::clone(&handle));
         handle
@@ -146,6 +190,18 @@ impl ConnectionRegistry {
             handle.signal.raise(signal);
         }
     }
+
+    /// Delivers a due timer entry to its connection, if that connection still lives.
+    pub fn fire_timer(&self, id: ConnectionId, serial: u64, now: Instant) {
+        let handle = match self.slots.borrow().get(id.0 as usize) {
+            Some(handle) if handle.serial == serial => Rc::clone(handle),
+            _ => return,
+        };
+        if handle.armed.get().is_some_and(|armed| armed <= now) {
+            handle.armed.set(None);
+        }
+        handle.signal.raise(Signal::Timer);
+    }
 }
 
 /// Removes the connection from its registry when dropped, however the task ends.
@@ -177,15 +233,22 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
+    use std::time::Duration;
 
     use super::*;
 
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
+    struct CountingWaker(AtomicUsize);
     impl Wake for CountingWaker {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    fn poll_once(signal: &ConnectionSignal, cx: &mut Context<'_>) -> Poll<Signal> {
+        let mut wait = signal.wait();
+        Pin::new(&mut wait).poll(cx)
     }
 
     #[test]
@@ -202,22 +265,57 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_wakes_the_waiting_task_once_and_stays_raised() {
+    fn shutdown_wakes_the_waiting_task_once_is_delivered_once_and_stays_visible() {
         let registry = Rc::new(ConnectionRegistry::default());
         let reg = Registration::new(Rc::clone(&registry));
-        let counter = Arc::new(CountingWaker(Default::default()));
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
         for _ in 0..3 {
-            let mut wait = reg.handle().signal.wait();
-            assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+            assert!(poll_once(&reg.handle().signal, &mut cx).is_pending());
         }
         registry.raise_all(Signal::Shutdown);
-        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let mut wait = reg.handle().signal.wait();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         assert_eq!(
-            Pin::new(&mut wait).poll(&mut cx),
+            poll_once(&reg.handle().signal, &mut cx),
             Poll::Ready(Signal::Shutdown)
         );
+        assert!(poll_once(&reg.handle().signal, &mut cx).is_pending());
+        assert!(reg.handle().signal.is_shutdown());
+    }
+
+    #[test]
+    fn a_stale_timer_entry_does_not_wake_the_next_connection_in_the_same_slot() {
+        let registry = Rc::new(ConnectionRegistry::default());
+        let timers = Timers::new();
+        let first = Registration::new(Rc::clone(&registry));
+        let at = timers.now() + Duration::from_millis(1);
+        first.handle().arm(at, &timers);
+        let (id, old_serial) = (first.handle().id, first.handle().serial);
+        drop(first);
+        let second = Registration::new(Rc::clone(&registry));
+        assert_eq!(second.handle().id, id);
+        registry.fire_timer(id, old_serial, at);
+        let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        assert!(poll_once(&second.handle().signal, &mut cx).is_pending());
+        registry.fire_timer(id, second.handle().serial, at);
+        assert_eq!(
+            poll_once(&second.handle().signal, &mut cx),
+            Poll::Ready(Signal::Timer)
+        );
+    }
+
+    #[test]
+    fn arming_later_than_a_pending_entry_schedules_nothing_new() {
+        let registry = Rc::new(ConnectionRegistry::default());
+        let timers = Timers::new();
+        let reg = Registration::new(Rc::clone(&registry));
+        let now = timers.now();
+        reg.handle().arm(now + Duration::from_secs(5), &timers);
+        reg.handle().arm(now + Duration::from_secs(9), &timers);
+        assert_eq!(timers.len(), 1);
+        reg.handle().arm(now + Duration::from_secs(1), &timers);
+        assert_eq!(timers.len(), 2);
     }
 }

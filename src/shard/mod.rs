@@ -5,6 +5,7 @@
 //! [`Config`]. [`run`] is the shard's main task: accept until told to stop, then drain.
 
 pub mod connections;
+pub mod timers;
 
 use std::io;
 use std::rc::Rc;
@@ -12,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use quanta::Clock;
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::transport::listener::accept_loop;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
+use timers::Timers;
 
 /// A shard's number, 0-based; the thread is named `shard-N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,8 +78,8 @@ pub struct ShardContext {
     pub connections: Rc<ConnectionRegistry>,
     /// Connections this shard accepts at most (`limits.max_connections` split across shards).
     pub max_connections: usize,
-    /// The hot-path clock (TSC-based, no syscall).
-    pub clock: Clock,
+    /// The hot-path clock (TSC-based, no syscall) and the shard's one deadline queue.
+    pub timers: Timers,
     /// When the shard started (for uptime).
     pub started: std::time::Instant,
     /// The I/O driver in use.
@@ -96,7 +97,7 @@ impl ShardContext {
             config,
             connections: Rc::new(ConnectionRegistry::default()),
             max_connections,
-            clock: Clock::new(),
+            timers: Timers::new(),
             started: std::time::Instant::now(),
             driver,
             acceptor: ConnectionSignal::default(),
@@ -118,6 +119,8 @@ pub async fn run(
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|source| ShardError::Listener { shard, source })?;
     let acceptor = monoio::spawn(accept_loop(listener, Rc::clone(&ctx)));
+    // Dropped with the runtime when this function returns.
+    let _ticker = monoio::spawn(run_timers(Rc::clone(&ctx)));
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
@@ -137,4 +140,17 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// The shard's ticker: fires due connection deadlines, then sleeps until the next one.
+async fn run_timers(ctx: Rc<ShardContext>) {
+    loop {
+        let now = ctx.timers.now();
+        ctx.timers.fire_due(now, |id, serial| {
+            ctx.connections.fire_timer(id, serial, now)
+        });
+        ctx.timers
+            .sleep_until_next(ctx.timers.next_deadline())
+            .await;
+    }
 }

@@ -3,6 +3,7 @@
 //! protocol question itself (those are answered by [`crate::protocol`]).
 
 pub mod connection;
+pub mod deadline;
 pub mod listener;
 pub mod outbox;
 pub mod read_buffer;

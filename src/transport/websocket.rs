@@ -10,14 +10,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
-use quanta::{Clock, Instant};
+use quanta::Instant;
 
 use super::ConnectionEnd;
+use super::deadline::{TimedOut, within};
 use super::outbox::Outbox;
 use super::read_buffer::ReadBuffer;
 use crate::config::WebSocketConfig;
 use crate::protocol::websocket::{CloseCode, Message, MessageReader, OpCode, ReadEvent};
-use crate::shard::connections::ConnectionHandle;
+use crate::shard::connections::{ConnectionHandle, Signal};
+use crate::shard::timers::Timers;
 
 /// A complete data message from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +88,7 @@ struct Closing {
 /// Why the loop woke up.
 enum Wake {
     Readable(std::io::Result<()>),
-    Signal,
-    Timer,
+    Signal(Signal),
 }
 
 /// Runs the WebSocket protocol on `stream` until the connection ends, and says why it ended.
@@ -98,12 +99,12 @@ pub async fn serve<A: WebSocketApp>(
     app: &mut A,
     connection: &ConnectionHandle,
     limits: &WebSocketLimits,
-    clock: &Clock,
+    timers: &Timers,
 ) -> ConnectionEnd {
     let mut reader = MessageReader::new(limits.max_message_size);
     let mut outbox = Outbox::new();
     let mut want = 0;
-    let mut last_rx = clock.now();
+    let mut last_rx = timers.now();
     let mut ping_outstanding = false;
     let mut closing: Option<Closing> = None;
     let mut fin_sent = false;
@@ -114,7 +115,7 @@ pub async fn serve<A: WebSocketApp>(
                        drain_only: bool| {
         outbox.push_close(code, reason);
         Some(Closing {
-            deadline: clock.now() + limits.close_timeout,
+            deadline: timers.now() + limits.close_timeout,
             end,
             drain_only,
         })
@@ -153,7 +154,7 @@ pub async fn serve<A: WebSocketApp>(
                             Some(code) => outbox.push_close(code, ""),
                             None => outbox.push_frame(OpCode::Close, Bytes::new()),
                         }
-                        let _ = flush(stream, &mut outbox, limits).await;
+                        let _ = flush(stream, &mut outbox, limits, connection, timers).await;
                         let _ = stream.shutdown().await;
                         return ConnectionEnd::PeerClosed(frame.code);
                     }
@@ -180,7 +181,7 @@ pub async fn serve<A: WebSocketApp>(
         input.release_if_empty();
 
         // 2. Everything queued.
-        if let Err(end) = flush(stream, &mut outbox, limits).await {
+        if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
             return closing.map_or(end, |c| c.end);
         }
         if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
@@ -190,42 +191,47 @@ pub async fn serve<A: WebSocketApp>(
             fin_sent = true;
         }
 
-        // 3. Wait for input, a shard signal or a timer.
-        let now = clock.now();
+        // 3. A stop requested meanwhile (also while flushing) starts the close handshake.
+        if closing.is_none() && connection.signal.is_shutdown() {
+            closing = start_close(
+                &mut outbox,
+                CloseCode::GOING_AWAY,
+                "server shutting down",
+                ConnectionEnd::Shutdown,
+                false,
+            );
+            continue;
+        }
+
+        // 4. Wait for input or a shard signal (stop, or the deadline scheduled here).
         let deadline = match &closing {
             Some(c) => c.deadline,
             None if ping_outstanding => last_rx + limits.idle_timeout,
             None => (last_rx + limits.ping_interval).min(last_rx + limits.idle_timeout),
         };
-        let sleep_for = deadline.saturating_duration_since(now);
+        connection.arm(deadline, timers);
         let wake = monoio::select! {
             ready = ReadBuffer::readable(stream) => Wake::Readable(ready),
-            _ = connection.signal.wait(), if closing.is_none() => Wake::Signal,
-            _ = monoio::time::sleep(sleep_for) => Wake::Timer,
+            signal = connection.signal.wait() => Wake::Signal(signal),
         };
         match wake {
             Wake::Readable(Err(error)) => {
                 return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
             }
-            Wake::Readable(Ok(())) => match input.read_ready(stream, want).await {
+            // Boxed: the read completes at once (the socket is readable), and its state would
+            // otherwise enlarge every idle connection's task.
+            Wake::Readable(Ok(())) => match Box::pin(input.read_ready(stream, want)).await {
                 Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
                 Ok(_) => {
-                    last_rx = clock.now();
+                    last_rx = timers.now();
                     ping_outstanding = false;
                 }
                 Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
             },
-            Wake::Signal => {
-                closing = start_close(
-                    &mut outbox,
-                    CloseCode::GOING_AWAY,
-                    "server shutting down",
-                    ConnectionEnd::Shutdown,
-                    false,
-                );
-            }
-            Wake::Timer => {
-                let now = clock.now();
+            // Handled at the top of the next turn.
+            Wake::Signal(Signal::Shutdown) => {}
+            Wake::Signal(Signal::Timer) => {
+                let now = timers.now();
                 if let Some(c) = closing {
                     if now >= c.deadline {
                         return c.end;
@@ -268,13 +274,18 @@ async fn flush(
     stream: &mut TcpStream,
     outbox: &mut Outbox,
     limits: &WebSocketLimits,
+    connection: &ConnectionHandle,
+    timers: &Timers,
 ) -> Result<(), ConnectionEnd> {
     if outbox.is_empty() {
         return Ok(());
     }
-    match monoio::time::timeout(limits.send_timeout, outbox.flush(stream)).await {
+    let deadline = timers.now() + limits.send_timeout;
+    // Boxed: a write in progress is transient, and its state would otherwise enlarge every
+    // idle connection's task by the size of the write future.
+    match Box::pin(within(outbox.flush(stream), deadline, connection, timers)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(ConnectionEnd::Io(error)),
-        Err(_) => Err(ConnectionEnd::SendTimeout),
+        Err(TimedOut) => Err(ConnectionEnd::SendTimeout),
     }
 }

@@ -1,0 +1,43 @@
+//! Bounding an operation in time without a per-connection timer: the connection schedules a
+//! wake-up in the shard's [`Timers`] and races the operation against its own signal.
+
+use std::future::Future;
+use std::pin::pin;
+
+use quanta::Instant;
+
+use crate::shard::connections::{ConnectionHandle, Signal};
+use crate::shard::timers::Timers;
+
+/// The deadline passed before the operation finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// Runs `operation` to completion unless `deadline` passes first (then it is dropped).
+///
+/// A graceful-stop signal that arrives meanwhile is not lost: it stays visible through
+/// [`ConnectionSignal::is_shutdown`](crate::shard::connections::ConnectionSignal::is_shutdown).
+///
+/// # Errors
+/// [`TimedOut`] when the deadline passed.
+pub async fn within<F: Future>(
+    operation: F,
+    deadline: Instant,
+    connection: &ConnectionHandle,
+    timers: &Timers,
+) -> Result<F::Output, TimedOut> {
+    let mut operation = pin!(operation);
+    loop {
+        if timers.now() >= deadline {
+            return Err(TimedOut);
+        }
+        connection.arm(deadline, timers);
+        let woken = monoio::select! {
+            output = &mut operation => return Ok(output),
+            signal = connection.signal.wait() => signal,
+        };
+        match woken {
+            Signal::Timer | Signal::Shutdown => {}
+        }
+    }
+}
