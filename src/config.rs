@@ -221,6 +221,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The raw RFC 6455 echo route used for conformance testing.
     pub echo: EchoConfig,
+    /// SignalR hub connections (ASP.NET Core `HubOptions` equivalents).
+    pub signalr: SignalRConfig,
+    /// Cross-origin requests from browsers.
+    pub cors: CorsConfig,
+    /// The Diagnostics hub (operators and conformance tests).
+    pub diagnostics: DiagnosticsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -270,8 +276,9 @@ pub struct HttpConfig {
 /// WebSocket session limits and timers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
-    /// Largest reassembled message in bytes, else close 1009; default `64KiB`. Larger allows
-    /// bigger hub payloads but raises the worst-case memory per connection.
+    /// Largest reassembled WebSocket message in bytes, else close 1009; default `1MiB`. A SignalR
+    /// client batches many hub messages into one WebSocket message (each hub message is limited
+    /// by `signalr.max_message_size`); larger raises the worst case memory per connection.
     pub max_message_size: usize,
     /// Nothing received for this long closes with 1001; default `60s`, must exceed
     /// `ping_interval`. Shorter frees dead peers sooner but risks dropping slow ones.
@@ -307,6 +314,55 @@ pub struct EchoConfig {
     /// Largest echoed message in bytes; default `16MiB` (Autobahn sends large messages). Only
     /// applies to the echo route.
     pub max_message_size: usize,
+}
+
+/// SignalR hub connections; defaults are ASP.NET Core's except stateful reconnect (on here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalRConfig {
+    /// Server Ping interval; default `15s` (`KeepAliveInterval`). Must stay below the client's
+    /// 30 s server timeout.
+    pub keepalive_interval: Duration,
+    /// Close a client silent for this long after its first Ping; default `30s`
+    /// (`ClientTimeoutInterval`).
+    pub client_timeout: Duration,
+    /// The handshake must arrive within this; default `15s` (`HandshakeTimeout`).
+    pub handshake_timeout: Duration,
+    /// Largest hub message accepted, framing included; default `32KiB`
+    /// (`MaximumReceiveMessageSize`). Larger closes the connection with an error.
+    pub max_message_size: usize,
+    /// Hub methods a client may run at once; default `1` (`MaximumParallelInvocationsPerClient`).
+    /// Further invocations wait for a free slot.
+    pub max_parallel_invocations: NonZeroUsize,
+    /// Items buffered per client-to-server stream; default `10` (`StreamBufferCapacity`).
+    pub stream_buffer_capacity: NonZeroUsize,
+    /// Send exception details to clients; default `false` (`EnableDetailedErrors`). Useful in
+    /// development, a leak in production.
+    pub detailed_errors: bool,
+    /// Offer stateful reconnect to clients that ask; default `true` (ASP.NET: off).
+    pub stateful_reconnect: bool,
+    /// Unacknowledged bytes kept for resending per connection; default `100000`
+    /// (`StatefulReconnectBufferSize`). When full, sending waits for Acks.
+    pub stateful_reconnect_buffer: usize,
+    /// How long a negotiated-but-unconnected token, or a dropped stateful connection, is kept;
+    /// default `15s` (`DisconnectTimeout`).
+    pub disconnect_timeout: Duration,
+}
+
+/// Cross-origin resource sharing for the negotiate and REST endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    /// Origins allowed to call with credentials, e.g. `https://app.example.com`; default none.
+    /// `"*"` echoes any origin back (credentials need an exact origin, never `*`).
+    pub allowed_origins: Vec<String>,
+}
+
+/// The Diagnostics hub: `Echo`, streams, errors, headers; for operators and conformance tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagnosticsConfig {
+    /// Serve the hub; default `false`.
+    pub enabled: bool,
+    /// Its path; default `/hubs/diagnostics`.
+    pub path: String,
 }
 
 /// Graceful shutdown.
@@ -349,8 +405,36 @@ struct RawConfig {
     websocket: RawWebSocket,
     limits: RawLimits,
     echo: RawEcho,
+    signalr: RawSignalR,
+    cors: RawCors,
+    diagnostics: RawDiagnostics,
     shutdown: RawShutdown,
     log: RawLog,
+}
+
+#[derive(Serialize)]
+struct RawSignalR {
+    keepalive_interval: &'static str,
+    client_timeout: &'static str,
+    handshake_timeout: &'static str,
+    max_message_size: &'static str,
+    max_parallel_invocations: u64,
+    stream_buffer_capacity: u64,
+    detailed_errors: bool,
+    stateful_reconnect: bool,
+    stateful_reconnect_buffer: u64,
+    disconnect_timeout: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawCors {
+    allowed_origins: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawDiagnostics {
+    enabled: bool,
+    path: &'static str,
 }
 
 #[derive(Serialize)]
@@ -423,7 +507,7 @@ impl Default for RawConfig {
                 max_body_size: "1MiB",
             },
             websocket: RawWebSocket {
-                max_message_size: "64KiB",
+                max_message_size: "1MiB",
                 idle_timeout: "60s",
                 ping_interval: "20s",
                 close_timeout: "5s",
@@ -436,6 +520,25 @@ impl Default for RawConfig {
                 enabled: false,
                 path: "/ws/echo",
                 max_message_size: "16MiB",
+            },
+            signalr: RawSignalR {
+                keepalive_interval: "15s",
+                client_timeout: "30s",
+                handshake_timeout: "15s",
+                max_message_size: "32KiB",
+                max_parallel_invocations: 1,
+                stream_buffer_capacity: 10,
+                detailed_errors: false,
+                stateful_reconnect: true,
+                stateful_reconnect_buffer: 100_000,
+                disconnect_timeout: "15s",
+            },
+            cors: RawCors {
+                allowed_origins: Vec::new(),
+            },
+            diagnostics: RawDiagnostics {
+                enabled: false,
+                path: "/hubs/diagnostics",
             },
             shutdown: RawShutdown { deadline: "10s" },
             log: RawLog {
@@ -474,6 +577,22 @@ echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
 echo.enabled|Serve the echo route; keep it off in production.
 echo.path|Path of the echo route; must start with '/'.
 echo.max_message_size|Largest message the echo route accepts.
+signalr|SignalR hub connections (ASP.NET Core HubOptions equivalents).
+signalr.keepalive_interval|Server Ping interval (clients time out after 30s without one).
+signalr.client_timeout|Close a client silent this long after its first Ping.
+signalr.handshake_timeout|The SignalR handshake must arrive within this.
+signalr.max_message_size|Largest hub message accepted, framing included; larger closes with an error.
+signalr.max_parallel_invocations|Hub methods one client may run at once; more wait.
+signalr.stream_buffer_capacity|Items buffered per client-to-server stream.
+signalr.detailed_errors|Send exception details to clients (development only).
+signalr.stateful_reconnect|Offer stateful reconnect (resend after a dropped socket) to clients that ask.
+signalr.stateful_reconnect_buffer|Unacknowledged bytes kept per connection for resending, in bytes.
+signalr.disconnect_timeout|Keep unconnected negotiated tokens and dropped stateful connections this long.
+cors|Cross-origin requests from browsers (negotiate and REST).
+cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
+diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
+diagnostics.enabled|Serve the Diagnostics hub.
+diagnostics.path|Path of the Diagnostics hub.
 shutdown|Graceful shutdown.
 shutdown.deadline|A graceful stop must finish within this; then connections are dropped.
 log|Logging.
@@ -911,6 +1030,38 @@ impl Config {
                 })?,
                 max_message_size: m.get("echo.max_message_size", nonzero_size)?,
             },
+            signalr: SignalRConfig {
+                keepalive_interval: m.get("signalr.keepalive_interval", duration)?,
+                client_timeout: m.get("signalr.client_timeout", duration)?,
+                handshake_timeout: m.get("signalr.handshake_timeout", duration)?,
+                max_message_size: m.get("signalr.max_message_size", nonzero_size)?,
+                max_parallel_invocations: m.get("signalr.max_parallel_invocations", positive)?,
+                stream_buffer_capacity: m.get("signalr.stream_buffer_capacity", positive)?,
+                detailed_errors: m.get("signalr.detailed_errors", boolean)?,
+                stateful_reconnect: m.get("signalr.stateful_reconnect", boolean)?,
+                stateful_reconnect_buffer: m
+                    .get("signalr.stateful_reconnect_buffer", nonzero_size)?,
+                disconnect_timeout: m.get("signalr.disconnect_timeout", duration)?,
+            },
+            cors: CorsConfig {
+                allowed_origins: m.get("cors.allowed_origins", |v| {
+                    let items = v
+                        .as_array()
+                        .ok_or_else(|| expected("an array of strings", v))?;
+                    items.iter().map(string).collect()
+                })?,
+            },
+            diagnostics: DiagnosticsConfig {
+                enabled: m.get("diagnostics.enabled", boolean)?,
+                path: m.get("diagnostics.path", |v| {
+                    let path = string(v)?;
+                    if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
+                        Ok(path.trim_end_matches('/').to_owned())
+                    } else {
+                        Err("must start with '/' and contain no '?', '#' or spaces".to_owned())
+                    }
+                })?,
+            },
             shutdown: ShutdownConfig {
                 deadline: m.get("shutdown.deadline", duration)?,
             },
@@ -1019,7 +1170,7 @@ mod tests {
             (8 << 10, 32 << 10)
         );
         assert_eq!((c.http.max_headers, c.http.max_body_size), (100, 1 << 20));
-        assert_eq!(c.websocket.max_message_size, 64 << 10);
+        assert_eq!(c.websocket.max_message_size, 1 << 20);
         let ws = &c.websocket;
         assert_eq!(
             [
@@ -1416,7 +1567,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 24);
+        assert_eq!(keys.len(), 37);
         for key in keys {
             let comment = comment_above
                 .get(&key)

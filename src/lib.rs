@@ -16,15 +16,21 @@
 //!   ([`transport::outbox::Outbox`]), holding reference-counted bytes.
 //! - **Read buffer**: a connection's unconsumed inbound bytes, allocated only while bytes are in
 //!   flight ([`transport::read_buffer::ReadBuffer`]).
+//! - **Hub**: a SignalR endpoint: a path and a table of methods bound to built-in actions
+//!   ([`hub::HubDefinition`]).
+//! - **Session**: one SignalR connection after the WebSocket upgrade ([`hub::session::Session`]).
+//! - **Home shard**: the shard that negotiated a connection; its token names it
+//!   ([`hub::identity`]), and a WebSocket accepted elsewhere is handed to it through the
+//!   **inbox** ([`shard::inbox`]).
 //!
 //! ## Layers
 //! ```text
 //! main.rs ─► server ─► shard::run   (per-core wiring: the only code that knows every layer)
 //!                         │
 //!            ┌────────────┴─────────────┐
-//!        transport ───────────────────► http          (endpoints: health, echo)
-//!            │                           │
-//!            └───────────► protocol ◄────┘             (sans-IO: no monoio, no Rc, no clock)
+//!        transport ──────────► http ──────► hub      (endpoints; SignalR semantics)
+//!            │                   │           │
+//!            └──────────────► protocol ◄─────┘         (sans-IO: no monoio, no Rc, no clock)
 //!
 //! leaves usable by all: config (read-only), shard::{ShardContext, connections}
 //! ```
@@ -36,16 +42,22 @@
 //! - [`shard`]: one core's state ([`shard::ShardContext`]) and main task ([`shard::run`]).
 //! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
 //!   upgrade ([`transport::connection`]), the WebSocket loop ([`transport::websocket`]).
-//! - [`http`]: routes and plain responses ([`http::health`], the conformance
-//!   [`http::echo`] endpoint).
-//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]) and RFC 6455
-//!   ([`protocol::websocket`]).
+//! - [`http`]: routes and plain responses ([`http::health`], [`http::negotiate`] with
+//!   [`http::cors`], the conformance [`http::echo`] endpoint).
+//! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]) and the per-connection
+//!   [`hub::session::Session`].
+//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
+//!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]) and SignalR
+//!   ([`protocol::signalr`]).
+//! - [`sys`]: the one module allowed `unsafe`.
 
 pub mod config;
 pub mod http;
+pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod sys;
 pub mod transport;
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, DriverKind};
+use crate::shard::inbox::{Inbox, Peers};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
 use crate::transport::listener::bind_listeners;
 
@@ -132,10 +133,12 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         Vec::new()
     };
 
+    let (peers, inboxes) = Peers::create(workers);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
     let mut stops = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let peers = peers.clone();
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -151,7 +154,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     warn!(shard = id.0, core = core.id, "could not pin to core");
                 }
             }
-            run_shard(id, config, driver, listener, stop_rx, ready)
+            run_shard(id, config, driver, listener, (peers, inbox), stop_rx, ready)
         });
         match spawned {
             Ok(handle) => {
@@ -232,6 +235,7 @@ fn run_shard(
     config: Arc<Config>,
     driver: ActiveDriver,
     listener: std::net::TcpListener,
+    (peers, inbox): (Peers, Inbox),
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), ShardError>>,
 ) -> Result<(), ShardError> {
@@ -240,14 +244,14 @@ fn run_shard(
         driver: driver.as_str(),
         source,
     };
-    let ctx = Rc::new(ShardContext::new(id, Arc::clone(&config), driver));
+    let ctx = Rc::new(ShardContext::new(id, Arc::clone(&config), driver, peers));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {
         ($builder:expr) => {
             match $builder.enable_timer().build() {
                 Ok(mut runtime) => {
                     let _ = ready.send(Ok(()));
-                    runtime.block_on(shard::run(ctx, listener, stop))
+                    runtime.block_on(shard::run(ctx, listener, inbox, stop))
                 }
                 Err(source) => {
                     let _ = ready.send(Err(runtime_error(source)));

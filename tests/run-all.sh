@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
-# and integration tests (both monoio drivers), the benches (compiled), and Autobahn|Testsuite
+# and integration tests (both monoio drivers, the official @microsoft/signalr client suite), the
+# benches (run once), and Autobahn|Testsuite
 # against the release binary. Installs what it needs (Python tools into target/), starts every
 # service it needs on free ports, and stops them afterwards.
 #
@@ -31,7 +32,12 @@ if grep -rnE 'monoio|std::rc|Rc<|Rc::|quanta|Instant::now|SystemTime' src/protoc
   exit 1
 fi
 
-step "unit and integration tests (io_uring and legacy drivers)"
+step "official JavaScript client packages (npm ci from tests/js/package-lock.json)"
+command -v node >/dev/null || { echo "node (20+) is required for the JS client suite" >&2; exit 1; }
+node --version
+npm ci --prefix tests/js --no-audit --no-fund
+
+step "unit and integration tests (io_uring and legacy drivers, official JS client)"
 cargo test --locked
 
 step "benches build and run once (test mode)"

@@ -3,6 +3,7 @@
 //! use; it is off unless `echo.enabled` is set.
 
 use bytes::Bytes;
+use quanta::Instant;
 
 use crate::protocol::websocket::OpCode;
 use crate::transport::outbox::Outbox;
@@ -13,7 +14,12 @@ use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 pub struct EchoApp;
 
 impl WebSocketApp for EchoApp {
-    fn on_message(&mut self, message: DataMessage, outbox: &mut Outbox) -> Result<(), AppClose> {
+    fn on_message(
+        &mut self,
+        message: DataMessage,
+        outbox: &mut Outbox,
+        _now: Instant,
+    ) -> Result<(), AppClose> {
         let (opcode, payload): (OpCode, Bytes) = match message {
             DataMessage::Text(text) => (OpCode::Text, text),
             DataMessage::Binary(data) => (OpCode::Binary, data),

@@ -1,31 +1,49 @@
 //! The HTTP surface: which path is which endpoint, and the plain (non-upgrade) responses.
 //! One file per endpoint; sockets and keep-alive belong to [`crate::transport::connection`].
 
+pub mod cors;
 pub mod echo;
 pub mod health;
+pub mod negotiate;
+
+use std::rc::Rc;
 
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::hub::{HubDefinition, Hubs};
 use crate::protocol::http::{Method, RequestHead, Response};
 use crate::shard::ShardContext;
 
 /// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /health`: liveness with a JSON body.
     Health,
     /// The raw WebSocket echo route (conformance testing), when enabled.
     Echo,
+    /// `POST {hub}/negotiate` (and its CORS preflight).
+    Negotiate(Rc<HubDefinition>),
+    /// `GET {hub}` with a WebSocket upgrade: a SignalR connection.
+    Hub(Rc<HubDefinition>),
     /// Nothing is served at this path.
     NotFound,
 }
 
 /// Finds the route for a request head.
-pub fn route(head: &RequestHead, config: &Config) -> Route {
+pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
     let path = head.path();
     if config.echo.enabled && path == config.echo.path {
         return Route::Echo;
+    }
+    if let Some(hub) = hubs.at(path) {
+        return Route::Hub(Rc::clone(hub));
+    }
+    if let Some(hub) = path
+        .strip_suffix("/negotiate")
+        .and_then(|base| hubs.at(base))
+    {
+        return Route::Negotiate(Rc::clone(hub));
     }
     match path {
         "/health" => Route::Health,
@@ -34,13 +52,14 @@ pub fn route(head: &RequestHead, config: &Config) -> Route {
 }
 
 /// Answers a plain HTTP request (every route but the WebSocket ones).
-pub fn respond(route: Route, head: &RequestHead, _body: Bytes, ctx: &ShardContext) -> Response {
+pub fn respond(route: &Route, head: &RequestHead, _body: Bytes, ctx: &ShardContext) -> Response {
     match route {
         Route::Health => match head.method {
             Method::Get | Method::Head => health::respond(ctx),
             _ => method_not_allowed("GET, HEAD"),
         },
-        Route::Echo => Response::text(400, "WebSocket upgrade expected"),
+        Route::Negotiate(hub) => negotiate::respond(hub, head, ctx),
+        Route::Echo | Route::Hub(_) => Response::text(400, "WebSocket upgrade expected"),
         Route::NotFound => Response::json(404, r#"{"error":"not found"}"#),
     }
 }

@@ -2,4 +2,6 @@
 //! `Rc` or reads a clock, so every rule can be tested with byte literals and fuzzed.
 
 pub mod http;
+pub mod query;
+pub mod signalr;
 pub mod websocket;

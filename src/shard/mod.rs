@@ -5,6 +5,8 @@
 //! [`Config`]. [`run`] is the shard's main task: accept until told to stop, then drain.
 
 pub mod connections;
+pub mod inbox;
+pub mod negotiations;
 pub mod timers;
 
 use std::io;
@@ -17,8 +19,12 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::hub::Hubs;
+use crate::transport::connection;
 use crate::transport::listener::accept_loop;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
+use inbox::{Inbox, Peers, ShardMessage};
+use negotiations::Negotiations;
 use timers::Timers;
 
 /// A shard's number, 0-based; the thread is named `shard-N`.
@@ -86,13 +92,22 @@ pub struct ShardContext {
     pub driver: ActiveDriver,
     /// Raised to stop the accept loop.
     pub acceptor: ConnectionSignal,
+    /// The hubs served.
+    pub hubs: Hubs,
+    /// Connections negotiated on this shard, by token.
+    pub negotiations: Negotiations,
+    /// The other shards' inboxes.
+    pub peers: Peers,
 }
 
 impl ShardContext {
     /// A fresh context for shard `id`.
-    pub fn new(id: ShardId, config: Arc<Config>, driver: ActiveDriver) -> Self {
+    pub fn new(id: ShardId, config: Arc<Config>, driver: ActiveDriver, peers: Peers) -> Self {
         let max_connections = config.shard_max_connections();
         Self {
+            hubs: Hubs::from_config(&config),
+            negotiations: Negotiations::default(),
+            peers,
             id,
             config,
             connections: Rc::new(ConnectionRegistry::default()),
@@ -113,6 +128,7 @@ impl ShardContext {
 pub async fn run(
     ctx: Rc<ShardContext>,
     listener: std::net::TcpListener,
+    inbox: Inbox,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ShardError> {
     let shard = ctx.id.0;
@@ -121,6 +137,8 @@ pub async fn run(
     let acceptor = monoio::spawn(accept_loop(listener, Rc::clone(&ctx)));
     // Dropped with the runtime when this function returns.
     let _ticker = monoio::spawn(run_timers(Rc::clone(&ctx)));
+    let _inbox = monoio::spawn(run_inbox(Rc::clone(&ctx), inbox));
+    let _sweeper = monoio::spawn(sweep_negotiations(Rc::clone(&ctx)));
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
@@ -152,5 +170,28 @@ async fn run_timers(ctx: Rc<ShardContext>) {
         ctx.timers
             .sleep_until_next(ctx.timers.next_deadline())
             .await;
+    }
+}
+
+/// Serves what other shards send: connections whose token was issued here.
+async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
+    use futures_core::Stream;
+    loop {
+        let next =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut inbox.receiver).poll_next(cx)).await;
+        match next {
+            Some(ShardMessage::Adopt(handoff)) => {
+                monoio::spawn(connection::adopt(handoff, Rc::clone(&ctx)));
+            }
+            None => return,
+        }
+    }
+}
+
+/// Drops negotiated tokens that were never connected, once a second (as ASP.NET scans).
+async fn sweep_negotiations(ctx: Rc<ShardContext>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        ctx.negotiations.sweep(ctx.timers.now());
     }
 }

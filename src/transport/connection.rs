@@ -24,13 +24,20 @@ use super::deadline::within;
 use super::read_buffer::ReadBuffer;
 use super::websocket::{self, WebSocketLimits};
 use crate::http::{self, Route};
+use crate::hub::HubDefinition;
+use crate::hub::identity::{home_shard, new_connection_id};
+use crate::hub::session::{Session, SessionOptions};
 use crate::protocol::http::{
     BodyKind, ChunkedDecoder, ChunkedStatus, HeadLimits, Method, RequestHead, Response, parse_head,
 };
+use crate::protocol::query::Query;
 use crate::protocol::websocket::UpgradeRequest;
 use crate::protocol::websocket::handshake::switching_protocols;
 use crate::shard::ShardContext;
+use crate::shard::ShardId;
 use crate::shard::connections::{ConnectionHandle, Registration, Signal};
+use crate::shard::inbox::{Handoff, ShardMessage};
+use crate::shard::negotiations::ClaimError;
 
 /// The `Server` header on every response.
 const SERVER: &str = concat!("ringhub/", env!("CARGO_PKG_VERSION"));
@@ -52,6 +59,28 @@ enum HttpEnd {
     /// The connection was upgraded to the echo endpoint (101 sent); the bytes that followed
     /// the request are the start of the WebSocket stream.
     Upgraded(ReadBuffer),
+    /// The connection was upgraded to a hub (101 sent).
+    UpgradedHub(HubUpgrade),
+    /// The upgrade presented a token issued by another shard: move the socket there.
+    Handoff {
+        /// The token's home shard.
+        home: ShardId,
+        /// The upgrade request.
+        head: RequestHead,
+        /// Bytes that followed it.
+        input: ReadBuffer,
+    },
+}
+
+/// A SignalR connection between its 101 and its session.
+#[derive(Debug)]
+struct HubUpgrade {
+    input: ReadBuffer,
+    hub: Rc<HubDefinition>,
+    connection_id: String,
+    /// The negotiated token, released when the connection ends (`None`: skipNegotiation).
+    token: Option<String>,
+    request_headers: Vec<(String, String)>,
 }
 
 /// Why waiting for bytes stopped.
@@ -68,7 +97,70 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<ShardContext
     let connection = registration.handle();
     let end = Box::pin(serve_http(&mut stream, &ctx, connection)).await;
     match end {
-        HttpEnd::Upgraded(input) => run_echo(&mut stream, input, &ctx, connection).await,
+        HttpEnd::Handoff { home, head, input } => {
+            drop(registration);
+            let handoff = Handoff {
+                stream: crate::sys::into_std_stream(stream),
+                peer,
+                head,
+                input: input.into_inner(),
+            };
+            if ctx
+                .peers
+                .send(home, ShardMessage::Adopt(Box::new(handoff)))
+                .is_err()
+            {
+                debug!(
+                    shard = ctx.id.0,
+                    home = home.0,
+                    "home shard stopped; dropping connection"
+                );
+            }
+        }
+        end => finish(&mut stream, end, &ctx, connection, peer).await,
+    }
+}
+
+/// Serves a connection another shard accepted, whose token was issued here.
+pub async fn adopt(handoff: Box<Handoff>, ctx: Rc<ShardContext>) {
+    let handoff = *handoff;
+    let Ok(mut stream) = TcpStream::from_std(handoff.stream) else {
+        return;
+    };
+    let registration = Registration::new(Rc::clone(&ctx.connections));
+    let connection = registration.handle();
+    let end = match http::route(&handoff.head, &ctx.config, &ctx.hubs) {
+        Route::Hub(hub) => {
+            let input = ReadBuffer::with_bytes(handoff.input);
+            Box::pin(upgrade_hub(
+                &mut stream,
+                &handoff.head,
+                input,
+                hub,
+                &ctx,
+                connection,
+            ))
+            .await
+        }
+        _ => HttpEnd::Closed,
+    };
+    finish(&mut stream, end, &ctx, connection, handoff.peer).await;
+}
+
+/// Runs what the HTTP phase led to, and logs how the connection ended.
+async fn finish(
+    stream: &mut TcpStream,
+    end: HttpEnd,
+    ctx: &ShardContext,
+    connection: &ConnectionHandle,
+    peer: SocketAddr,
+) {
+    match end {
+        // Boxed apart, so a connection's task is only as large as the endpoint it runs.
+        HttpEnd::Upgraded(input) => Box::pin(run_echo(stream, input, ctx, connection)).await,
+        HttpEnd::UpgradedHub(upgrade) => {
+            Box::pin(run_hub(stream, upgrade, ctx, connection)).await;
+        }
         HttpEnd::Refused(status) => {
             debug!(shard = ctx.id.0, conn = %connection.id, %peer, status, "request refused");
         }
@@ -128,7 +220,13 @@ async fn serve_http(
         };
         input.bytes_mut().advance(consumed);
 
-        let route = http::route(&head, &ctx.config);
+        let route = http::route(&head, &ctx.config, &ctx.hubs);
+        if let Route::Hub(hub) = &route {
+            if let Some(home) = foreign_home(&head, ctx) {
+                return HttpEnd::Handoff { home, head, input };
+            }
+            return upgrade_hub(stream, &head, input, Rc::clone(hub), ctx, connection).await;
+        }
         if route == Route::Echo {
             return match UpgradeRequest::from_head(&head) {
                 Ok(request) => {
@@ -153,7 +251,7 @@ async fn serve_http(
             Ok(body) => body,
             Err(end) => return end,
         };
-        let response = http::respond(route, &head, body, ctx).header("server", SERVER);
+        let response = http::respond(&route, &head, body, ctx).header("server", SERVER);
         let keep_alive = head.is_keep_alive() && !connection.signal.is_shutdown();
         let mut out = BytesMut::new();
         if head.method == Method::Head {
@@ -174,6 +272,125 @@ async fn serve_http(
         }
         input.release_if_empty();
     }
+}
+
+/// The shard that issued the `?id=` token, when it is not this one.
+fn foreign_home(head: &RequestHead, ctx: &ShardContext) -> Option<ShardId> {
+    let query = Query::new(head.query());
+    let token = query.get("id")?;
+    home_shard(&token, ctx.config.workers.get()).filter(|home| *home != ctx.id)
+}
+
+/// Validates a hub upgrade, claims its token (or creates a connection for skipNegotiation)
+/// and answers 101.
+async fn upgrade_hub(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    input: ReadBuffer,
+    hub: Rc<HubDefinition>,
+    ctx: &ShardContext,
+    connection: &ConnectionHandle,
+) -> HttpEnd {
+    let request = match UpgradeRequest::from_head(head) {
+        Ok(request) => request,
+        Err(error) => {
+            send_and_close(stream, ctx, connection, error.response()).await;
+            return HttpEnd::Refused(error.status());
+        }
+    };
+    let query = Query::new(head.query());
+    let (connection_id, token) = match query.get("id") {
+        None => match new_connection_id() {
+            Ok(id) => (id, None),
+            Err(_) => return refuse(stream, ctx, connection, 500, "no connection id").await,
+        },
+        Some(token) => match ctx.negotiations.claim(&token, &hub.path, ctx.timers.now()) {
+            Ok(id) => (id, Some(token.into_owned())),
+            Err(ClaimError::NotFound) => {
+                return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
+            }
+            Err(ClaimError::AlreadyConnected) => {
+                return refuse(stream, ctx, connection, 409, "Connection already active").await;
+            }
+        },
+    };
+    let mut out = BytesMut::new();
+    switching_protocols(&request, None)
+        .header("server", SERVER)
+        .encode(true, &mut out);
+    let deadline = ctx.timers.now() + ctx.config.websocket.send_timeout;
+    if write(stream, out.freeze(), ctx, connection, deadline)
+        .await
+        .is_err()
+    {
+        if let Some(token) = &token {
+            ctx.negotiations.release(token);
+        }
+        return HttpEnd::Io;
+    }
+    HttpEnd::UpgradedHub(HubUpgrade {
+        input,
+        hub,
+        connection_id,
+        token,
+        request_headers: head
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Runs a SignalR session until the WebSocket ends.
+async fn run_hub(
+    stream: &mut TcpStream,
+    upgrade: HubUpgrade,
+    ctx: &ShardContext,
+    connection: &ConnectionHandle,
+) {
+    let websocket = &ctx.config.websocket;
+    // SignalR has its own keep-alive and client timeout; the WebSocket layer only pings.
+    let limits = WebSocketLimits {
+        max_message_size: websocket.max_message_size,
+        idle_timeout: None,
+        ping_interval: websocket.ping_interval,
+        close_timeout: websocket.close_timeout,
+        send_timeout: websocket.send_timeout,
+    };
+    let mut session = Session::new(
+        Rc::clone(&upgrade.hub),
+        upgrade.connection_id,
+        upgrade.request_headers,
+        SessionOptions::from_config(&ctx.config.signalr),
+        ctx.timers.now(),
+    );
+    let end = websocket::serve(
+        stream,
+        upgrade.input,
+        &mut session,
+        connection,
+        &limits,
+        &ctx.timers,
+    )
+    .await;
+    if let Some(token) = &upgrade.token {
+        ctx.negotiations.release(token);
+    }
+    debug!(
+        shard = ctx.id.0,
+        conn = %connection.id,
+        hub = %upgrade.hub.name,
+        connection_id = session.connection_id(),
+        code = end.close_code().0,
+        reason = end.reason(),
+        detail = %end,
+        "hub connection ended"
+    );
 }
 
 /// Runs the echo endpoint on an upgraded connection until the WebSocket ends.
@@ -375,6 +592,7 @@ mod tests {
                 ShardId(0),
                 Arc::new(config),
                 ActiveDriver::Legacy,
+                crate::shard::inbox::Peers::create(1).0,
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());

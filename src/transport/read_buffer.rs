@@ -44,6 +44,11 @@ impl ReadBuffer {
         &mut self.buf
     }
 
+    /// Gives up the buffer (e.g. to hand a connection to another shard).
+    pub fn into_inner(self) -> BytesMut {
+        self.buf
+    }
+
     /// The unconsumed bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.buf

@@ -41,11 +41,45 @@ pub struct AppClose {
 
 /// What runs on a WebSocket route.
 pub trait WebSocketApp {
-    /// A data message arrived; answers go into `outbox`.
+    /// A data message arrived at `now`; answers go into `outbox`.
     ///
     /// # Errors
-    /// [`AppClose`] to close the connection with that code.
-    fn on_message(&mut self, message: DataMessage, outbox: &mut Outbox) -> Result<(), AppClose>;
+    /// [`AppClose`] to close the connection with that code (after what is in the outbox).
+    fn on_message(
+        &mut self,
+        message: DataMessage,
+        outbox: &mut Outbox,
+        now: Instant,
+    ) -> Result<(), AppClose>;
+
+    /// The next time the endpoint wants [`Self::on_deadline`] called, if any.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time returned by [`Self::deadline`] has come.
+    ///
+    /// # Errors
+    /// [`AppClose`] to close the connection.
+    fn on_deadline(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), AppClose> {
+        let _ = (now, outbox);
+        Ok(())
+    }
+
+    /// Everything queued has been written; the endpoint may queue more (e.g. the next stream
+    /// items). Queue a bounded amount per call: the loop writes it and calls again.
+    ///
+    /// # Errors
+    /// [`AppClose`] to close the connection.
+    fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        let _ = outbox;
+        Ok(())
+    }
+
+    /// The server is stopping; the WebSocket close (1001) follows what is queued here.
+    fn on_shutdown(&mut self, outbox: &mut Outbox) {
+        let _ = outbox;
+    }
 }
 
 /// Limits and timers of one WebSocket route.
@@ -53,8 +87,9 @@ pub trait WebSocketApp {
 pub struct WebSocketLimits {
     /// Largest message accepted (all fragments together); bigger closes with 1009.
     pub max_message_size: usize,
-    /// Nothing received for this long closes with 1001.
-    pub idle_timeout: Duration,
+    /// Nothing received for this long closes with 1001 (`None`: the endpoint decides, as
+    /// SignalR does with its own client timeout).
+    pub idle_timeout: Option<Duration>,
     /// A silent peer is pinged after this long.
     pub ping_interval: Duration,
     /// How long to wait for the peer's close frame after sending ours.
@@ -68,7 +103,7 @@ impl WebSocketLimits {
     pub fn from_config(config: &WebSocketConfig, max_message_size: usize) -> Self {
         Self {
             max_message_size,
-            idle_timeout: config.idle_timeout,
+            idle_timeout: Some(config.idle_timeout),
             ping_interval: config.ping_interval,
             close_timeout: config.close_timeout,
             send_timeout: config.send_timeout,
@@ -136,11 +171,22 @@ pub async fn serve<A: WebSocketApp>(
                     Message::Text(_) | Message::Binary(_) | Message::Ping(_)
                         if closing.is_some() => {}
                     Message::Text(text) => {
-                        closing = deliver(app, DataMessage::Text(text), &mut outbox, &start_close);
+                        closing = deliver(
+                            app,
+                            DataMessage::Text(text),
+                            &mut outbox,
+                            timers,
+                            &start_close,
+                        );
                     }
                     Message::Binary(data) => {
-                        closing =
-                            deliver(app, DataMessage::Binary(data), &mut outbox, &start_close);
+                        closing = deliver(
+                            app,
+                            DataMessage::Binary(data),
+                            &mut outbox,
+                            timers,
+                            &start_close,
+                        );
                     }
                     Message::Ping(payload) => outbox.push_frame(OpCode::Pong, payload),
                     Message::Pong(_) => {}
@@ -180,9 +226,20 @@ pub async fn serve<A: WebSocketApp>(
         }
         input.release_if_empty();
 
-        // 2. Everything queued.
-        if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
-            return closing.map_or(end, |c| c.end);
+        // 2. Everything queued, and whatever the endpoint produces once the socket has taken it.
+        loop {
+            if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
+                return closing.map_or(end, |c| c.end);
+            }
+            if closing.is_some() {
+                break;
+            }
+            if let Err(close) = app.on_drained(&mut outbox) {
+                closing = app_close(close, &mut outbox, &start_close);
+            }
+            if outbox.is_empty() {
+                break;
+            }
         }
         if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
             // Failing the connection: our close frame is out, now send FIN and only wait for
@@ -193,6 +250,7 @@ pub async fn serve<A: WebSocketApp>(
 
         // 3. A stop requested meanwhile (also while flushing) starts the close handshake.
         if closing.is_none() && connection.signal.is_shutdown() {
+            app.on_shutdown(&mut outbox);
             closing = start_close(
                 &mut outbox,
                 CloseCode::GOING_AWAY,
@@ -204,10 +262,17 @@ pub async fn serve<A: WebSocketApp>(
         }
 
         // 4. Wait for input or a shard signal (stop, or the deadline scheduled here).
+        let idle_at = limits.idle_timeout.map(|idle| last_rx + idle);
         let deadline = match &closing {
             Some(c) => c.deadline,
-            None if ping_outstanding => last_rx + limits.idle_timeout,
-            None => (last_rx + limits.ping_interval).min(last_rx + limits.idle_timeout),
+            None => {
+                let ping_at = (!ping_outstanding).then(|| last_rx + limits.ping_interval);
+                [idle_at, ping_at, app.deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or_else(|| timers.now() + limits.ping_interval)
+            }
         };
         connection.arm(deadline, timers);
         let wake = monoio::select! {
@@ -237,7 +302,7 @@ pub async fn serve<A: WebSocketApp>(
                         return c.end;
                     }
                     closing = Some(c);
-                } else if now >= last_rx + limits.idle_timeout {
+                } else if idle_at.is_some_and(|at| now >= at) {
                     closing = start_close(
                         &mut outbox,
                         CloseCode::GOING_AWAY,
@@ -245,9 +310,16 @@ pub async fn serve<A: WebSocketApp>(
                         ConnectionEnd::IdleTimeout,
                         false,
                     );
-                } else if !ping_outstanding && now >= last_rx + limits.ping_interval {
-                    outbox.push_frame(OpCode::Ping, Bytes::new());
-                    ping_outstanding = true;
+                } else {
+                    if !ping_outstanding && now >= last_rx + limits.ping_interval {
+                        outbox.push_frame(OpCode::Ping, Bytes::new());
+                        ping_outstanding = true;
+                    }
+                    if app.deadline().is_some_and(|at| now >= at)
+                        && let Err(close) = app.on_deadline(now, &mut outbox)
+                    {
+                        closing = app_close(close, &mut outbox, &start_close);
+                    }
                 }
             }
         }
@@ -259,9 +331,19 @@ fn deliver<A: WebSocketApp>(
     app: &mut A,
     message: DataMessage,
     outbox: &mut Outbox,
+    timers: &Timers,
     start_close: &impl Fn(&mut Outbox, CloseCode, &str, ConnectionEnd, bool) -> Option<Closing>,
 ) -> Option<Closing> {
-    let close = app.on_message(message, outbox).err()?;
+    let close = app.on_message(message, outbox, timers.now()).err()?;
+    app_close(close, outbox, start_close)
+}
+
+/// Starts the close handshake an endpoint asked for.
+fn app_close(
+    close: AppClose,
+    outbox: &mut Outbox,
+    start_close: &impl Fn(&mut Outbox, CloseCode, &str, ConnectionEnd, bool) -> Option<Closing>,
+) -> Option<Closing> {
     let end = ConnectionEnd::App {
         code: close.code,
         reason: close.reason.clone(),

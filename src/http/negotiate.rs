@@ -1,0 +1,66 @@
+//! `POST {hub}/negotiate`: issues a connection id and token for a WebSocket connect.
+//!
+//! The token's first byte names this shard, so the WebSocket that presents it is served here
+//! whichever shard accepts it. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
+//! are reported the same way.
+
+use crate::http::cors;
+use crate::hub::HubDefinition;
+use crate::hub::identity::{new_connection_id, new_connection_token};
+use crate::protocol::http::{Method, RequestHead, Response};
+use crate::protocol::query::Query;
+use crate::protocol::signalr::negotiate::{NegotiateRequest, NegotiateResponse, error_document};
+use crate::shard::ShardContext;
+use crate::shard::negotiations::Negotiation;
+
+/// Answers a negotiate request (or its preflight).
+pub fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> Response {
+    let cors_config = &ctx.config.cors;
+    if cors::is_preflight(head) {
+        return cors::preflight(head, cors_config, "POST, OPTIONS");
+    }
+    if head.method != Method::Post {
+        return Response::json(405, r#"{"error":"method not allowed"}"#).header("allow", "POST");
+    }
+    let response = match NegotiateRequest::from_query(&Query::new(head.query())) {
+        Err(error) => Response::json(200, error_document(&error.to_string())),
+        Ok(request) => negotiate(hub, request, ctx),
+    };
+    cors::allow(
+        response.header("cache-control", "no-store"),
+        head,
+        cors_config,
+    )
+}
+
+fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext) -> Response {
+    let shards = ctx.config.workers.get();
+    // v0 clients connect with the connection id itself, so it must carry the home shard.
+    let ids = if request.negotiate_version > 0 {
+        new_connection_id().and_then(|id| Ok((id, new_connection_token(ctx.id, shards)?)))
+    } else {
+        new_connection_token(ctx.id, shards).map(|id| (id.clone(), id))
+    };
+    let Ok((connection_id, token)) = ids else {
+        return Response::json(500, error_document("Could not create a connection id."));
+    };
+    // Stateful reconnect is not offered yet: the resend buffer is not implemented, and a
+    // client told "true" would expect Sequence/Ack behaviour after a dropped socket.
+    let body = NegotiateResponse {
+        negotiate_version: request.negotiate_version,
+        connection_id: &connection_id,
+        connection_token: &token,
+        use_stateful_reconnect: false,
+    }
+    .to_json();
+    ctx.negotiations.insert(
+        token,
+        Negotiation {
+            connection_id,
+            hub_path: hub.path.clone(),
+            expires: ctx.timers.now() + ctx.config.signalr.disconnect_timeout,
+            connected: false,
+        },
+    );
+    Response::json(200, body)
+}

@@ -1,0 +1,569 @@
+//! One SignalR connection after the WebSocket upgrade: the handshake, the hub messages that
+//! follow, keep-alive and client timeout, invocations, streams in both directions.
+//!
+//! A [`Session`] is the [`WebSocketApp`] of a hub route: it never touches the socket. Every
+//! message it produces during one event is encoded into a single WebSocket frame (several hub
+//! messages may share a frame; one hub message never spans two), text for JSON and binary for
+//! MessagePack.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use quanta::Instant;
+
+use super::actions::{self, BindError, Caller, Concat, Outcome, StreamSource};
+use super::{HubDefinition, Reply};
+use crate::config::SignalRConfig;
+use crate::protocol::signalr::handshake::{self, HandshakeError, HandshakeParse};
+use crate::protocol::signalr::{
+    CancelInvocation, Close, Completion, CompletionOutcome, Decoded, HubMessage, HubProtocol,
+    Invocation, StreamItem, TransferFormat,
+};
+use crate::protocol::websocket::{CloseCode, OpCode};
+use crate::transport::outbox::Outbox;
+use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
+
+/// Invocations waiting for a free slot beyond this close the connection (an invocation flood).
+const MAX_WAITING_INVOCATIONS: usize = 1024;
+
+/// Stream items produced per stream each time the socket drains.
+const ITEMS_PER_TURN: usize = 64;
+
+/// The hub options a session runs with.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Server Ping interval.
+    pub keepalive_interval: Duration,
+    /// Silence after the first client Ping that closes the connection.
+    pub client_timeout: Duration,
+    /// Time allowed for the handshake.
+    pub handshake_timeout: Duration,
+    /// Largest hub message accepted, framing included.
+    pub max_message_size: usize,
+    /// Methods running at once.
+    pub max_parallel_invocations: usize,
+    /// Whether error details go to the client.
+    pub detailed_errors: bool,
+}
+
+impl SessionOptions {
+    /// The options configured in `[signalr]`.
+    pub fn from_config(config: &SignalRConfig) -> Self {
+        Self {
+            keepalive_interval: config.keepalive_interval,
+            client_timeout: config.client_timeout,
+            handshake_timeout: config.handshake_timeout,
+            max_message_size: config.max_message_size,
+            max_parallel_invocations: config.max_parallel_invocations.get(),
+            detailed_errors: config.detailed_errors,
+        }
+    }
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the handshake until the deadline.
+    Handshake { deadline: Instant },
+    /// Hub messages flow in this protocol.
+    Active { protocol: HubProtocol },
+}
+
+/// A server-to-client stream in progress.
+#[derive(Debug)]
+struct ActiveStream {
+    invocation_id: String,
+    source: StreamSource,
+}
+
+/// A client-to-server stream a method is consuming.
+#[derive(Debug)]
+struct Upload {
+    stream_id: String,
+    invocation_id: Option<String>,
+    method: String,
+    concat: Concat,
+}
+
+/// One SignalR connection's hub-level state.
+#[derive(Debug)]
+pub struct Session {
+    hub: Rc<HubDefinition>,
+    connection_id: String,
+    request_headers: Vec<(String, String)>,
+    options: SessionOptions,
+    phase: Phase,
+    /// Bytes of a hub message (or handshake) not complete yet.
+    inbound: BytesMut,
+    /// Messages produced during the current event, encoded together at its end.
+    outgoing: Vec<HubMessage>,
+    next_ping: Instant,
+    /// Set after the client's first Ping; moved forward by everything the client sends.
+    client_deadline: Option<Instant>,
+    running: usize,
+    waiting: VecDeque<(Invocation, Reply)>,
+    streams: Vec<ActiveStream>,
+    uploads: Vec<Upload>,
+}
+
+impl Session {
+    /// A session for `hub`, started at `now`, before the handshake.
+    pub fn new(
+        hub: Rc<HubDefinition>,
+        connection_id: String,
+        request_headers: Vec<(String, String)>,
+        options: SessionOptions,
+        now: Instant,
+    ) -> Self {
+        Self {
+            hub,
+            connection_id,
+            request_headers,
+            phase: Phase::Handshake {
+                deadline: now + options.handshake_timeout,
+            },
+            next_ping: now + options.keepalive_interval,
+            options,
+            inbound: BytesMut::new(),
+            outgoing: Vec::new(),
+            client_deadline: None,
+            running: 0,
+            waiting: VecDeque::new(),
+            streams: Vec::new(),
+            uploads: Vec::new(),
+        }
+    }
+
+    /// The public connection id.
+    pub fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
+    /// The protocol chosen in the handshake, once it is done.
+    pub fn protocol(&self) -> Option<HubProtocol> {
+        match self.phase {
+            Phase::Active { protocol } => Some(protocol),
+            Phase::Handshake { .. } => None,
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        bytes: &[u8],
+        outbox: &mut Outbox,
+        now: Instant,
+    ) -> Result<(), AppClose> {
+        self.inbound.extend_from_slice(bytes);
+        let parsed = handshake::parse_request(&self.inbound, self.options.max_message_size)
+            .and_then(|parsed| match parsed {
+                HandshakeParse::NeedMore => Ok(None),
+                HandshakeParse::Request(request, used) => {
+                    handshake::select_protocol(&request, &HubProtocol::ALL)
+                        .map(|protocol| Some((protocol, used)))
+                }
+            });
+        match parsed {
+            Ok(None) => Ok(()),
+            Err(error) => Err(self.refuse_handshake(&error, outbox)),
+            Ok(Some((protocol, used))) => {
+                self.phase = Phase::Active { protocol };
+                self.inbound.advance(used);
+                let rest = self.inbound.split().freeze();
+                // The success response and anything the first messages produce share a frame.
+                let mut frame = BytesMut::from(handshake::SUCCESS_RESPONSE);
+                let result = self.receive(rest, now);
+                self.encode_outgoing(protocol, &mut frame);
+                outbox.push_frame(frame_type(protocol), frame.freeze());
+                result
+            }
+        }
+    }
+
+    fn refuse_handshake(&mut self, error: &HandshakeError, outbox: &mut Outbox) -> AppClose {
+        let mut frame = BytesMut::new();
+        handshake::encode_error_response(
+            &error.response_text(self.options.detailed_errors),
+            &mut frame,
+        );
+        outbox.push_frame(OpCode::Text, frame.freeze());
+        normal_close()
+    }
+
+    /// Decodes and handles every complete hub message in `bytes` (plus what was buffered).
+    fn receive(&mut self, bytes: Bytes, now: Instant) -> Result<(), AppClose> {
+        let Phase::Active { protocol } = self.phase else {
+            return Ok(());
+        };
+        let mut data = if self.inbound.is_empty() {
+            bytes
+        } else {
+            self.inbound.extend_from_slice(&bytes);
+            self.inbound.split().freeze()
+        };
+        loop {
+            if data.is_empty() {
+                return Ok(());
+            }
+            match protocol.decode(&data, self.options.max_message_size) {
+                Ok(Decoded::Message(message, used)) => {
+                    data = data.slice(used..);
+                    self.handle(message, now)?;
+                }
+                Ok(Decoded::NeedMore) => {
+                    self.inbound.extend_from_slice(&data);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let text = self.error_text(
+                        "Connection closed with an error.",
+                        &format!("InvalidDataException: {error}"),
+                    );
+                    return Err(self.close_with_error(text));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: HubMessage, now: Instant) -> Result<(), AppClose> {
+        match message {
+            HubMessage::Invocation(invocation) => self.invoke(invocation, Reply::Single),
+            HubMessage::StreamInvocation(invocation) => self.invoke(invocation, Reply::Stream),
+            HubMessage::StreamItem(StreamItem {
+                invocation_id,
+                item,
+                ..
+            }) => {
+                // Items of unknown streams are ignored, as in ASP.NET.
+                if let Some(upload) = self
+                    .uploads
+                    .iter_mut()
+                    .find(|u| u.stream_id == invocation_id)
+                {
+                    upload.concat.push(&item);
+                }
+                Ok(())
+            }
+            HubMessage::Completion(completion) => self.complete_upload(completion),
+            HubMessage::CancelInvocation(CancelInvocation { invocation_id, .. }) => {
+                if let Some(at) = self
+                    .streams
+                    .iter()
+                    .position(|s| s.invocation_id == invocation_id)
+                {
+                    let stream = self.streams.remove(at);
+                    if let Some(event) = stream.source.on_cancel() {
+                        self.outgoing.push(event);
+                    }
+                    self.outgoing
+                        .push(completion(invocation_id, CompletionOutcome::Void));
+                }
+                Ok(())
+            }
+            HubMessage::Ping => {
+                if self.client_deadline.is_none() {
+                    self.client_deadline = Some(now + self.options.client_timeout);
+                }
+                Ok(())
+            }
+            HubMessage::Close(_) => {
+                // The client is leaving: answer without error and without reconnect.
+                self.outgoing.push(HubMessage::Close(Close::default()));
+                Err(normal_close())
+            }
+            // Stateful reconnect messages and unknown types: nothing to do here.
+            HubMessage::Ack(_) | HubMessage::Sequence(_) | HubMessage::Unknown(_) => Ok(()),
+        }
+    }
+
+    fn invoke(&mut self, invocation: Invocation, mode: Reply) -> Result<(), AppClose> {
+        let target = invocation.target.clone();
+        let id = invocation.invocation_id.clone();
+        let Some(method) = self.hub.method(&target).cloned() else {
+            if let Some(id) = id {
+                self.fail(id, format!("Unknown hub method '{target}'"));
+            }
+            return Ok(());
+        };
+        match (method.action.reply(), mode) {
+            (Reply::Stream, Reply::Single) => {
+                if let Some(id) = id {
+                    self.fail(id, format!(
+                        "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+                    ));
+                }
+                return Ok(());
+            }
+            (Reply::Single, Reply::Stream) => {
+                self.fail(id.unwrap_or_default(), format!(
+                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+                ));
+                return Ok(());
+            }
+            _ => {}
+        }
+        if self.running >= self.options.max_parallel_invocations {
+            if self.waiting.len() >= MAX_WAITING_INVOCATIONS {
+                let text = self.error_text(
+                    "Connection closed with an error.",
+                    "InvalidOperationException: Too many invocations are waiting for a free slot.",
+                );
+                return Err(self.close_with_error(text));
+            }
+            self.waiting.push_back((invocation, mode));
+            return Ok(());
+        }
+        if mode == Reply::Stream
+            && let Some(id) = &id
+            && self.streams.iter().any(|s| &s.invocation_id == id)
+        {
+            self.fail(
+                id.clone(),
+                format!("Invocation ID '{id}' is already in use."),
+            );
+            return Ok(());
+        }
+        let mut caller = Caller {
+            connection_id: &self.connection_id,
+            request_headers: &self.request_headers,
+            outgoing: &mut self.outgoing,
+        };
+        match actions::invoke(method.action, &method.name, invocation, &mut caller) {
+            Err(error) => {
+                if let Some(id) = id {
+                    let text = self.bind_error_text(&target, &error);
+                    self.fail(id, text);
+                }
+            }
+            Ok(Outcome::Complete(outcome)) => {
+                if let Some(id) = id {
+                    self.outgoing.push(completion(id, outcome));
+                }
+            }
+            Ok(Outcome::Stream(source)) => self.streams.push(ActiveStream {
+                invocation_id: id.unwrap_or_default(),
+                source,
+            }),
+            Ok(Outcome::AwaitUpload { stream_id }) => {
+                self.running += 1;
+                self.uploads.push(Upload {
+                    stream_id,
+                    invocation_id: id,
+                    method: method.name.clone(),
+                    concat: Concat::default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A Completion for a client-to-server stream ends the upload and its method.
+    fn complete_upload(&mut self, completion_message: Completion) -> Result<(), AppClose> {
+        let Some(at) = self
+            .uploads
+            .iter()
+            .position(|u| u.stream_id == completion_message.invocation_id)
+        else {
+            return Ok(());
+        };
+        let upload = self.uploads.remove(at);
+        self.running = self.running.saturating_sub(1);
+        if let Some(id) = upload.invocation_id {
+            let outcome = match completion_message.outcome {
+                CompletionOutcome::Error(error) => CompletionOutcome::Error(self.error_text(
+                    &format!(
+                        "An unexpected error occurred invoking '{}' on the server.",
+                        upload.method
+                    ),
+                    &format!("Exception: {error}"),
+                )),
+                _ => CompletionOutcome::Result(crate::protocol::signalr::Payload::string(
+                    upload.concat.into_string(),
+                )),
+            };
+            self.outgoing.push(completion(id, outcome));
+        }
+        while self.running < self.options.max_parallel_invocations
+            && let Some((invocation, mode)) = self.waiting.pop_front()
+        {
+            self.invoke(invocation, mode)?;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, invocation_id: String, error: String) {
+        self.outgoing
+            .push(completion(invocation_id, CompletionOutcome::Error(error)));
+    }
+
+    fn bind_error_text(&self, target: &str, error: &BindError) -> String {
+        self.error_text(
+            &format!("Failed to invoke '{target}' due to an error on the server."),
+            &format!("InvalidDataException: {error}"),
+        )
+    }
+
+    /// ASP.NET's `ErrorMessageHelper.BuildErrorMessage`: the detail only in detailed mode.
+    fn error_text(&self, message: &str, detail: &str) -> String {
+        if self.options.detailed_errors {
+            format!("{message} {detail}")
+        } else {
+            message.to_owned()
+        }
+    }
+
+    /// Queues a Close carrying `error` (the client may reconnect) and ends the connection.
+    fn close_with_error(&mut self, error: String) -> AppClose {
+        self.outgoing.push(HubMessage::Close(Close {
+            error: Some(error),
+            allow_reconnect: true,
+        }));
+        normal_close()
+    }
+
+    /// Encodes the messages produced so far into `frame`.
+    fn encode_outgoing(&mut self, protocol: HubProtocol, frame: &mut BytesMut) {
+        for message in self.outgoing.drain(..) {
+            // Payloads built here or decoded by the codecs always encode; a failure would drop
+            // only this message.
+            let _ = protocol.encode(&message, frame);
+        }
+    }
+
+    /// Puts everything produced by the current event into one frame.
+    fn flush(&mut self, outbox: &mut Outbox) {
+        let Phase::Active { protocol } = self.phase else {
+            self.outgoing.clear();
+            return;
+        };
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let mut frame = BytesMut::new();
+        self.encode_outgoing(protocol, &mut frame);
+        if !frame.is_empty() {
+            outbox.push_frame(frame_type(protocol), frame.freeze());
+        }
+    }
+}
+
+impl WebSocketApp for Session {
+    fn on_message(
+        &mut self,
+        message: DataMessage,
+        outbox: &mut Outbox,
+        now: Instant,
+    ) -> Result<(), AppClose> {
+        let bytes = match message {
+            DataMessage::Text(bytes) | DataMessage::Binary(bytes) => bytes,
+        };
+        if let Some(deadline) = self.client_deadline.as_mut() {
+            *deadline = now + self.options.client_timeout;
+        }
+        if let Phase::Handshake { .. } = self.phase {
+            return self.handshake(&bytes, outbox, now);
+        }
+        let result = self.receive(bytes, now);
+        self.flush(outbox);
+        result
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { deadline } => Some(deadline),
+            Phase::Active { .. } => Some(match self.client_deadline {
+                Some(client) => client.min(self.next_ping),
+                None => self.next_ping,
+            }),
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), AppClose> {
+        match self.phase {
+            Phase::Handshake { deadline } if now >= deadline => {
+                Err(self.refuse_handshake(&HandshakeError::Canceled, outbox))
+            }
+            Phase::Handshake { .. } => Ok(()),
+            Phase::Active { .. } => {
+                let mut result = Ok(());
+                if self.client_deadline.is_some_and(|at| now >= at) {
+                    let text = self.error_text(
+                        "Connection closed with an error.",
+                        "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
+                    );
+                    result = Err(self.close_with_error(text));
+                } else if now >= self.next_ping {
+                    self.outgoing.push(HubMessage::Ping);
+                    self.next_ping = now + self.options.keepalive_interval;
+                }
+                self.flush(outbox);
+                result
+            }
+        }
+    }
+
+    fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        if self.streams.is_empty() {
+            return Ok(());
+        }
+        let mut finished = Vec::new();
+        for (index, stream) in self.streams.iter_mut().enumerate() {
+            for _ in 0..ITEMS_PER_TURN {
+                match stream.source.next_item() {
+                    Some(item) => self.outgoing.push(HubMessage::StreamItem(StreamItem {
+                        headers: Default::default(),
+                        invocation_id: stream.invocation_id.clone(),
+                        item,
+                    })),
+                    None => break,
+                }
+            }
+            if stream.source.is_finished() {
+                finished.push(index);
+            }
+        }
+        for index in finished.into_iter().rev() {
+            let stream = self.streams.remove(index);
+            self.outgoing
+                .push(completion(stream.invocation_id, CompletionOutcome::Void));
+        }
+        self.flush(outbox);
+        Ok(())
+    }
+
+    fn on_shutdown(&mut self, outbox: &mut Outbox) {
+        if let Phase::Active { .. } = self.phase {
+            self.outgoing.push(HubMessage::Close(Close {
+                error: None,
+                allow_reconnect: true,
+            }));
+            self.flush(outbox);
+        }
+    }
+}
+
+/// A Completion without headers.
+fn completion(invocation_id: String, outcome: CompletionOutcome) -> HubMessage {
+    HubMessage::Completion(Completion {
+        headers: Default::default(),
+        invocation_id,
+        outcome,
+    })
+}
+
+/// The WebSocket frame type of a protocol.
+fn frame_type(protocol: HubProtocol) -> OpCode {
+    match protocol.transfer_format() {
+        TransferFormat::Text => OpCode::Text,
+        TransferFormat::Binary => OpCode::Binary,
+    }
+}
+
+/// ASP.NET closes the WebSocket with 1000 after a SignalR Close or a handshake error.
+fn normal_close() -> AppClose {
+    AppClose {
+        code: CloseCode::NORMAL,
+        reason: String::new(),
+    }
+}

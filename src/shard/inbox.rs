@@ -1,0 +1,76 @@
+//! Messages between shards: one lock-free MPSC queue per shard (any shard sends, only the owner
+//! receives), woken through monoio's cross-thread waker.
+//!
+//! Today it carries one thing: a WebSocket that presented a token issued by another shard is
+//! handed to that shard, so a connection's state always lives where it was negotiated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+
+use super::ShardId;
+use crate::protocol::http::RequestHead;
+
+/// A connection moving to its home shard, between its request head and the 101.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket (no I/O in flight).
+    pub stream: std::net::TcpStream,
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// The upgrade request, already parsed.
+    pub head: RequestHead,
+    /// Bytes that arrived after the request head.
+    pub input: BytesMut,
+}
+
+/// What one shard can send another.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// Serve this connection here (boxed: the queue stays small and so does a send error).
+    Adopt(Box<Handoff>),
+}
+
+/// Senders to every shard's inbox, indexed by shard.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    senders: Arc<[UnboundedSender<ShardMessage>]>,
+}
+
+/// A shard's receiving end.
+#[derive(Debug)]
+pub struct Inbox {
+    /// The queue's receiver.
+    pub receiver: UnboundedReceiver<ShardMessage>,
+}
+
+impl Peers {
+    /// Creates the inboxes of `count` shards.
+    pub fn create(count: usize) -> (Self, Vec<Inbox>) {
+        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| {
+                let (sender, receiver) = unbounded();
+                (sender, Inbox { receiver })
+            })
+            .unzip();
+        (
+            Self {
+                senders: senders.into(),
+            },
+            inboxes,
+        )
+    }
+
+    /// Sends `message` to `shard`; gives it back if that shard has stopped.
+    ///
+    /// # Errors
+    /// The message, when the shard's inbox is closed.
+    pub fn send(&self, shard: ShardId, message: ShardMessage) -> Result<(), ShardMessage> {
+        match self.senders.get(usize::from(shard.0)) {
+            Some(sender) => sender.unbounded_send(message).map_err(|e| e.into_inner()),
+            None => Err(message),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+// The official @microsoft/signalr client (10.x) against ringhub's Diagnostics hub, over JSON and
+// MessagePack, with and without negotiation. Run by tests/js_client.rs, which starts the server
+// and passes its base URL in HUB_BASE_URL.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as signalR from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+
+const base = process.env.HUB_BASE_URL;
+assert.ok(base, "HUB_BASE_URL must be set (tests/js_client.rs starts the server)");
+const hubUrl = `${base}/hubs/diagnostics`;
+
+const protocols = {
+  json: () => new signalR.JsonHubProtocol(),
+  messagepack: () => new MessagePackHubProtocol(),
+};
+
+function build(protocol, { skipNegotiation = false, headers } = {}) {
+  return new signalR.HubConnectionBuilder()
+    .withUrl(hubUrl, {
+      transport: signalR.HttpTransportType.WebSockets,
+      skipNegotiation,
+      headers,
+    })
+    .withHubProtocol(protocols[protocol]())
+    .configureLogging(signalR.LogLevel.None)
+    .build();
+}
+
+function collect(stream) {
+  return new Promise((resolve, reject) => {
+    const items = [];
+    stream.subscribe({
+      next: (item) => items.push(item),
+      complete: () => resolve(items),
+      error: reject,
+    });
+  });
+}
+
+for (const protocol of Object.keys(protocols)) {
+  for (const skipNegotiation of [false, true]) {
+    const mode = skipNegotiation ? "skipNegotiation" : "negotiate";
+
+    test(`${protocol}/${mode}: Echo returns its argument, unicode intact`, async () => {
+      const connection = build(protocol, { skipNegotiation });
+      await connection.start();
+      assert.equal(await connection.invoke("Echo", "你好，世界！ κόσμε 😀"), "你好，世界！ κόσμε 😀");
+      assert.equal(await connection.invoke("echo", 42), 42);
+      assert.deepEqual(await connection.invoke("Echo", { a: [1, 2, { b: null }], c: "d" }), {
+        a: [1, 2, { b: null }],
+        c: "d",
+      });
+      await connection.stop();
+    });
+
+    test(`${protocol}/${mode}: GetCallerConnectionId matches the client's id`, async () => {
+      const connection = build(protocol, { skipNegotiation });
+      await connection.start();
+      const id = await connection.invoke("GetCallerConnectionId");
+      assert.equal(typeof id, "string");
+      assert.equal(id.length, 22);
+      if (!skipNegotiation) {
+        assert.equal(id, connection.connectionId);
+      }
+      await connection.stop();
+    });
+  }
+
+  test(`${protocol}: InvokeWithString sends the Message event to the caller`, async () => {
+    const connection = build(protocol);
+    const received = new Promise((resolve) => connection.on("Message", resolve));
+    await connection.start();
+    await connection.invoke("InvokeWithString", "hello event");
+    assert.equal(await received, "hello event");
+    await connection.stop();
+  });
+
+  test(`${protocol}: Stream(n) streams 0..n then completes`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    assert.deepEqual(await collect(connection.stream("Stream", 5)), [0, 1, 2, 3, 4]);
+    assert.deepEqual(await collect(connection.stream("Stream", 0)), []);
+    const many = await collect(connection.stream("Stream", 1000));
+    assert.equal(many.length, 1000);
+    assert.equal(many[999], 999);
+    await connection.stop();
+  });
+
+  test(`${protocol}: cancelling InfiniteStream tells the caller StreamCanceled`, async () => {
+    const connection = build(protocol);
+    const canceled = new Promise((resolve) => connection.on("StreamCanceled", () => resolve(true)));
+    await connection.start();
+    const subscription = connection.stream("InfiniteStream").subscribe({ next() {}, complete() {}, error() {} });
+    await new Promise((r) => setTimeout(r, 50));
+    subscription.dispose();
+    assert.equal(await canceled, true);
+    // The connection is still usable.
+    assert.equal(await connection.invoke("Echo", "after cancel"), "after cancel");
+    await connection.stop();
+  });
+
+  test(`${protocol}: ThrowException completes with the hub exception text`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    await assert.rejects(connection.invoke("ThrowException", "custom boom"), {
+      message:
+        "An unexpected error occurred invoking 'ThrowException' on the server. HubException: custom boom",
+    });
+    await connection.stop();
+  });
+
+  test(`${protocol}: StreamingConcat concatenates an uploaded stream`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const subject = new signalR.Subject();
+    const result = connection.invoke("StreamingConcat", subject);
+    for (const part of ["a", "b", "c", "ü"]) {
+      subject.next(part);
+    }
+    subject.complete();
+    assert.equal(await result, "abcü");
+    await connection.stop();
+  });
+
+  test(`${protocol}: EchoComplexObject round-trips nested values`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const value = { name: "x", list: [1, 2.5, true, null, "s"], nested: { deep: { deeper: [] } } };
+    assert.deepEqual(await connection.invoke("EchoComplexObject", value), value);
+    if (protocol === "messagepack") {
+      const bytes = new Uint8Array([0, 1, 2, 250, 255]);
+      const date = new Date(Date.UTC(2026, 10, 28, 10, 9, 27, 123));
+      const echoed = await connection.invoke("EchoComplexObject", { bytes, date });
+      assert.deepEqual(Array.from(echoed.bytes), Array.from(bytes));
+      assert.ok(echoed.date instanceof Date, "timestamps stay timestamps in MessagePack");
+      assert.equal(echoed.date.getTime(), date.getTime());
+    }
+    await connection.stop();
+  });
+
+  test(`${protocol}: GetHeader reads a header of the connecting request`, async () => {
+    const connection = build(protocol, { headers: { "x-ringhub-test": "header value" } });
+    await connection.start();
+    assert.equal(await connection.invoke("GetHeader", "X-Ringhub-Test"), "header value");
+    assert.equal(await connection.invoke("GetHeader", "x-absent"), null);
+    await connection.stop();
+  });
+
+  test(`${protocol}: wrong calls get ASP.NET's error texts`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    await assert.rejects(connection.invoke("NoSuchMethod"), { message: "Unknown hub method 'NoSuchMethod'" });
+    await assert.rejects(connection.invoke("Stream", 3), {
+      message: "The client attempted to invoke the streaming 'Stream' method with a non-streaming invocation.",
+    });
+    await assert.rejects(collect(connection.stream("Echo", "x")), {
+      message: "The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation.",
+    });
+    await assert.rejects(connection.invoke("Echo"), {
+      message: "Failed to invoke 'Echo' due to an error on the server.",
+    });
+    // Still connected after the errors.
+    assert.equal(await connection.invoke("Echo", "ok"), "ok");
+    await connection.stop();
+  });
+
+  test(`${protocol}: stop then start again gets a new connection`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const first = await connection.invoke("GetCallerConnectionId");
+    await connection.stop();
+    assert.equal(connection.state, signalR.HubConnectionState.Disconnected);
+    await connection.start();
+    const second = await connection.invoke("GetCallerConnectionId");
+    assert.notEqual(first, second);
+    await connection.stop();
+  });
+
+  test(`${protocol}: a message over 32 KiB closes the connection with ASP.NET's error`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const closed = new Promise((resolve) => connection.onclose(resolve));
+    connection.invoke("Echo", "x".repeat(40 * 1024)).catch(() => {});
+    const error = await closed;
+    assert.equal(error?.message, "Server returned an error on close: Connection closed with an error.");
+  });
+
+  test(`${protocol}: many concurrent invocations all complete in order`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => connection.invoke("Echo", i)));
+    assert.deepEqual(results, Array.from({ length: 200 }, (_, i) => i));
+    await connection.stop();
+  });
+}
+
+test("negotiate v0 still works (connectionToken = connectionId)", async () => {
+  const response = await fetch(`${hubUrl}/negotiate`, { method: "POST" });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.equal(body.negotiateVersion, 0);
+  assert.equal(body.connectionToken, undefined);
+  assert.equal(body.connectionId.length, 22);
+  assert.deepEqual(body.availableTransports, [{ transport: "WebSockets", transferFormats: ["Text", "Binary"] }]);
+});
+
+test("negotiate rejects a non-integer version with ASP.NET's text", async () => {
+  const response = await fetch(`${hubUrl}/negotiate?negotiateVersion=abc`, { method: "POST" });
+  assert.deepEqual(await response.json(), { error: "The client requested a non-integer protocol version." });
+});

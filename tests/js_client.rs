@@ -1,0 +1,42 @@
+//! Runs the official JavaScript client suite (`tests/js/*.test.mjs`, `@microsoft/signalr` 10.x
+//! from the committed lockfile) against an in-process server with two shards, on both drivers.
+//! `tests/run-all.sh` installs the npm packages first; without them this test fails.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+on_both_drivers! {
+    fn official_javascript_client_suite_passes(driver) {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            js.join("node_modules/@microsoft/signalr").is_dir(),
+            "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
+        );
+        let server = TestServer::start(driver, |c| {
+            c.workers = std::num::NonZeroUsize::new(2).unwrap();
+            c.diagnostics.enabled = true;
+        });
+        let output = Command::new("node")
+            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+            .arg(js.join("diagnostics.test.mjs"))
+            .current_dir(&js)
+            .env("HUB_BASE_URL", format!("http://{}", server.addr))
+            .output()
+            .expect("node runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "node --test failed\n{stdout}\n{stderr}");
+        let count = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(label))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        };
+        assert_eq!(count("fail"), Some(0), "{stdout}");
+        assert!(count("pass").is_some_and(|n| n >= 30), "too few tests ran:\n{stdout}");
+    }
+}
