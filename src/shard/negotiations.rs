@@ -43,19 +43,30 @@ impl Negotiations {
         self.by_token.borrow_mut().insert(token, negotiation);
     }
 
-    /// Marks `token` connected for `hub_path` and returns its connection id.
+    /// Checks that `token` could be connected for `hub_path` now, without claiming it.
     ///
     /// # Errors
     /// [`ClaimError`] with the HTTP answer.
-    pub fn claim(&self, token: &str, hub_path: &str, now: Instant) -> Result<String, ClaimError> {
-        let mut table = self.by_token.borrow_mut();
-        let entry = table.get_mut(token).ok_or(ClaimError::NotFound)?;
+    pub fn check(&self, token: &str, hub_path: &str, now: Instant) -> Result<(), ClaimError> {
+        let table = self.by_token.borrow();
+        let entry = table.get(token).ok_or(ClaimError::NotFound)?;
         if entry.hub_path != hub_path || (!entry.connected && now >= entry.expires) {
             return Err(ClaimError::NotFound);
         }
         if entry.connected {
             return Err(ClaimError::AlreadyConnected);
         }
+        Ok(())
+    }
+
+    /// Marks `token` connected for `hub_path` and returns its connection id.
+    ///
+    /// # Errors
+    /// [`ClaimError`] with the HTTP answer.
+    pub fn claim(&self, token: &str, hub_path: &str, now: Instant) -> Result<String, ClaimError> {
+        self.check(token, hub_path, now)?;
+        let mut table = self.by_token.borrow_mut();
+        let entry = table.get_mut(token).ok_or(ClaimError::NotFound)?;
         entry.connected = true;
         Ok(entry.connection_id.clone())
     }

@@ -291,6 +291,19 @@ async fn upgrade_hub(
     ctx: &ShardContext,
     connection: &ConnectionHandle,
 ) -> HttpEnd {
+    let query = Query::new(head.query());
+    // As ASP.NET: the connection is looked up before the transport request is examined.
+    if let Some(token) = query.get("id") {
+        match ctx.negotiations.check(&token, &hub.path, ctx.timers.now()) {
+            Ok(()) => {}
+            Err(ClaimError::NotFound) => {
+                return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
+            }
+            Err(ClaimError::AlreadyConnected) => {
+                return refuse(stream, ctx, connection, 409, "Connection already active").await;
+            }
+        }
+    }
     let request = match UpgradeRequest::from_head(head) {
         Ok(request) => request,
         Err(error) => {
@@ -298,7 +311,6 @@ async fn upgrade_hub(
             return HttpEnd::Refused(error.status());
         }
     };
-    let query = Query::new(head.query());
     let (connection_id, token) = match query.get("id") {
         None => match new_connection_id() {
             Ok(id) => (id, None),

@@ -1,0 +1,212 @@
+//! SignalR server behaviour over raw sockets, where the official client cannot show it:
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+//! handshake errors and timeouts, token rules, keep-alive, client timeout, graceful stop, and
+//! connections handed between shards.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use support::*;
+
+const RS: u8 = 0x1e;
+
+fn diagnostics(
+    driver: ringhub::config::DriverKind,
+    tweak: impl FnOnce(&mut ringhub::config::Config),
+) -> TestServer {
+    TestServer::start(driver, |c| {
+        c.diagnostics.enabled = true;
+        tweak(c);
+    })
+}
+
+/// POSTs negotiate and returns (connectionId, connectionToken).
+fn negotiate(addr: std::net::SocketAddr) -> (String, String) {
+    let response = http(
+        addr,
+        b"POST /hubs/diagnostics/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    (
+        body["connectionId"].as_str().unwrap().to_owned(),
+        body["connectionToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn connect(addr: std::net::SocketAddr, query: &str) -> WsClient {
+    WsClient::connect(addr, &format!("/hubs/diagnostics{query}"))
+}
+
+/// Sends a JSON handshake and returns the server's first frame.
+fn handshake(ws: &mut WsClient, body: &str) -> Frame {
+    let mut bytes = body.as_bytes().to_vec();
+    bytes.push(RS);
+    ws.send(1, &bytes);
+    ws.read_frame()
+}
+
+fn records(frame: &Frame) -> Vec<serde_json::Value> {
+    frame
+        .payload
+        .split(|b| *b == RS)
+        .filter(|r| !r.is_empty())
+        .map(|r| serde_json::from_slice(r).unwrap())
+        .collect()
+}
+
+on_both_drivers! {
+    fn json_handshake_succeeds_and_echo_answers(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        let ok = handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        assert_eq!(ok.payload, b"{}\x1e");
+        ws.send(1, b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"echo\",\"arguments\":[\"hi\"]}\x1e");
+        let reply = records(&ws.read_frame());
+        assert_eq!(reply[0], serde_json::json!({"type":3,"invocationId":"1","result":"hi"}));
+    }
+
+    fn messagepack_handshake_answers_in_a_binary_frame(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        let ok = handshake(&mut ws, r#"{"protocol":"messagepack","version":1}"#);
+        assert_eq!((ok.opcode, ok.payload.as_slice()), (2, &b"{}\x1e"[..]));
+        // Ping then Invocation Echo("hi") id "0", 5 elements as the JS client writes it.
+        ws.send(2, &[0x02, 0x91, 0x06, 0x0e, 0x95, 0x01, 0x80, 0xa1, 0x30, 0xa4, b'E', b'c', b'h', b'o', 0x91, 0xa2, b'h', b'i']);
+        let reply = ws.read_frame();
+        assert_eq!(reply.opcode, 2);
+        assert_eq!(reply.payload, [0x09, 0x95, 0x03, 0x80, 0xa1, 0x30, 0x03, 0xa2, b'h', b'i']);
+    }
+
+    fn unknown_protocol_gets_the_aspnet_error_then_close_1000(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        let reply = handshake(&mut ws, r#"{"protocol":"foo","version":1}"#);
+        assert_eq!(reply.payload, b"{\"error\":\"The protocol 'foo' is not supported.\"}\x1e");
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn version_3_is_refused_and_malformed_handshakes_get_the_generic_text(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        let reply = handshake(&mut ws, r#"{"protocol":"json","version":3}"#);
+        assert_eq!(reply.payload, b"{\"error\":\"The server does not support version 3 of the 'json' protocol.\"}\x1e");
+        let mut ws = connect(server.addr, "");
+        let reply = handshake(&mut ws, r#"{"protocol":"json"}"#);
+        assert_eq!(reply.payload, b"{\"error\":\"An unexpected error occurred during connection handshake.\"}\x1e");
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn a_missing_handshake_is_canceled_after_the_timeout(driver) {
+        let server = diagnostics(driver, |c| c.signalr.handshake_timeout = Duration::from_millis(200));
+        let mut ws = connect(server.addr, "");
+        let reply = ws.read_frame();
+        assert_eq!(reply.payload, b"{\"error\":\"Handshake was canceled.\"}\x1e");
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn an_unknown_token_is_404_and_a_token_in_use_is_409(driver) {
+        let server = diagnostics(driver, |_| {});
+        let response = get(server.addr, "/hubs/diagnostics?id=AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!((response.status, response.body_str()), (404, "No Connection with that ID"));
+        let (_, token) = negotiate(server.addr);
+        let mut first = connect(server.addr, &format!("?id={token}"));
+        assert_eq!(handshake(&mut first, r#"{"protocol":"json","version":1}"#).payload, b"{}\x1e");
+        let mut stream = support::connect(server.addr);
+        stream.write_all(format!(
+            "GET /hubs/diagnostics?id={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut stream).status, 409);
+    }
+
+    fn tokens_work_whichever_shard_accepts_the_websocket(driver) {
+        let server = diagnostics(driver, |c| c.workers = std::num::NonZeroUsize::new(2).unwrap());
+        for _ in 0..16 {
+            let (id, token) = negotiate(server.addr);
+            let mut ws = connect(server.addr, &format!("?id={token}"));
+            assert_eq!(handshake(&mut ws, r#"{"protocol":"json","version":1}"#).payload, b"{}\x1e");
+            ws.send(1, b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"GetCallerConnectionId\",\"arguments\":[]}\x1e");
+            let reply = records(&ws.read_frame());
+            assert_eq!(reply[0]["result"], serde_json::Value::String(id));
+        }
+    }
+
+    fn the_server_pings_every_keepalive_interval(driver) {
+        let server = diagnostics(driver, |c| c.signalr.keepalive_interval = Duration::from_millis(100));
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        for _ in 0..3 {
+            assert_eq!(ws.read_frame().payload, b"{\"type\":6}\x1e");
+        }
+    }
+
+    fn a_client_silent_after_its_first_ping_is_closed_with_an_error(driver) {
+        let server = diagnostics(driver, |c| {
+            c.signalr.client_timeout = Duration::from_millis(300);
+            c.signalr.keepalive_interval = Duration::from_secs(60);
+        });
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        ws.send(1, b"{\"type\":6}\x1e");
+        let close = records(&ws.read_frame());
+        assert_eq!(close[0], serde_json::json!({"type":7,"error":"Connection closed with an error.","allowReconnect":true}));
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn a_client_close_is_answered_with_close_without_reconnect(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        ws.send(1, b"{\"type\":7}\x1e");
+        assert_eq!(records(&ws.read_frame())[0], serde_json::json!({"type":7}));
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn malformed_hub_messages_close_with_an_error_and_spare_a_bystander(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut bystander = connect(server.addr, "");
+        handshake(&mut bystander, r#"{"protocol":"json","version":1}"#);
+        for bad in [&b"{\"type\":1,\"target\":\"Echo\"}\x1e"[..], b"not json\x1e", b"[1,2]\x1e"] {
+            let mut ws = connect(server.addr, "");
+            handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+            ws.send(1, bad);
+            let close = records(&ws.read_frame());
+            assert_eq!(close[0]["type"], 7);
+            assert_eq!(close[0]["error"], "Connection closed with an error.");
+            bystander.send(1, b"{\"type\":1,\"invocationId\":\"9\",\"target\":\"Echo\",\"arguments\":[1]}\x1e");
+            assert_eq!(records(&bystander.read_frame())[0]["result"], 1);
+        }
+    }
+
+    fn unknown_message_types_are_ignored(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        ws.send(1, b"{\"type\":99,\"x\":1}\x1e{\"type\":1,\"invocationId\":\"2\",\"target\":\"Echo\",\"arguments\":[2]}\x1e");
+        assert_eq!(records(&ws.read_frame())[0]["result"], 2);
+    }
+
+    fn graceful_stop_sends_close_allowing_reconnect_then_1001(driver) {
+        let mut server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        server.shutdown();
+        assert_eq!(records(&ws.read_frame())[0], serde_json::json!({"type":7,"allowReconnect":true}));
+        assert_eq!(ws.read_close(), Some(1001));
+    }
+
+    fn detailed_errors_append_the_reason(driver) {
+        let server = diagnostics(driver, |c| c.signalr.detailed_errors = true);
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        ws.send(1, b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[]}\x1e");
+        assert_eq!(
+            records(&ws.read_frame())[0]["error"],
+            "Failed to invoke 'Echo' due to an error on the server. InvalidDataException: Invocation provides 0 argument(s) but target expects 1."
+        );
+    }
+}
