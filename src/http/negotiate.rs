@@ -11,7 +11,7 @@ use crate::protocol::http::{Method, RequestHead, Response};
 use crate::protocol::query::Query;
 use crate::protocol::signalr::negotiate::{NegotiateRequest, NegotiateResponse, error_document};
 use crate::shard::ShardContext;
-use crate::shard::negotiations::Negotiation;
+use crate::shard::negotiations::{Negotiation, Slot};
 
 /// Answers a negotiate request (or its preflight).
 pub fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> Response {
@@ -44,13 +44,12 @@ fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext)
     let Ok((connection_id, token)) = ids else {
         return Response::json(500, error_document("Could not create a connection id."));
     };
-    // Stateful reconnect is not offered yet: the resend buffer is not implemented, and a
-    // client told "true" would expect Sequence/Ack behaviour after a dropped socket.
+    let stateful = request.use_stateful_reconnect && ctx.config.signalr.stateful_reconnect;
     let body = NegotiateResponse {
         negotiate_version: request.negotiate_version,
         connection_id: &connection_id,
         connection_token: &token,
-        use_stateful_reconnect: false,
+        use_stateful_reconnect: stateful,
     }
     .to_json();
     ctx.negotiations.insert(
@@ -59,7 +58,8 @@ fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext)
             connection_id,
             hub_path: hub.path.clone(),
             expires: ctx.timers.now() + ctx.config.signalr.disconnect_timeout,
-            connected: false,
+            stateful,
+            slot: Slot::Waiting,
         },
     );
     Response::json(200, body)

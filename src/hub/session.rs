@@ -46,6 +46,10 @@ pub struct SessionOptions {
     pub max_parallel_invocations: usize,
     /// Whether error details go to the client.
     pub detailed_errors: bool,
+    /// Unacknowledged bytes kept for resending (stateful reconnect); sending waits beyond it.
+    pub resend_buffer: usize,
+    /// Whether negotiate agreed to stateful reconnect (it is used if the handshake is v2).
+    pub stateful_negotiated: bool,
 }
 
 impl SessionOptions {
@@ -58,6 +62,8 @@ impl SessionOptions {
             max_message_size: config.max_message_size,
             max_parallel_invocations: config.max_parallel_invocations.get(),
             detailed_errors: config.detailed_errors,
+            resend_buffer: config.stateful_reconnect_buffer,
+            stateful_negotiated: false,
         }
     }
 }
@@ -106,7 +112,35 @@ pub struct Session {
     waiting: VecDeque<(Invocation, Reply)>,
     streams: Vec<ActiveStream>,
     uploads: Vec<Upload>,
+    stateful: Stateful,
 }
+
+/// Stateful reconnect bookkeeping (HubProtocol.md, "Stateful Reconnect"): both directions
+/// count trackable messages from 1; the sender keeps what was not acknowledged.
+#[derive(Debug, Default)]
+struct Stateful {
+    /// Negotiated and handshaken with version 2.
+    enabled: bool,
+    /// Trackable messages sent so far (the last one's sequence id).
+    sent: i64,
+    /// Sent messages not acknowledged yet, oldest first, with their sequence ids.
+    unacked: VecDeque<(i64, Bytes)>,
+    /// Bytes held in `unacked`.
+    unacked_bytes: usize,
+    /// The last trackable message received and processed.
+    received: i64,
+    /// The sequence id the next trackable message from the client has.
+    next_expected: i64,
+    /// The highest id acknowledged to the client.
+    acked: i64,
+    /// When to send the next Ack.
+    ack_due: Option<Instant>,
+    /// The connection was resumed on a new socket: send Sequence and the unacked messages.
+    resume_pending: bool,
+}
+
+/// How long after receiving a trackable message the server acknowledges it (ASP.NET `AckRate`).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Session {
     /// A session for `hub`, started at `now`, before the handshake.
@@ -133,7 +167,31 @@ impl Session {
             waiting: VecDeque::new(),
             streams: Vec::new(),
             uploads: Vec::new(),
+            stateful: Stateful {
+                next_expected: 1,
+                ..Stateful::default()
+            },
         }
+    }
+
+    /// Whether the connection survives a dropped socket (stateful reconnect is in use).
+    pub fn is_resumable(&self) -> bool {
+        self.stateful.enabled && matches!(self.phase, Phase::Active { .. })
+    }
+
+    /// Prepares the session for a new socket: the next [`WebSocketApp::on_open`] sends
+    /// `Sequence` and every unacknowledged message, and timers restart from `now`.
+    pub fn resume(&mut self, now: Instant) {
+        self.stateful.resume_pending = true;
+        self.next_ping = now + self.options.keepalive_interval;
+        if self.client_deadline.is_some() {
+            self.client_deadline = Some(now + self.options.client_timeout);
+        }
+    }
+
+    /// Whether sending must wait for Acks (the resend buffer is full).
+    fn is_send_blocked(&self) -> bool {
+        self.stateful.enabled && self.stateful.unacked_bytes >= self.options.resend_buffer
     }
 
     /// The public connection id.
@@ -161,21 +219,22 @@ impl Session {
                 HandshakeParse::NeedMore => Ok(None),
                 HandshakeParse::Request(request, used) => {
                     handshake::select_protocol(&request, &HubProtocol::ALL)
-                        .map(|protocol| Some((protocol, used)))
+                        .map(|protocol| Some((protocol, used, request.version)))
                 }
             });
         match parsed {
             Ok(None) => Ok(()),
             Err(error) => Err(self.refuse_handshake(&error, outbox)),
-            Ok(Some((protocol, used))) => {
+            Ok(Some((protocol, used, version))) => {
                 self.phase = Phase::Active { protocol };
+                self.stateful.enabled = self.options.stateful_negotiated && version >= 2;
                 self.inbound.advance(used);
                 let rest = self.inbound.split().freeze();
                 // The success response and anything the first messages produce share a frame.
-                let mut frame = BytesMut::from(handshake::SUCCESS_RESPONSE);
                 let result = self.receive(rest, now);
-                self.encode_outgoing(protocol, &mut frame);
-                outbox.push_frame(frame_type(protocol), frame.freeze());
+                let mut parts = vec![Bytes::from_static(handshake::SUCCESS_RESPONSE)];
+                self.encode_outgoing(protocol, &mut parts);
+                outbox.push_frame_parts(frame_type(protocol), parts);
                 result
             }
         }
@@ -209,6 +268,16 @@ impl Session {
             match protocol.decode(&data, self.options.max_message_size) {
                 Ok(Decoded::Message(message, used)) => {
                     data = data.slice(used..);
+                    if self.stateful.enabled && message.is_trackable() {
+                        let id = self.stateful.next_expected;
+                        self.stateful.next_expected += 1;
+                        if id <= self.stateful.received {
+                            // Resent by the client after a reconnect and already handled.
+                            continue;
+                        }
+                        self.stateful.received = id;
+                        self.stateful.ack_due.get_or_insert(now + ACK_INTERVAL);
+                    }
                     self.handle(message, now)?;
                 }
                 Ok(Decoded::NeedMore) => {
@@ -272,8 +341,32 @@ impl Session {
                 self.outgoing.push(HubMessage::Close(Close::default()));
                 Err(normal_close())
             }
-            // Stateful reconnect messages and unknown types: nothing to do here.
-            HubMessage::Ack(_) | HubMessage::Sequence(_) | HubMessage::Unknown(_) => Ok(()),
+            HubMessage::Ack(id) => {
+                let stateful = &mut self.stateful;
+                while let Some((seq, bytes)) = stateful.unacked.front() {
+                    if *seq > id {
+                        break;
+                    }
+                    stateful.unacked_bytes -= bytes.len();
+                    stateful.unacked.pop_front();
+                }
+                self.run_waiting()
+            }
+            HubMessage::Sequence(id) => {
+                if !self.stateful.enabled {
+                    return Ok(());
+                }
+                if id > self.stateful.received + 1 {
+                    let text = self.error_text(
+                        "Connection closed with an error.",
+                        "InvalidOperationException: Sequence ID greater than amount of messages we've received.",
+                    );
+                    return Err(self.close_with_error(text));
+                }
+                self.stateful.next_expected = id;
+                Ok(())
+            }
+            HubMessage::Unknown(_) => Ok(()),
         }
     }
 
@@ -303,7 +396,7 @@ impl Session {
             }
             _ => {}
         }
-        if self.running >= self.options.max_parallel_invocations {
+        if self.running >= self.options.max_parallel_invocations || self.is_send_blocked() {
             if self.waiting.len() >= MAX_WAITING_INVOCATIONS {
                 let text = self.error_text(
                     "Connection closed with an error.",
@@ -384,7 +477,13 @@ impl Session {
             };
             self.outgoing.push(completion(id, outcome));
         }
+        self.run_waiting()
+    }
+
+    /// Runs waiting invocations while slots and send buffer allow.
+    fn run_waiting(&mut self) -> Result<(), AppClose> {
         while self.running < self.options.max_parallel_invocations
+            && !self.is_send_blocked()
             && let Some((invocation, mode)) = self.waiting.pop_front()
         {
             self.invoke(invocation, mode)?;
@@ -422,12 +521,25 @@ impl Session {
         normal_close()
     }
 
-    /// Encodes the messages produced so far into `frame`.
-    fn encode_outgoing(&mut self, protocol: HubProtocol, frame: &mut BytesMut) {
-        for message in self.outgoing.drain(..) {
+    /// Encodes the messages produced so far, one part per message, keeping trackable ones for
+    /// resending when stateful reconnect is on.
+    fn encode_outgoing(&mut self, protocol: HubProtocol, parts: &mut Vec<Bytes>) {
+        let mut scratch = BytesMut::new();
+        for message in std::mem::take(&mut self.outgoing) {
             // Payloads built here or decoded by the codecs always encode; a failure would drop
             // only this message.
-            let _ = protocol.encode(&message, frame);
+            if protocol.encode(&message, &mut scratch).is_err() {
+                scratch.clear();
+                continue;
+            }
+            let bytes = scratch.split().freeze();
+            if self.stateful.enabled && message.is_trackable() {
+                let stateful = &mut self.stateful;
+                stateful.sent += 1;
+                stateful.unacked_bytes += bytes.len();
+                stateful.unacked.push_back((stateful.sent, bytes.clone()));
+            }
+            parts.push(bytes);
         }
     }
 
@@ -440,10 +552,10 @@ impl Session {
         if self.outgoing.is_empty() {
             return;
         }
-        let mut frame = BytesMut::new();
-        self.encode_outgoing(protocol, &mut frame);
-        if !frame.is_empty() {
-            outbox.push_frame(frame_type(protocol), frame.freeze());
+        let mut parts = Vec::with_capacity(self.outgoing.len());
+        self.encode_outgoing(protocol, &mut parts);
+        if !parts.is_empty() {
+            outbox.push_frame_parts(frame_type(protocol), parts);
         }
     }
 }
@@ -472,10 +584,14 @@ impl WebSocketApp for Session {
     fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Handshake { deadline } => Some(deadline),
-            Phase::Active { .. } => Some(match self.client_deadline {
-                Some(client) => client.min(self.next_ping),
-                None => self.next_ping,
-            }),
+            Phase::Active { .. } => [
+                Some(self.next_ping),
+                self.client_deadline,
+                self.stateful.ack_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         }
     }
 
@@ -497,14 +613,41 @@ impl WebSocketApp for Session {
                     self.outgoing.push(HubMessage::Ping);
                     self.next_ping = now + self.options.keepalive_interval;
                 }
+                if self.stateful.ack_due.is_some_and(|at| now >= at) {
+                    self.stateful.ack_due = None;
+                    if self.stateful.received > self.stateful.acked {
+                        self.stateful.acked = self.stateful.received;
+                        self.outgoing.push(HubMessage::Ack(self.stateful.received));
+                    }
+                }
                 self.flush(outbox);
                 result
             }
         }
     }
 
+    fn on_open(&mut self, outbox: &mut Outbox) {
+        let Phase::Active { protocol } = self.phase else {
+            return;
+        };
+        if !std::mem::take(&mut self.stateful.resume_pending) {
+            return;
+        }
+        // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked message.
+        let first = self
+            .stateful
+            .unacked
+            .front()
+            .map_or(self.stateful.sent + 1, |(seq, _)| *seq);
+        let mut sequence = BytesMut::new();
+        let _ = protocol.encode(&HubMessage::Sequence(first), &mut sequence);
+        let mut parts = vec![sequence.freeze()];
+        parts.extend(self.stateful.unacked.iter().map(|(_, bytes)| bytes.clone()));
+        outbox.push_frame_parts(frame_type(protocol), parts);
+    }
+
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
-        if self.streams.is_empty() {
+        if self.streams.is_empty() || self.is_send_blocked() {
             return Ok(());
         }
         let mut finished = Vec::new();

@@ -2,24 +2,55 @@
 //!
 //! A token lives on the shard that issued it (its home shard, see [`crate::hub::identity`]), so
 //! this table is shard-local and lock-free. A token that is never connected expires after
-//! `signalr.disconnect_timeout`, as ASP.NET disposes inactive connections.
+//! `signalr.disconnect_timeout`, as ASP.NET disposes inactive connections. A stateful-reconnect
+//! connection whose socket dropped is **parked** here with its session for the same time, so a
+//! new WebSocket presenting the token picks it up where it stopped.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use quanta::Instant;
 
+use crate::hub::session::Session;
+
+/// What holds a token now.
+#[derive(Debug)]
+pub enum Slot {
+    /// Negotiated, no WebSocket yet.
+    Waiting,
+    /// A WebSocket is using it.
+    Connected,
+    /// Its socket dropped; the session waits for a reconnect (stateful reconnect).
+    Parked(Box<Session>),
+}
+
+/// What a successful claim gives the new WebSocket.
+#[derive(Debug)]
+pub enum Claimed {
+    /// A fresh connection.
+    New {
+        /// Its public id.
+        connection_id: String,
+        /// Whether negotiate agreed to stateful reconnect.
+        stateful: bool,
+    },
+    /// A parked session to resume.
+    Resume(Box<Session>),
+}
+
 /// One negotiated connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Negotiation {
     /// The public connection id.
     pub connection_id: String,
     /// The hub it was negotiated for.
     pub hub_path: String,
-    /// When an unconnected token is dropped.
+    /// When an unconnected (waiting or parked) token is dropped.
     pub expires: Instant,
-    /// Whether a WebSocket currently holds the token.
-    pub connected: bool,
+    /// Whether negotiate agreed to stateful reconnect.
+    pub stateful: bool,
+    /// What holds it.
+    pub slot: Slot,
 }
 
 /// Why a token cannot be connected.
@@ -50,25 +81,48 @@ impl Negotiations {
     pub fn check(&self, token: &str, hub_path: &str, now: Instant) -> Result<(), ClaimError> {
         let table = self.by_token.borrow();
         let entry = table.get(token).ok_or(ClaimError::NotFound)?;
-        if entry.hub_path != hub_path || (!entry.connected && now >= entry.expires) {
+        let connected = matches!(entry.slot, Slot::Connected);
+        if entry.hub_path != hub_path || (!connected && now >= entry.expires) {
             return Err(ClaimError::NotFound);
         }
-        if entry.connected {
+        if connected {
             return Err(ClaimError::AlreadyConnected);
         }
         Ok(())
     }
 
-    /// Marks `token` connected for `hub_path` and returns its connection id.
+    /// Whether a WebSocket holds `token` for a stateful-reconnect connection (its old socket
+    /// may be about to be noticed as dead and parked).
+    pub fn is_connected_stateful(&self, token: &str) -> bool {
+        self.by_token
+            .borrow()
+            .get(token)
+            .is_some_and(|n| n.stateful && matches!(n.slot, Slot::Connected))
+    }
+
+    /// Marks `token` connected for `hub_path`: a new connection, or a parked one to resume.
     ///
     /// # Errors
     /// [`ClaimError`] with the HTTP answer.
-    pub fn claim(&self, token: &str, hub_path: &str, now: Instant) -> Result<String, ClaimError> {
+    pub fn claim(&self, token: &str, hub_path: &str, now: Instant) -> Result<Claimed, ClaimError> {
         self.check(token, hub_path, now)?;
         let mut table = self.by_token.borrow_mut();
         let entry = table.get_mut(token).ok_or(ClaimError::NotFound)?;
-        entry.connected = true;
-        Ok(entry.connection_id.clone())
+        Ok(match std::mem::replace(&mut entry.slot, Slot::Connected) {
+            Slot::Parked(session) => Claimed::Resume(session),
+            Slot::Waiting | Slot::Connected => Claimed::New {
+                connection_id: entry.connection_id.clone(),
+                stateful: entry.stateful,
+            },
+        })
+    }
+
+    /// Keeps a dropped stateful connection's session until `expires` for a reconnect.
+    pub fn park(&self, token: &str, session: Box<Session>, expires: Instant) {
+        if let Some(entry) = self.by_token.borrow_mut().get_mut(token) {
+            entry.slot = Slot::Parked(session);
+            entry.expires = expires;
+        }
     }
 
     /// Forgets a token whose connection ended.
@@ -76,11 +130,11 @@ impl Negotiations {
         self.by_token.borrow_mut().remove(token);
     }
 
-    /// Drops unconnected tokens that expired.
+    /// Drops waiting tokens and parked sessions that expired.
     pub fn sweep(&self, now: Instant) {
         self.by_token
             .borrow_mut()
-            .retain(|_, n| n.connected || now < n.expires);
+            .retain(|_, n| matches!(n.slot, Slot::Connected) || now < n.expires);
     }
 
     /// How many tokens are held.
@@ -106,8 +160,16 @@ mod tests {
             connection_id: "id".into(),
             hub_path: "/hubs/a".into(),
             expires,
-            connected: false,
+            stateful: false,
+            slot: Slot::Waiting,
         }
+    }
+
+    fn new_id(claimed: Result<Claimed, ClaimError>) -> Result<String, ClaimError> {
+        claimed.map(|c| match c {
+            Claimed::New { connection_id, .. } => connection_id,
+            Claimed::Resume(_) => panic!("nothing was parked"),
+        })
     }
 
     #[test]
@@ -115,13 +177,16 @@ mod tests {
         let now = Timers::new().now();
         let table = Negotiations::default();
         table.insert("t".into(), negotiation(now + Duration::from_secs(15)));
-        assert_eq!(table.claim("t", "/hubs/a", now), Ok("id".into()));
+        assert_eq!(new_id(table.claim("t", "/hubs/a", now)), Ok("id".into()));
         assert_eq!(
-            table.claim("t", "/hubs/a", now),
+            new_id(table.claim("t", "/hubs/a", now)),
             Err(ClaimError::AlreadyConnected)
         );
         table.release("t");
-        assert_eq!(table.claim("t", "/hubs/a", now), Err(ClaimError::NotFound));
+        assert_eq!(
+            new_id(table.claim("t", "/hubs/a", now)),
+            Err(ClaimError::NotFound)
+        );
     }
 
     #[test]
@@ -129,11 +194,53 @@ mod tests {
         let now = Timers::new().now();
         let table = Negotiations::default();
         table.insert("t".into(), negotiation(now + Duration::from_secs(1)));
-        assert_eq!(table.claim("x", "/hubs/a", now), Err(ClaimError::NotFound));
-        assert_eq!(table.claim("t", "/hubs/b", now), Err(ClaimError::NotFound));
+        assert_eq!(
+            new_id(table.claim("x", "/hubs/a", now)),
+            Err(ClaimError::NotFound)
+        );
+        assert_eq!(
+            new_id(table.claim("t", "/hubs/b", now)),
+            Err(ClaimError::NotFound)
+        );
         let later = now + Duration::from_secs(2);
         assert_eq!(
-            table.claim("t", "/hubs/a", later),
+            new_id(table.claim("t", "/hubs/a", later)),
+            Err(ClaimError::NotFound)
+        );
+        table.sweep(later);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_parked_session_is_resumed_once_and_expires() {
+        use std::rc::Rc;
+
+        use crate::hub::HubDefinition;
+        use crate::hub::session::{Session, SessionOptions};
+
+        let now = Timers::new().now();
+        let table = Negotiations::default();
+        table.insert("t".into(), negotiation(now + Duration::from_secs(15)));
+        assert!(new_id(table.claim("t", "/hubs/a", now)).is_ok());
+        let options = SessionOptions::from_config(&crate::config::Config::default().signalr);
+        let hub = Rc::new(HubDefinition::diagnostics("/hubs/a"));
+        let session = Box::new(Session::new(hub, "id".into(), Vec::new(), options, now));
+        table.park("t", session, now + Duration::from_secs(15));
+        assert!(matches!(
+            table.claim("t", "/hubs/a", now),
+            Ok(Claimed::Resume(_))
+        ));
+        assert_eq!(
+            new_id(table.claim("t", "/hubs/a", now)),
+            Err(ClaimError::AlreadyConnected)
+        );
+        let options = SessionOptions::from_config(&crate::config::Config::default().signalr);
+        let hub = Rc::new(HubDefinition::diagnostics("/hubs/a"));
+        let session = Box::new(Session::new(hub, "id".into(), Vec::new(), options, now));
+        table.park("t", session, now + Duration::from_secs(15));
+        let later = now + Duration::from_secs(16);
+        assert_eq!(
+            new_id(table.claim("t", "/hubs/a", later)),
             Err(ClaimError::NotFound)
         );
         table.sweep(later);

@@ -20,6 +20,7 @@ use monoio::net::TcpStream;
 use quanta::Instant;
 use tracing::debug;
 
+use super::ConnectionEnd;
 use super::deadline::within;
 use super::read_buffer::ReadBuffer;
 use super::websocket::{self, WebSocketLimits};
@@ -37,7 +38,7 @@ use crate::shard::ShardContext;
 use crate::shard::ShardId;
 use crate::shard::connections::{ConnectionHandle, Registration, Signal};
 use crate::shard::inbox::{Handoff, ShardMessage};
-use crate::shard::negotiations::ClaimError;
+use crate::shard::negotiations::{ClaimError, Claimed};
 
 /// The `Server` header on every response.
 const SERVER: &str = concat!("ringhub/", env!("CARGO_PKG_VERSION"));
@@ -77,11 +78,27 @@ enum HttpEnd {
 struct HubUpgrade {
     input: ReadBuffer,
     hub: Rc<HubDefinition>,
-    connection_id: String,
-    /// The negotiated token, released when the connection ends (`None`: skipNegotiation).
+    /// The negotiated token, released (or parked on) when the connection ends (`None`:
+    /// skipNegotiation).
     token: Option<String>,
-    request_headers: Vec<(String, String)>,
+    session: SessionStart,
 }
+
+/// Whether the WebSocket starts a session or continues a parked one.
+#[derive(Debug)]
+enum SessionStart {
+    /// A new session.
+    New {
+        connection_id: String,
+        stateful: bool,
+        request_headers: Vec<(String, String)>,
+    },
+    /// Stateful reconnect: the session that was waiting for this socket.
+    Resume(Box<Session>),
+}
+
+/// How long a reconnecting stateful client waits for its old socket to be noticed as dead.
+const RECONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// Why waiting for bytes stopped.
 enum WaitEnd {
@@ -294,6 +311,12 @@ async fn upgrade_hub(
     let query = Query::new(head.query());
     // As ASP.NET: the connection is looked up before the transport request is examined.
     if let Some(token) = query.get("id") {
+        // A stateful client reconnecting right after its socket dropped can beat the server
+        // to noticing the drop; give the old socket a moment to be parked.
+        let give_up = ctx.timers.now() + RECONNECT_GRACE;
+        while ctx.negotiations.is_connected_stateful(&token) && ctx.timers.now() < give_up {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
         match ctx.negotiations.check(&token, &hub.path, ctx.timers.now()) {
             Ok(()) => {}
             Err(ClaimError::NotFound) => {
@@ -311,13 +334,43 @@ async fn upgrade_hub(
             return HttpEnd::Refused(error.status());
         }
     };
-    let (connection_id, token) = match query.get("id") {
+    let request_headers = head
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                String::from_utf8_lossy(&h.value).into_owned(),
+            )
+        })
+        .collect();
+    let (session, token) = match query.get("id") {
         None => match new_connection_id() {
-            Ok(id) => (id, None),
+            Ok(connection_id) => (
+                SessionStart::New {
+                    connection_id,
+                    stateful: false,
+                    request_headers,
+                },
+                None,
+            ),
             Err(_) => return refuse(stream, ctx, connection, 500, "no connection id").await,
         },
         Some(token) => match ctx.negotiations.claim(&token, &hub.path, ctx.timers.now()) {
-            Ok(id) => (id, Some(token.into_owned())),
+            Ok(Claimed::New {
+                connection_id,
+                stateful,
+            }) => (
+                SessionStart::New {
+                    connection_id,
+                    stateful,
+                    request_headers,
+                },
+                Some(token.into_owned()),
+            ),
+            Ok(Claimed::Resume(session)) => {
+                (SessionStart::Resume(session), Some(token.into_owned()))
+            }
             Err(ClaimError::NotFound) => {
                 return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
             }
@@ -343,18 +396,8 @@ async fn upgrade_hub(
     HttpEnd::UpgradedHub(HubUpgrade {
         input,
         hub,
-        connection_id,
         token,
-        request_headers: head
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.clone(),
-                    String::from_utf8_lossy(&h.value).into_owned(),
-                )
-            })
-            .collect(),
+        session,
     })
 }
 
@@ -374,30 +417,55 @@ async fn run_hub(
         close_timeout: websocket.close_timeout,
         send_timeout: websocket.send_timeout,
     };
-    let mut session = Session::new(
-        Rc::clone(&upgrade.hub),
-        upgrade.connection_id,
-        upgrade.request_headers,
-        SessionOptions::from_config(&ctx.config.signalr),
-        ctx.timers.now(),
-    );
+    let now = ctx.timers.now();
+    let mut session = match upgrade.session {
+        SessionStart::New {
+            connection_id,
+            stateful,
+            request_headers,
+        } => {
+            let mut options = SessionOptions::from_config(&ctx.config.signalr);
+            options.stateful_negotiated = stateful;
+            Box::new(Session::new(
+                Rc::clone(&upgrade.hub),
+                connection_id,
+                request_headers,
+                options,
+                now,
+            ))
+        }
+        SessionStart::Resume(mut session) => {
+            session.resume(now);
+            session
+        }
+    };
     let end = websocket::serve(
         stream,
         upgrade.input,
-        &mut session,
+        session.as_mut(),
         connection,
         &limits,
         &ctx.timers,
     )
     .await;
-    if let Some(token) = &upgrade.token {
-        ctx.negotiations.release(token);
+    let dropped = matches!(
+        end,
+        ConnectionEnd::PeerVanished | ConnectionEnd::Io(_) | ConnectionEnd::SendTimeout
+    );
+    let connection_id = session.connection_id().to_owned();
+    match &upgrade.token {
+        Some(token) if dropped && session.is_resumable() => {
+            let expires = ctx.timers.now() + ctx.config.signalr.disconnect_timeout;
+            ctx.negotiations.park(token, session, expires);
+        }
+        Some(token) => ctx.negotiations.release(token),
+        None => {}
     }
     debug!(
         shard = ctx.id.0,
         conn = %connection.id,
         hub = %upgrade.hub.name,
-        connection_id = session.connection_id(),
+        connection_id = %connection_id,
         code = end.close_code().0,
         reason = end.reason(),
         detail = %end,

@@ -74,6 +74,32 @@ impl Outbox {
         }
     }
 
+    /// Queues one final frame whose payload is `parts` concatenated, without copying them (e.g.
+    /// several encoded hub messages that are also kept elsewhere for resending).
+    pub fn push_frame_parts(&mut self, opcode: OpCode, parts: Vec<Bytes>) {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        if len <= INLINE_PAYLOAD {
+            let mut joined = BytesMut::with_capacity(len);
+            for part in &parts {
+                joined.extend_from_slice(part);
+            }
+            self.push_frame(opcode, joined.freeze());
+            return;
+        }
+        let header = FrameHeader {
+            fin: true,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        };
+        let mut head = BytesMut::with_capacity(header.encoded_len());
+        header.encode(&mut head);
+        self.push_encoded(head.freeze());
+        for part in parts {
+            self.push_encoded(part);
+        }
+    }
+
     /// Queues a close frame with `code` and `reason` (cut to fit a control frame).
     pub fn push_close(&mut self, code: CloseCode, reason: &str) {
         let mut payload = BytesMut::with_capacity(2 + reason.len().min(123));

@@ -52,6 +52,11 @@ pub trait WebSocketApp {
         now: Instant,
     ) -> Result<(), AppClose>;
 
+    /// The WebSocket is open; queue what must be sent first (e.g. a resend after reconnect).
+    fn on_open(&mut self, outbox: &mut Outbox) {
+        let _ = outbox;
+    }
+
     /// The next time the endpoint wants [`Self::on_deadline`] called, if any.
     fn deadline(&self) -> Option<Instant> {
         None
@@ -143,6 +148,7 @@ pub async fn serve<A: WebSocketApp>(
     let mut ping_outstanding = false;
     let mut closing: Option<Closing> = None;
     let mut fin_sent = false;
+    app.on_open(&mut outbox);
     let start_close = |outbox: &mut Outbox,
                        code: CloseCode,
                        reason: &str,
