@@ -227,6 +227,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// The Diagnostics hub (operators and conformance tests).
     pub diagnostics: DiagnosticsConfig,
+    /// Hubs declared in `[hubs.NAME]` tables, in name order.
+    pub hubs: Vec<HubConfig>,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -363,6 +365,29 @@ pub struct DiagnosticsConfig {
     pub enabled: bool,
     /// Its path; default `/hubs/diagnostics`.
     pub path: String,
+}
+
+/// A hub declared in configuration: `[hubs.NAME]` with a path, an auth mode, an optional message
+/// limit and a table of methods, each bound to a built-in action by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubConfig {
+    /// The table's name (used in logs and metrics).
+    pub name: String,
+    /// The URL path clients connect to; must start with `/`.
+    pub path: String,
+    /// Who may connect.
+    pub auth: HubAuth,
+    /// Overrides `signalr.max_message_size` for this hub.
+    pub max_message_size: Option<usize>,
+    /// Method name → built-in action name, in the order written.
+    pub methods: Vec<(String, String)>,
+}
+
+/// Who may connect to a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubAuth {
+    /// Anyone (`auth = "anonymous"`, the default).
+    Anonymous,
 }
 
 /// Graceful shutdown.
@@ -645,8 +670,22 @@ pub fn default_config_toml() -> String {
             out.push_str(&format!("# {}\n{name} = {leaf}\n", doc_for(&full).1));
         }
     }
+    out.push_str(HUBS_EXAMPLE);
     out
 }
+
+/// How to declare hubs; none are declared by default.
+const HUBS_EXAMPLE: &str = "
+# Hubs: one [hubs.NAME] table each (none by default besides the built-in ones). Keys: path
+# (required), auth (\"anonymous\"), max_message_size (overrides signalr.max_message_size) and
+# methods, a table binding each method name (case-insensitive) to a built-in action: echo,
+# caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
+# request-header, invoke-caller.
+# [hubs.chat]
+# path = \"/hubs/chat\"
+# auth = \"anonymous\"
+# methods = { Echo = \"echo\", WhoAmI = \"caller-connection-id\" }
+";
 
 /// `prefix.key`, or `key` at the top level.
 fn join(prefix: &str, key: &str) -> String {
@@ -698,6 +737,10 @@ fn check_keys(
 ) -> Result<(), ConfigError> {
     for (name, value) in layer {
         let key = join(prefix, name);
+        if prefix.is_empty() && name == "hubs" {
+            check_hub_keys(value, origin)?;
+            continue;
+        }
         match (schema.get(name), value) {
             (None, _) => {
                 let known = schema
@@ -794,11 +837,77 @@ impl Merged {
         }
     }
 
+    /// The `[hubs.NAME]` tables, validated (their shape was checked when each layer applied).
+    fn hubs(&self) -> Result<Vec<HubConfig>, ConfigError> {
+        let Some(Value::Table(hubs)) = self.table.get("hubs") else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<HubConfig> = Vec::new();
+        for (name, hub) in hubs {
+            let key = join("hubs", name);
+            let fields = hub.as_table().cloned().unwrap_or_default();
+            let path = match fields.get("path") {
+                None => return Err(self.reject(&join(&key, "path"), "is required".to_owned())),
+                Some(_) => self.get(&join(&key, "path"), |v| {
+                    let path = string(v)?;
+                    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                        return Err("must start with '/' and contain no '?', '#' or spaces".into());
+                    }
+                    Ok(path.trim_end_matches('/').to_owned())
+                })?,
+            };
+            if let Some(other) = out.iter().find(|h| h.path == path) {
+                let reason = format!("hub '{}' already uses this path", other.name);
+                return Err(self.reject(&join(&key, "path"), reason));
+            }
+            let auth = match fields.get("auth") {
+                None => HubAuth::Anonymous,
+                Some(_) => self.get(&join(&key, "auth"), |v| match string(v)?.as_str() {
+                    "anonymous" => Ok(HubAuth::Anonymous),
+                    "virtual-key" | "admin" => Err(
+                        "virtual-key and admin authentication are not available yet; use \"anonymous\""
+                            .to_owned(),
+                    ),
+                    _ => Err("expected \"anonymous\"".to_owned()),
+                })?,
+            };
+            let max_message_size = match fields.get("max_message_size") {
+                None => None,
+                Some(_) => Some(self.get(&join(&key, "max_message_size"), nonzero_size)?),
+            };
+            let methods_key = join(&key, "methods");
+            let Some(Value::Table(table)) = fields.get("methods") else {
+                return Err(self.reject(
+                    &methods_key,
+                    "is required: a table of Method = \"action\"".into(),
+                ));
+            };
+            let mut methods: Vec<(String, String)> = Vec::new();
+            for method in table.keys() {
+                let method_key = join(&methods_key, method);
+                let action = self.get(&method_key, string)?;
+                if methods.iter().any(|(m, _)| m.eq_ignore_ascii_case(method)) {
+                    let reason = "method names are case-insensitive; this one is declared twice";
+                    return Err(self.reject(&method_key, reason.to_owned()));
+                }
+                methods.push((method.clone(), action));
+            }
+            out.push(HubConfig {
+                name: name.clone(),
+                path,
+                auth,
+                max_message_size,
+                methods,
+            });
+        }
+        Ok(out)
+    }
+
     /// A [`ConfigError::Invalid`] for `key` with its current value and recorded origin.
     fn reject(&self, key: &str, reason: String) -> ConfigError {
-        let origin = self
-            .origins
-            .get(key)
+        // A table set whole (e.g. `[hubs.chat]` from a file) records its origin on the table.
+        let origin = std::iter::successors(Some(key), |k| k.rsplit_once('.').map(|(a, _)| a))
+            .find_map(|k| self.origins.get(k))
             .map_or(DEFAULT_ORIGIN, String::as_str)
             .to_owned();
         let value = self
@@ -811,6 +920,46 @@ impl Merged {
             reason,
         }
     }
+}
+
+/// The keys a `[hubs.NAME]` table may have.
+const HUB_KEYS: [&str; 4] = ["path", "auth", "max_message_size", "methods"];
+
+/// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
+fn check_hub_keys(value: &Value, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |key: String, value: &Value, reason: String| ConfigError::Invalid {
+        key,
+        value: render(value),
+        origin: origin.to_owned(),
+        reason,
+    };
+    let Value::Table(hubs) = value else {
+        return Err(invalid(
+            "hubs".into(),
+            value,
+            expected("a table of hub tables", value),
+        ));
+    };
+    for (name, hub) in hubs {
+        let key = join("hubs", name);
+        let Value::Table(fields) = hub else {
+            return Err(invalid(key, hub, expected("a table", hub)));
+        };
+        for (field, inner) in fields {
+            let field_key = join(&key, field);
+            if !HUB_KEYS.contains(&field.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    key: field_key,
+                    origin: origin.to_owned(),
+                    known: HUB_KEYS.join(", "),
+                });
+            }
+            if field == "methods" && !inner.is_table() {
+                return Err(invalid(field_key, inner, expected("a table", inner)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Recursively lays `layer` over `into`, recording `origin` for every leaf it sets.
@@ -1062,6 +1211,7 @@ impl Config {
                     }
                 })?,
             },
+            hubs: m.hubs()?,
             shutdown: ShutdownConfig {
                 deadline: m.get("shutdown.deadline", duration)?,
             },
@@ -1605,5 +1755,66 @@ mod tests {
         let c = Config::from_toml_str("workers = 0", "t").unwrap();
         assert_eq!(c.workers, std::thread::available_parallelism().unwrap());
         assert_eq!(invalid("workers = -1").0, "workers");
+    }
+
+    #[test]
+    fn hubs_are_declared_in_named_tables_with_methods_bound_to_actions() {
+        let c = Config::from_toml_str(
+            "[hubs.chat]\npath = \"/hubs/chat/\"\nmax_message_size = \"4KiB\"\n[hubs.chat.methods]\nSend = \"echo\"\nWho = \"caller-connection-id\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hubs,
+            vec![HubConfig {
+                name: "chat".into(),
+                path: "/hubs/chat".into(),
+                auth: HubAuth::Anonymous,
+                max_message_size: Some(4096),
+                methods: vec![
+                    ("Send".into(), "echo".into()),
+                    ("Who".into(), "caller-connection-id".into())
+                ],
+            }]
+        );
+        assert!(Config::default().hubs.is_empty());
+    }
+
+    #[test]
+    fn a_misspelt_hub_key_is_rejected_with_its_full_name() {
+        let err = Config::from_toml_str("[hubs.chat]\npth = \"/x\"\nmethods = {}\n", "test.toml")
+            .unwrap_err();
+        let ConfigError::UnknownKey { key, origin, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (key.as_str(), origin.as_str()),
+            ("hubs.chat.pth", "test.toml")
+        );
+    }
+
+    #[test]
+    fn hub_tables_need_a_path_methods_and_a_known_auth_mode() {
+        let (key, origin, reason) = invalid("[hubs.chat]\nmethods = { A = \"echo\" }\n");
+        assert_eq!(
+            (key.as_str(), origin.as_str(), reason.as_str()),
+            ("hubs.chat.path", "test.toml", "is required")
+        );
+        let (key, _, _) = invalid("[hubs.chat]\npath = \"/c\"\n");
+        assert_eq!(key, "hubs.chat.methods");
+        let (key, _, reason) =
+            invalid("[hubs.chat]\npath = \"/c\"\nauth = \"virtual-key\"\nmethods = {}\n");
+        assert_eq!(key, "hubs.chat.auth");
+        assert!(reason.contains("not available yet"), "{reason}");
+        let (key, _, reason) = invalid(
+            "[hubs.a]\npath = \"/c\"\nmethods = {}\n[hubs.b]\npath = \"/c\"\nmethods = {}\n",
+        );
+        assert_eq!(
+            (key.as_str(), reason.as_str()),
+            ("hubs.b.path", "hub 'a' already uses this path")
+        );
+        let (key, _, _) =
+            invalid("[hubs.a]\npath = \"/c\"\nmethods = { Go = \"echo\", GO = \"echo\" }\n");
+        assert!(key.starts_with("hubs.a.methods."), "{key}");
     }
 }

@@ -54,6 +54,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        if let Err(error) = ringhub::hub::definitions(&config) {
+            eprintln!("ringhub: {error}");
+            return ExitCode::from(2);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

@@ -14,6 +14,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, DriverKind};
+use crate::hub::HubDefinition;
 use crate::shard::inbox::{Inbox, Peers};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
 use crate::transport::listener::bind_listeners;
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// A shard failed.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// A configured hub is invalid.
+    #[error(transparent)]
+    Hubs(#[from] crate::hub::HubConfigError),
     /// A shard thread panicked.
     #[error("shard thread {0} panicked")]
     Panicked(String),
@@ -117,6 +121,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
             warn!(%error, "could not disable transparent huge pages");
         }
     }
+    let hubs: Arc<[HubDefinition]> = crate::hub::definitions(&config)?.into();
     let driver = choose_driver(&config)?;
     let workers = config.workers.get();
     let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {
@@ -139,6 +144,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     let mut threads = Vec::with_capacity(workers);
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let peers = peers.clone();
+        let hubs = Arc::clone(&hubs);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -154,7 +160,15 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     warn!(shard = id.0, core = core.id, "could not pin to core");
                 }
             }
-            run_shard(id, config, driver, listener, (peers, inbox), stop_rx, ready)
+            run_shard(
+                id,
+                config,
+                driver,
+                listener,
+                (peers, inbox, hubs),
+                stop_rx,
+                ready,
+            )
         });
         match spawned {
             Ok(handle) => {
@@ -235,7 +249,7 @@ fn run_shard(
     config: Arc<Config>,
     driver: ActiveDriver,
     listener: std::net::TcpListener,
-    (peers, inbox): (Peers, Inbox),
+    (peers, inbox, hubs): (Peers, Inbox, Arc<[HubDefinition]>),
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), ShardError>>,
 ) -> Result<(), ShardError> {
@@ -244,7 +258,13 @@ fn run_shard(
         driver: driver.as_str(),
         source,
     };
-    let ctx = Rc::new(ShardContext::new(id, Arc::clone(&config), driver, peers));
+    let ctx = Rc::new(ShardContext::new(
+        id,
+        Arc::clone(&config),
+        driver,
+        peers,
+        &hubs,
+    ));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {
         ($builder:expr) => {

@@ -19,6 +19,13 @@ on_both_drivers! {
         let server = TestServer::start(driver, |c| {
             c.workers = std::num::NonZeroUsize::new(2).unwrap();
             c.diagnostics.enabled = true;
+            c.hubs.push(ringhub::config::HubConfig {
+                name: "configured".into(),
+                path: "/hubs/configured".into(),
+                auth: ringhub::config::HubAuth::Anonymous,
+                max_message_size: Some(1024),
+                methods: vec![("Shout".into(), "echo".into())],
+            });
         });
         let output = Command::new("node")
             .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])

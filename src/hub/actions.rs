@@ -86,6 +86,13 @@ pub enum Outcome {
         /// The client-to-server stream id.
         stream_id: String,
     },
+    /// The method invokes a client method on the caller and completes with the client's result.
+    AskCaller {
+        /// The client method.
+        target: String,
+        /// Its arguments.
+        arguments: Vec<Payload>,
+    },
 }
 
 /// What an action can see of its caller.
@@ -179,6 +186,13 @@ pub fn invoke(
                     expected: 1,
                 })?,
         },
+        Action::InvokeCaller => {
+            let target = string_arg(&mut args)?;
+            Outcome::AskCaller {
+                target,
+                arguments: args.collect(),
+            }
+        }
         Action::RequestHeader => {
             let name = string_arg(&mut args)?.to_ascii_lowercase();
             let value = caller

@@ -33,6 +33,9 @@ pub enum Action {
     ConcatUpload,
     /// Returns a header of the connecting HTTP request (or null).
     RequestHeader,
+    /// Invokes the caller's client method named by the first argument with the second, and
+    /// returns the client's result (a client result).
+    InvokeCaller,
 }
 
 /// How a method answers.
@@ -58,6 +61,27 @@ pub enum Param {
 }
 
 impl Action {
+    /// Every action, with the name configuration uses for it.
+    pub const NAMES: [(&'static str, Self); 9] = [
+        ("echo", Self::Echo),
+        ("caller-connection-id", Self::CallerConnectionId),
+        ("send-message-to-caller", Self::SendMessageToCaller),
+        ("count-to", Self::CountTo),
+        ("never-ending", Self::NeverEnding),
+        ("throw", Self::Throw),
+        ("concat-upload", Self::ConcatUpload),
+        ("request-header", Self::RequestHeader),
+        ("invoke-caller", Self::InvokeCaller),
+    ];
+
+    /// The action configured as `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, action)| *action)
+    }
+
     /// The parameters the action binds.
     pub fn params(self) -> &'static [Param] {
         match self {
@@ -66,6 +90,7 @@ impl Action {
             Self::SendMessageToCaller | Self::Throw | Self::RequestHeader => &[Param::Str],
             Self::CountTo => &[Param::Int],
             Self::ConcatUpload => &[Param::Upload],
+            Self::InvokeCaller => &[Param::Str, Param::Any],
         }
     }
 
@@ -94,8 +119,37 @@ pub struct HubDefinition {
     pub name: String,
     /// The URL path clients connect to (negotiate is `{path}/negotiate`).
     pub path: String,
+    /// Overrides `signalr.max_message_size` for this hub.
+    pub max_message_size: Option<usize>,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
+}
+
+/// A configured hub that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubConfigError {
+    /// A method bound to an action that does not exist.
+    #[error("hubs.{hub}.methods.{method}: unknown action '{action}' (known: {known})")]
+    UnknownAction {
+        /// The hub's table name.
+        hub: String,
+        /// The method.
+        method: String,
+        /// The action named.
+        action: String,
+        /// The actions that exist.
+        known: String,
+    },
+    /// Two hubs (a configured one and a built-in one) share a path.
+    #[error("hubs.{hub}.path: '{path}' is already served by {other}")]
+    PathTaken {
+        /// The hub's table name.
+        hub: String,
+        /// The path.
+        path: String,
+        /// What else serves it.
+        other: &'static str,
+    },
 }
 
 impl HubDefinition {
@@ -104,6 +158,7 @@ impl HubDefinition {
         Self {
             name: name.to_owned(),
             path: path.to_owned(),
+            max_message_size: None,
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -139,9 +194,56 @@ impl HubDefinition {
                 ("ThrowException", Action::Throw),
                 ("StreamingConcat", Action::ConcatUpload),
                 ("GetHeader", Action::RequestHeader),
+                ("GetClientResult", Action::InvokeCaller),
             ],
         )
     }
+}
+
+/// Every hub the configuration describes (built-in ones included), validated. Plain data, so
+/// it is built once and handed to every shard.
+///
+/// # Errors
+/// [`HubConfigError`] for an unknown action or a path served twice.
+pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError> {
+    let mut out = Vec::new();
+    if config.diagnostics.enabled {
+        out.push(HubDefinition::diagnostics(&config.diagnostics.path));
+    }
+    for hub in &config.hubs {
+        let taken = if config.diagnostics.enabled && hub.path == config.diagnostics.path {
+            Some("the Diagnostics hub")
+        } else if config.echo.enabled && hub.path == config.echo.path {
+            Some("the echo route")
+        } else if hub.path == "/health" {
+            Some("the health endpoint")
+        } else {
+            None
+        };
+        if let Some(other) = taken {
+            return Err(HubConfigError::PathTaken {
+                hub: hub.name.clone(),
+                path: hub.path.clone(),
+                other,
+            });
+        }
+        let mut methods = Vec::with_capacity(hub.methods.len());
+        for (method, action_name) in &hub.methods {
+            let Some(action) = Action::from_name(action_name) else {
+                return Err(HubConfigError::UnknownAction {
+                    hub: hub.name.clone(),
+                    method: method.clone(),
+                    action: action_name.clone(),
+                    known: Action::NAMES.map(|(n, _)| n).join(", "),
+                });
+            };
+            methods.push((method.as_str(), action));
+        }
+        let mut definition = HubDefinition::new(&hub.name, &hub.path, &methods);
+        definition.max_message_size = hub.max_message_size;
+        out.push(definition);
+    }
+    Ok(out)
 }
 
 /// The hubs a server serves, by path.
@@ -151,11 +253,11 @@ pub struct Hubs {
 }
 
 impl Hubs {
-    /// The hubs the configuration enables.
-    pub fn from_config(config: &Config) -> Self {
+    /// A shard's table of the validated [`definitions`].
+    pub fn new(definitions: &[HubDefinition]) -> Self {
         let mut hubs = Self::default();
-        if config.diagnostics.enabled {
-            hubs.add(HubDefinition::diagnostics(&config.diagnostics.path));
+        for definition in definitions {
+            hubs.add(definition.clone());
         }
         hubs
     }
@@ -174,6 +276,47 @@ impl Hubs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_hubs_bind_methods_to_actions_by_name() {
+        let config = Config::from_toml_str(
+            "[hubs.chat]\npath = \"/hubs/chat\"\nmax_message_size = \"4KiB\"\nmethods = { Say = \"echo\", Who = \"caller-connection-id\" }\n",
+            "test",
+        )
+        .unwrap();
+        let hubs = definitions(&config).unwrap();
+        assert_eq!(hubs.len(), 1);
+        assert_eq!(hubs[0].path, "/hubs/chat");
+        assert_eq!(hubs[0].max_message_size, Some(4096));
+        assert_eq!(hubs[0].method("say").map(|m| m.action), Some(Action::Echo));
+        assert_eq!(
+            hubs[0].method("WHO").map(|m| m.action),
+            Some(Action::CallerConnectionId)
+        );
+    }
+
+    #[test]
+    fn an_unknown_action_or_a_taken_path_is_a_config_error() {
+        let config = Config::from_toml_str(
+            "[hubs.chat]\npath = \"/x\"\nmethods = { Say = \"shout\" }\n",
+            "t",
+        )
+        .unwrap();
+        let error = definitions(&config).unwrap_err().to_string();
+        assert!(
+            error.starts_with("hubs.chat.methods.Say: unknown action 'shout' (known: echo,"),
+            "{error}"
+        );
+        let config = Config::from_toml_str(
+            "[diagnostics]\nenabled = true\n[hubs.d]\npath = \"/hubs/diagnostics\"\nmethods = { A = \"echo\" }\n",
+            "t",
+        )
+        .unwrap();
+        assert!(matches!(
+            definitions(&config),
+            Err(HubConfigError::PathTaken { .. })
+        ));
+    }
 
     #[test]
     fn method_lookup_ignores_case() {

@@ -93,6 +93,17 @@ struct Upload {
     concat: Concat,
 }
 
+/// A server-to-client invocation waiting for the client's result.
+#[derive(Debug)]
+struct PendingResult {
+    /// The id sent to the client.
+    sent_id: String,
+    /// The caller's invocation to complete with the result (if it expects one).
+    reply_to: Option<String>,
+    /// The hub method that asked (for error texts).
+    method: String,
+}
+
 /// One SignalR connection's hub-level state.
 #[derive(Debug)]
 pub struct Session {
@@ -112,6 +123,9 @@ pub struct Session {
     waiting: VecDeque<(Invocation, Reply)>,
     streams: Vec<ActiveStream>,
     uploads: Vec<Upload>,
+    pending_results: Vec<PendingResult>,
+    /// Numbers the invocations the server sends expecting a result.
+    next_result_id: u64,
     stateful: Stateful,
 }
 
@@ -167,6 +181,8 @@ impl Session {
             waiting: VecDeque::new(),
             streams: Vec::new(),
             uploads: Vec::new(),
+            pending_results: Vec::new(),
+            next_result_id: 0,
             stateful: Stateful {
                 next_expected: 1,
                 ..Stateful::default()
@@ -438,6 +454,23 @@ impl Session {
                 invocation_id: id.unwrap_or_default(),
                 source,
             }),
+            Ok(Outcome::AskCaller { target, arguments }) => {
+                self.running += 1;
+                self.next_result_id += 1;
+                let sent_id = format!("s{}", self.next_result_id);
+                self.outgoing.push(HubMessage::Invocation(Invocation {
+                    headers: Default::default(),
+                    invocation_id: Some(sent_id.clone()),
+                    target,
+                    arguments,
+                    stream_ids: Vec::new(),
+                }));
+                self.pending_results.push(PendingResult {
+                    sent_id,
+                    reply_to: id,
+                    method: method.name.clone(),
+                });
+            }
             Ok(Outcome::AwaitUpload { stream_id }) => {
                 self.running += 1;
                 self.uploads.push(Upload {
@@ -451,8 +484,33 @@ impl Session {
         Ok(())
     }
 
-    /// A Completion for a client-to-server stream ends the upload and its method.
+    /// A Completion from the client: a client result, or the end of an upload stream.
     fn complete_upload(&mut self, completion_message: Completion) -> Result<(), AppClose> {
+        if let Some(at) = self
+            .pending_results
+            .iter()
+            .position(|p| p.sent_id == completion_message.invocation_id)
+        {
+            let pending = self.pending_results.remove(at);
+            self.running = self.running.saturating_sub(1);
+            if let Some(id) = pending.reply_to {
+                let outcome = match completion_message.outcome {
+                    CompletionOutcome::Result(result) => CompletionOutcome::Result(result),
+                    CompletionOutcome::Void => {
+                        CompletionOutcome::Result(crate::protocol::signalr::Payload::from_value(
+                            crate::protocol::signalr::Value::Null,
+                        ))
+                    }
+                    // ASP.NET throws the client's error as a HubException in the hub method.
+                    CompletionOutcome::Error(error) => CompletionOutcome::Error(format!(
+                        "An unexpected error occurred invoking '{}' on the server. HubException: {error}",
+                        pending.method
+                    )),
+                };
+                self.outgoing.push(completion(id, outcome));
+            }
+            return self.run_waiting();
+        }
         let Some(at) = self
             .uploads
             .iter()

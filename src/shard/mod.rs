@@ -19,7 +19,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::hub::Hubs;
+use crate::hub::{HubDefinition, Hubs};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
@@ -102,10 +102,16 @@ pub struct ShardContext {
 
 impl ShardContext {
     /// A fresh context for shard `id`.
-    pub fn new(id: ShardId, config: Arc<Config>, driver: ActiveDriver, peers: Peers) -> Self {
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        driver: ActiveDriver,
+        peers: Peers,
+        hubs: &[HubDefinition],
+    ) -> Self {
         let max_connections = config.shard_max_connections();
         Self {
-            hubs: Hubs::from_config(&config),
+            hubs: Hubs::new(hubs),
             negotiations: Negotiations::default(),
             peers,
             id,

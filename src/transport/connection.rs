@@ -426,6 +426,9 @@ async fn run_hub(
         } => {
             let mut options = SessionOptions::from_config(&ctx.config.signalr);
             options.stateful_negotiated = stateful;
+            if let Some(max) = upgrade.hub.max_message_size {
+                options.max_message_size = max;
+            }
             Box::new(Session::new(
                 Rc::clone(&upgrade.hub),
                 connection_id,
@@ -673,6 +676,7 @@ mod tests {
                 Arc::new(config),
                 ActiveDriver::Legacy,
                 crate::shard::inbox::Peers::create(1).0,
+                &[],
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());

@@ -196,6 +196,38 @@ for (const protocol of Object.keys(protocols)) {
 }
 
 for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: a hub method can ask the caller for a client result`, async () => {
+    const connection = build(protocol);
+    connection.on("Compute", (x) => x * 2);
+    connection.on("Fail", () => {
+      throw new Error("boom");
+    });
+    await connection.start();
+    assert.equal(await connection.invoke("GetClientResult", "Compute", 21), 42);
+    await assert.rejects(connection.invoke("GetClientResult", "Fail", 1), {
+      message: "An unexpected error occurred invoking 'GetClientResult' on the server. HubException: Error: boom",
+    });
+    await assert.rejects(connection.invoke("GetClientResult", "NoHandler", 1), {
+      message:
+        "An unexpected error occurred invoking 'GetClientResult' on the server. HubException: Client didn't provide a result.",
+    });
+    await connection.stop();
+  });
+
+  test(`${protocol}: a hub declared in configuration serves its methods and its own message limit`, async () => {
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${base}/hubs/configured`, { transport: signalR.HttpTransportType.WebSockets })
+      .withHubProtocol(protocols[protocol]())
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    await connection.start();
+    assert.equal(await connection.invoke("shout", "configured"), "configured");
+    await assert.rejects(connection.invoke("Echo", 1), { message: "Unknown hub method 'Echo'" });
+    const closed = new Promise((resolve) => connection.onclose(resolve));
+    connection.invoke("Shout", "y".repeat(2048)).catch(() => {});
+    assert.equal((await closed)?.message, "Server returned an error on close: Connection closed with an error.");
+  });
+
   test(`${protocol}: withStatefulReconnect loses and repeats nothing across a dropped socket`, async () => {
     const connection = new signalR.HubConnectionBuilder()
       .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
