@@ -209,4 +209,189 @@ on_both_drivers! {
             "Failed to invoke 'Echo' due to an error on the server. InvalidDataException: Invocation provides 0 argument(s) but target expects 1."
         );
     }
+
+    fn a_negotiated_token_that_is_never_connected_expires(driver) {
+        let server = diagnostics(driver, |c| c.signalr.disconnect_timeout = Duration::from_millis(200));
+        let (_, token) = negotiate(server.addr);
+        std::thread::sleep(Duration::from_millis(1300));
+        let response = get(server.addr, &format!("/hubs/diagnostics?id={token}"));
+        assert_eq!((response.status, response.body_str()), (404, "No Connection with that ID"));
+    }
+
+    fn an_oversized_message_in_detailed_mode_names_the_limit(driver) {
+        let server = diagnostics(driver, |c| {
+            c.signalr.detailed_errors = true;
+            c.signalr.max_message_size = 1024;
+        });
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        let big = format!("{{\"type\":1,\"target\":\"Echo\",\"arguments\":[\"{}\"]}}\u{1e}", "x".repeat(2000));
+        ws.send(1, big.as_bytes());
+        let close = records(&ws.read_frame());
+        assert_eq!(
+            close[0],
+            serde_json::json!({
+                "type": 7,
+                "error": "Connection closed with an error. InvalidDataException: The maximum message size of 1024B was exceeded. The message size can be configured in AddHubOptions.",
+                "allowReconnect": true
+            })
+        );
+        assert_eq!(ws.read_close(), Some(1000));
+    }
+
+    fn a_sequence_ahead_of_what_was_sent_is_fatal(driver) {
+        let server = diagnostics(driver, |_| {});
+        let response = http(
+            server.addr,
+            b"POST /hubs/diagnostics/negotiate?negotiateVersion=1&useStatefulReconnect=true HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["useStatefulReconnect"], true);
+        let token = body["connectionToken"].as_str().unwrap();
+        let mut ws = connect(server.addr, &format!("?id={token}"));
+        assert_eq!(handshake(&mut ws, r#"{"protocol":"json","version":2}"#).payload, b"{}\x1e");
+        ws.send(1, b"{\"type\":9,\"sequenceId\":5}\x1e");
+        let close = records(&ws.read_frame());
+        assert_eq!(close[0]["type"], 7);
+        assert_eq!(close[0]["error"], "Connection closed with an error.");
+    }
+
+    fn the_server_acks_trackable_messages_when_stateful(driver) {
+        let server = diagnostics(driver, |_| {});
+        let response = http(
+            server.addr,
+            b"POST /hubs/diagnostics/negotiate?negotiateVersion=1&useStatefulReconnect=true HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        let token = body["connectionToken"].as_str().unwrap();
+        let mut ws = connect(server.addr, &format!("?id={token}"));
+        handshake(&mut ws, r#"{"protocol":"json","version":2}"#);
+        ws.send(1, b"{\"type\":1,\"target\":\"Echo\",\"arguments\":[1]}\x1e{\"type\":1,\"target\":\"Echo\",\"arguments\":[2]}\x1e");
+        // Two non-blocking invocations: no completions, then an Ack for both within about a second.
+        let ack = loop {
+            let frame = records(&ws.read_frame());
+            if let Some(ack) = frame.iter().find(|m| m["type"] == 8) {
+                break ack.clone();
+            }
+        };
+        assert_eq!(ack, serde_json::json!({"type": 8, "sequenceId": 2}));
+    }
+
+    fn cors_preflight_and_negotiate_echo_only_allowed_origins(driver) {
+        let server = diagnostics(driver, |c| c.cors.allowed_origins = vec!["https://app.example".into()]);
+        let preflight = http(
+            server.addr,
+            b"OPTIONS /hubs/diagnostics/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\n\
+              Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: x-requested-with, x-signalr-user-agent\r\n\r\n",
+        );
+        assert_eq!(preflight.status, 204);
+        assert_eq!(preflight.header("access-control-allow-origin"), Some("https://app.example"));
+        assert_eq!(preflight.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(preflight.header("access-control-allow-headers"), Some("x-requested-with, x-signalr-user-agent"));
+        let negotiate = http(
+            server.addr,
+            b"POST /hubs/diagnostics/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(negotiate.header("access-control-allow-origin"), Some("https://app.example"));
+        let foreign = http(
+            server.addr,
+            b"POST /hubs/diagnostics/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(foreign.status, 200);
+        assert_eq!(foreign.header("access-control-allow-origin"), None);
+    }
+
+    fn negotiate_accepts_only_post(driver) {
+        let server = diagnostics(driver, |_| {});
+        let response = get(server.addr, "/hubs/diagnostics/negotiate");
+        assert_eq!((response.status, response.header("allow")), (405, Some("POST")));
+    }
+
+    fn messages_after_the_handshake_in_the_same_frame_are_processed(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":1,\"invocationId\":\"7\",\"target\":\"Echo\",\"arguments\":[\"early\"]}\x1e");
+        let frame = ws.read_frame();
+        assert!(frame.payload.starts_with(b"{}\x1e"), "{:?}", String::from_utf8_lossy(&frame.payload));
+        let rest = Frame { payload: frame.payload[3..].to_vec(), ..frame };
+        assert_eq!(records(&rest)[0], serde_json::json!({"type":3,"invocationId":"7","result":"early"}));
+    }
+
+    fn malformed_messagepack_closes_with_an_error(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"messagepack","version":1}"#);
+        // A 2 GB+ length prefix, then a body that is not an array.
+        for bad in [&[0xff, 0xff, 0xff, 0xff, 0x0f][..], &[0x02, 0xa1, 0x41]] {
+            let mut ws = connect(server.addr, "");
+            handshake(&mut ws, r#"{"protocol":"messagepack","version":1}"#);
+            ws.send(2, bad);
+            // [7, "Connection closed with an error.", true]
+            let close = ws.read_frame().payload;
+            assert_eq!(&close[1..4], &[0x93, 0x07, 0xd9]);
+            assert_eq!(*close.last().unwrap(), 0xc3);
+            assert_eq!(ws.read_close(), Some(1000));
+        }
+        ws.send(2, &[0x02, 0x91, 0x06]);
+    }
+
+    fn an_invocation_flood_behind_a_busy_slot_closes_only_that_connection(driver) {
+        let server = diagnostics(driver, |_| {});
+        let mut bystander = connect(server.addr, "");
+        handshake(&mut bystander, r#"{"protocol":"json","version":1}"#);
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        // StreamingConcat holds the only invocation slot until its upload completes.
+        let mut flood = b"{\"type\":1,\"invocationId\":\"0\",\"target\":\"StreamingConcat\",\"arguments\":[],\"streamIds\":[\"s\"]}\x1e".to_vec();
+        for i in 1..=1100 {
+            flood.extend(format!("{{\"type\":1,\"invocationId\":\"{i}\",\"target\":\"Echo\",\"arguments\":[{i}]}}\u{1e}").bytes());
+        }
+        ws.send(1, &flood);
+        let close = records(&ws.read_frame());
+        assert_eq!(close[0]["type"], 7);
+        assert_eq!(close[0]["error"], "Connection closed with an error.");
+        bystander.send(1, b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[\"still here\"]}\x1e");
+        assert_eq!(records(&bystander.read_frame())[0]["result"], "still here");
+    }
+
+    fn after_a_stateful_reconnect_resent_duplicates_are_skipped_and_unacked_replies_resent(driver) {
+        let server = diagnostics(driver, |_| {});
+        let response = http(
+            server.addr,
+            b"POST /hubs/diagnostics/negotiate?negotiateVersion=1&useStatefulReconnect=true HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        let token = body["connectionToken"].as_str().unwrap().to_owned();
+        let calls = b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"InvokeWithString\",\"arguments\":[\"a\"]}\x1e\
+                      {\"type\":1,\"invocationId\":\"2\",\"target\":\"InvokeWithString\",\"arguments\":[\"b\"]}\x1e";
+        let mut first = connect(server.addr, &format!("?id={token}"));
+        handshake(&mut first, r#"{"protocol":"json","version":2}"#);
+        first.send(1, calls);
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            seen.extend(records(&first.read_frame()).into_iter().filter(|m| m["type"] != 6));
+        }
+        // Drop the socket without a close frame; the session waits for us.
+        drop(first);
+        let mut second = connect(server.addr, &format!("?id={token}"));
+        // The server starts with Sequence and every message we never acknowledged.
+        let mut resent = Vec::new();
+        while resent.len() < 5 {
+            resent.extend(records(&second.read_frame()).into_iter().filter(|m| m["type"] != 6 && m["type"] != 8));
+        }
+        assert_eq!(resent[0], serde_json::json!({"type": 9, "sequenceId": 1}));
+        assert_eq!(&resent[1..], &seen[..]);
+        // We resend our two invocations (already handled: skipped), then a new one.
+        let mut again = b"{\"type\":9,\"sequenceId\":1}\x1e".to_vec();
+        again.extend_from_slice(calls);
+        again.extend_from_slice(b"{\"type\":1,\"invocationId\":\"3\",\"target\":\"Echo\",\"arguments\":[3]}\x1e");
+        second.send(1, &again);
+        let next = loop {
+            let frame = records(&second.read_frame());
+            if let Some(m) = frame.into_iter().find(|m| m["type"] == 1 || m["type"] == 3) {
+                break m;
+            }
+        };
+        assert_eq!(next, serde_json::json!({"type": 3, "invocationId": "3", "result": 3}));
+    }
 }

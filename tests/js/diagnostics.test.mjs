@@ -196,6 +196,45 @@ for (const protocol of Object.keys(protocols)) {
 }
 
 for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: negotiate version 0 works with the official client`, async () => {
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${hubUrl}?negotiateVersion=0`, { transport: signalR.HttpTransportType.WebSockets })
+      .withHubProtocol(protocols[protocol]())
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    await connection.start();
+    assert.equal(await connection.invoke("GetCallerConnectionId"), connection.connectionId);
+    await connection.stop();
+  });
+
+  test(`${protocol}: with one invocation slot, a call waits for the running one`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const order = [];
+    const subject = new signalR.Subject();
+    const upload = connection.invoke("StreamingConcat", subject).then((r) => order.push(`concat:${r}`));
+    const echo = connection.invoke("Echo", "second").then((r) => order.push(`echo:${r}`));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(order, [], "Echo must wait while StreamingConcat holds the slot");
+    subject.next("x");
+    subject.complete();
+    await Promise.all([upload, echo]);
+    assert.deepEqual(order, ["concat:x", "echo:second"]);
+    await connection.stop();
+  });
+
+  test(`${protocol}: an upload stream to a method that takes none is rejected cleanly`, async () => {
+    const connection = build(protocol);
+    await connection.start();
+    const subject = new signalR.Subject();
+    const call = connection.invoke("Echo", subject);
+    subject.next("ignored");
+    subject.complete();
+    await assert.rejects(call, { message: "Failed to invoke 'Echo' due to an error on the server." });
+    assert.equal(await connection.invoke("Echo", "fine"), "fine");
+    await connection.stop();
+  });
+
   test(`${protocol}: a hub method can ask the caller for a client result`, async () => {
     const connection = build(protocol);
     connection.on("Compute", (x) => x * 2);
