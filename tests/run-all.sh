@@ -32,10 +32,19 @@ if grep -rnE 'monoio|std::rc|Rc<|Rc::|quanta|Instant::now|SystemTime' src/protoc
   exit 1
 fi
 
-step "official JavaScript client packages (npm ci from tests/js/package-lock.json)"
+step "official JavaScript client packages (npm ci from tests/js/package-lock.json), pysignalr venv"
 command -v node >/dev/null || { echo "node (20+) is required for the JS client suite" >&2; exit 1; }
 node --version
 npm ci --prefix tests/js --no-audit --no-fund
+# tests/py_client.rs runs pysignalr from this venv; rebuilt when the requirements change.
+pyvenv=target/pysignalr-venv
+if [[ ! -x "$pyvenv/bin/python" ]] \
+  || ! cmp -s tests/python/requirements.txt "$pyvenv/requirements.txt"; then
+  rm -rf "$pyvenv"
+  python3 -m venv "$pyvenv"
+  "$pyvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  cp tests/python/requirements.txt "$pyvenv/requirements.txt"
+fi
 
 step "unit and integration tests (io_uring and legacy drivers, official JS client)"
 cargo test --locked
