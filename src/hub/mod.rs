@@ -174,6 +174,12 @@ impl HubDefinition {
         }
     }
 
+    /// Whether any method is bound to `action` (e.g. only hubs that read request headers keep
+    /// them per connection).
+    pub fn uses(&self, action: Action) -> bool {
+        self.methods.values().any(|m| m.action == action)
+    }
+
     /// Finds a method, ignoring case.
     pub fn method(&self, target: &str) -> Option<&Method> {
         self.methods.get(&target.to_lowercase())

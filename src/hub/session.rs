@@ -245,7 +245,8 @@ impl Session {
                 self.phase = Phase::Active { protocol };
                 self.stateful.enabled = self.options.stateful_negotiated && version >= 2;
                 self.inbound.advance(used);
-                let rest = self.inbound.split().freeze();
+                // Nothing of the handshake buffer stays with an idle connection.
+                let rest = std::mem::take(&mut self.inbound).freeze();
                 // The success response and anything the first messages produce share a frame.
                 let result = self.receive(rest, now);
                 let mut parts = vec![Bytes::from_static(handshake::SUCCESS_RESPONSE)];
@@ -766,5 +767,20 @@ fn normal_close() -> AppClose {
     AppClose {
         code: CloseCode::NORMAL,
         reason: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn an_idle_session_stays_small() {
+        // Every idle SignalR connection carries one; perf/idle_memory.py --signalr measures
+        // the whole cost.
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 640, "Session is {size} bytes");
+        let _ = SessionOptions::from_config(&Config::default().signalr);
     }
 }

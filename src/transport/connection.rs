@@ -25,9 +25,9 @@ use super::deadline::within;
 use super::read_buffer::ReadBuffer;
 use super::websocket::{self, WebSocketLimits};
 use crate::http::{self, Route};
-use crate::hub::HubDefinition;
 use crate::hub::identity::{home_shard, new_connection_id};
 use crate::hub::session::{Session, SessionOptions};
+use crate::hub::{Action, HubDefinition};
 use crate::protocol::http::{
     BodyKind, ChunkedDecoder, ChunkedStatus, HeadLimits, Method, RequestHead, Response, parse_head,
 };
@@ -134,7 +134,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<ShardContext
                 );
             }
         }
-        end => finish(&mut stream, end, &ctx, connection, peer).await,
+        end => finish(stream, registration, end, ctx, peer),
     }
 }
 
@@ -161,28 +161,40 @@ pub async fn adopt(handoff: Box<Handoff>, ctx: Rc<ShardContext>) {
         }
         _ => HttpEnd::Closed,
     };
-    finish(&mut stream, end, &ctx, connection, handoff.peer).await;
+    finish(stream, registration, end, ctx, handoff.peer);
 }
 
 /// Runs what the HTTP phase led to, and logs how the connection ended.
-async fn finish(
-    stream: &mut TcpStream,
+///
+/// An upgraded connection continues in a task of its own, sized for its endpoint alone: the
+/// HTTP task (and its state) is freed, so a long-lived WebSocket carries nothing of it.
+fn finish(
+    stream: TcpStream,
+    registration: Registration,
     end: HttpEnd,
-    ctx: &ShardContext,
-    connection: &ConnectionHandle,
+    ctx: Rc<ShardContext>,
     peer: SocketAddr,
 ) {
     match end {
-        // Boxed apart, so a connection's task is only as large as the endpoint it runs.
-        HttpEnd::Upgraded(input) => Box::pin(run_echo(stream, input, ctx, connection)).await,
+        HttpEnd::Upgraded(input) => {
+            monoio::spawn(async move {
+                let mut stream = stream;
+                run_echo(&mut stream, input, &ctx, registration.handle()).await;
+            });
+        }
         HttpEnd::UpgradedHub(upgrade) => {
-            Box::pin(run_hub(stream, upgrade, ctx, connection)).await;
+            monoio::spawn(async move {
+                let mut stream = stream;
+                run_hub(&mut stream, upgrade, &ctx, registration.handle()).await;
+            });
         }
         HttpEnd::Refused(status) => {
-            debug!(shard = ctx.id.0, conn = %connection.id, %peer, status, "request refused");
+            let conn = registration.handle().id;
+            debug!(shard = ctx.id.0, %conn, %peer, status, "request refused");
         }
         end => {
-            debug!(shard = ctx.id.0, conn = %connection.id, %peer, ?end, "http connection ended")
+            let conn = registration.handle().id;
+            debug!(shard = ctx.id.0, %conn, %peer, ?end, "http connection ended");
         }
     }
 }
@@ -334,16 +346,20 @@ async fn upgrade_hub(
             return HttpEnd::Refused(error.status());
         }
     };
-    let request_headers = head
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                String::from_utf8_lossy(&h.value).into_owned(),
-            )
-        })
-        .collect();
+    // Kept per connection only when a method can read them.
+    let request_headers = if hub.uses(Action::RequestHeader) {
+        head.headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (session, token) = match query.get("id") {
         None => match new_connection_id() {
             Ok(connection_id) => (
@@ -688,7 +704,7 @@ mod tests {
                 websocket_size <= 896,
                 "websocket phase: {websocket_size} bytes"
             );
-            assert!(whole <= 1152, "connection task: {whole} bytes");
+            assert!(whole <= 512, "HTTP connection task: {whole} bytes");
         });
     }
 }
