@@ -381,6 +381,9 @@ pub struct HubConfig {
     pub max_message_size: Option<usize>,
     /// Method name → built-in action name, in the order written.
     pub methods: Vec<(String, String)>,
+    /// Hub protocols the hub accepts in the handshake (`"json"`, `"messagepack"`); both by
+    /// default, as ASP.NET's `SupportedProtocols` when both are registered.
+    pub protocols: Vec<String>,
 }
 
 /// Who may connect to a hub.
@@ -677,7 +680,8 @@ pub fn default_config_toml() -> String {
 /// How to declare hubs; none are declared by default.
 const HUBS_EXAMPLE: &str = "
 # Hubs: one [hubs.NAME] table each (none by default besides the built-in ones). Keys: path
-# (required), auth (\"anonymous\"), max_message_size (overrides signalr.max_message_size) and
+# (required), auth (\"anonymous\"), max_message_size (overrides signalr.max_message_size),
+# protocols (default [\"json\", \"messagepack\"]) and
 # methods, a table binding each method name (case-insensitive) to a built-in action: echo,
 # caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
 # request-header, invoke-caller.
@@ -892,12 +896,28 @@ impl Merged {
                 }
                 methods.push((method.clone(), action));
             }
+            let protocols = match fields.get("protocols") {
+                None => vec!["json".to_owned(), "messagepack".to_owned()],
+                Some(_) => self.get(&join(&key, "protocols"), |v| {
+                    let items = v
+                        .as_array()
+                        .ok_or_else(|| expected("an array of strings", v))?;
+                    let names = items.iter().map(string).collect::<Result<Vec<_>, _>>()?;
+                    if names.is_empty() || names.iter().any(|n| n != "json" && n != "messagepack") {
+                        return Err(
+                            "expected a non-empty list of \"json\" and \"messagepack\"".into()
+                        );
+                    }
+                    Ok(names)
+                })?,
+            };
             out.push(HubConfig {
                 name: name.clone(),
                 path,
                 auth,
                 max_message_size,
                 methods,
+                protocols,
             });
         }
         Ok(out)
@@ -923,7 +943,7 @@ impl Merged {
 }
 
 /// The keys a `[hubs.NAME]` table may have.
-const HUB_KEYS: [&str; 4] = ["path", "auth", "max_message_size", "methods"];
+const HUB_KEYS: [&str; 5] = ["path", "auth", "max_message_size", "methods", "protocols"];
 
 /// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
 fn check_hub_keys(value: &Value, origin: &str) -> Result<(), ConfigError> {
@@ -1775,6 +1795,7 @@ mod tests {
                     ("Send".into(), "echo".into()),
                     ("Who".into(), "caller-connection-id".into())
                 ],
+                protocols: vec!["json".into(), "messagepack".into()],
             }]
         );
         assert!(Config::default().hubs.is_empty());

@@ -25,7 +25,18 @@ on_both_drivers! {
                 auth: ringhub::config::HubAuth::Anonymous,
                 max_message_size: Some(1024),
                 methods: vec![("Shout".into(), "echo".into())],
+                protocols: vec!["json".into(), "messagepack".into()],
             });
+            for only in ["json", "messagepack"] {
+                c.hubs.push(ringhub::config::HubConfig {
+                    name: format!("only-{only}"),
+                    path: format!("/hubs/only-{only}"),
+                    auth: ringhub::config::HubAuth::Anonymous,
+                    max_message_size: None,
+                    methods: vec![("Echo".into(), "echo".into())],
+                    protocols: vec![only.into()],
+                });
+            }
         });
         let output = Command::new("node")
             .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::protocol::signalr::HubProtocol;
 
 /// What a hub method does: one of the built-in behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,8 @@ pub struct HubDefinition {
     pub path: String,
     /// Overrides `signalr.max_message_size` for this hub.
     pub max_message_size: Option<usize>,
+    /// Protocols the handshake may choose.
+    pub protocols: Vec<HubProtocol>,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -159,6 +162,7 @@ impl HubDefinition {
             name: name.to_owned(),
             path: path.to_owned(),
             max_message_size: None,
+            protocols: HubProtocol::ALL.to_vec(),
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -247,6 +251,11 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         }
         let mut definition = HubDefinition::new(&hub.name, &hub.path, &methods);
         definition.max_message_size = hub.max_message_size;
+        definition.protocols = hub
+            .protocols
+            .iter()
+            .filter_map(|name| HubProtocol::from_name(name))
+            .collect();
         out.push(definition);
     }
     Ok(out)

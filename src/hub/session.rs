@@ -234,7 +234,7 @@ impl Session {
             .and_then(|parsed| match parsed {
                 HandshakeParse::NeedMore => Ok(None),
                 HandshakeParse::Request(request, used) => {
-                    handshake::select_protocol(&request, &HubProtocol::ALL)
+                    handshake::select_protocol(&request, &self.hub.protocols)
                         .map(|protocol| Some((protocol, used, request.version)))
                 }
             });

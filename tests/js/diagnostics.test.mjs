@@ -196,6 +196,26 @@ for (const protocol of Object.keys(protocols)) {
 }
 
 for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: a hub that does not accept the protocol fails start() with ASP.NET's handshake error`, async () => {
+    const other = protocol === "json" ? "messagepack" : "json";
+    const refusing = new signalR.HubConnectionBuilder()
+      .withUrl(`${base}/hubs/only-${other}`, { transport: signalR.HttpTransportType.WebSockets })
+      .withHubProtocol(protocols[protocol]())
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    await assert.rejects(refusing.start(), {
+      message: `Server returned handshake error: The protocol '${protocol}' is not supported.`,
+    });
+    const accepting = new signalR.HubConnectionBuilder()
+      .withUrl(`${base}/hubs/only-${protocol}`, { transport: signalR.HttpTransportType.WebSockets })
+      .withHubProtocol(protocols[protocol]())
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    await accepting.start();
+    assert.equal(await accepting.invoke("Echo", "ok"), "ok");
+    await accepting.stop();
+  });
+
   test(`${protocol}: negotiate version 0 works with the official client`, async () => {
     const connection = new signalR.HubConnectionBuilder()
       .withUrl(`${hubUrl}?negotiateVersion=0`, { transport: signalR.HttpTransportType.WebSockets })
