@@ -39,7 +39,7 @@ on_both_drivers! {
             }
         });
         let output = Command::new("node")
-            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+            .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "--test-force-exit", "--test-timeout=60000"])
             .arg(js.join("diagnostics.test.mjs"))
             .current_dir(&js)
             .env("HUB_BASE_URL", format!("http://{}", server.addr))

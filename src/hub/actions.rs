@@ -95,6 +95,31 @@ pub enum Outcome {
     },
 }
 
+/// Who a published message is for, on the caller's hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connection of the hub.
+    All,
+    /// The members of a group.
+    Group(String),
+}
+
+/// Something an action asks the shard to do beyond answering the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Add the caller to a group.
+    JoinGroup(String),
+    /// Remove the caller from a group.
+    LeaveGroup(String),
+    /// Send a message to other connections (the caller included when it is a recipient).
+    Publish {
+        /// The recipients.
+        target: Target,
+        /// The message (an invocation without id).
+        message: HubMessage,
+    },
+}
+
 /// What an action can see of its caller.
 #[derive(Debug)]
 pub struct Caller<'a> {
@@ -104,6 +129,8 @@ pub struct Caller<'a> {
     pub request_headers: &'a [(String, String)],
     /// Messages to send to the caller (events), queued before the Completion.
     pub outgoing: &'a mut Vec<HubMessage>,
+    /// Work for the shard (groups, publishing), applied after the invocation.
+    pub effects: &'a mut Vec<Effect>,
 }
 
 /// A server-to-client invocation without an id (an event), e.g. `Message("hi")`.
@@ -186,6 +213,33 @@ pub fn invoke(
                     expected: 1,
                 })?,
         },
+        Action::JoinGroup => {
+            let group = string_arg(&mut args)?;
+            caller.effects.push(Effect::JoinGroup(group));
+            Outcome::Complete(CompletionOutcome::Void)
+        }
+        Action::LeaveGroup => {
+            let group = string_arg(&mut args)?;
+            caller.effects.push(Effect::LeaveGroup(group));
+            Outcome::Complete(CompletionOutcome::Void)
+        }
+        Action::SendToGroup => {
+            let group = string_arg(&mut args)?;
+            let message = args.next().ok_or(BindError::Type)?;
+            caller.effects.push(Effect::Publish {
+                target: Target::Group(group),
+                message: event("Send", vec![message]),
+            });
+            Outcome::Complete(CompletionOutcome::Void)
+        }
+        Action::SendToAll => {
+            let message = args.next().ok_or(BindError::Type)?;
+            caller.effects.push(Effect::Publish {
+                target: Target::All,
+                message: event("Send", vec![message]),
+            });
+            Outcome::Complete(CompletionOutcome::Void)
+        }
         Action::InvokeCaller => {
             let target = string_arg(&mut args)?;
             Outcome::AskCaller {
@@ -248,11 +302,13 @@ mod tests {
         stream_ids: Vec<String>,
     ) -> (Result<Outcome, BindError>, Vec<HubMessage>) {
         let mut outgoing = Vec::new();
+        let mut effects = Vec::new();
         let headers = vec![("x-test".to_owned(), "yes".to_owned())];
         let mut caller = Caller {
             connection_id: "conn-1",
             request_headers: &headers,
             outgoing: &mut outgoing,
+            effects: &mut effects,
         };
         let invocation = Invocation {
             headers: Default::default(),

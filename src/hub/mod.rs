@@ -6,6 +6,8 @@
 //! [`Action`]. Method names match case-insensitively, as in ASP.NET Core.
 
 pub mod actions;
+pub mod broadcast;
+pub mod endpoint;
 pub mod identity;
 pub mod session;
 
@@ -37,6 +39,14 @@ pub enum Action {
     /// Invokes the caller's client method named by the first argument with the second, and
     /// returns the client's result (a client result).
     InvokeCaller,
+    /// Adds the caller to the group named by its argument.
+    JoinGroup,
+    /// Removes the caller from the group named by its argument.
+    LeaveGroup,
+    /// Sends event `Send(message)` to every member of a group, on every shard.
+    SendToGroup,
+    /// Sends event `Send(message)` to every connection of the hub, on every shard.
+    SendToAll,
 }
 
 /// How a method answers.
@@ -63,7 +73,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 9] = [
+    pub const NAMES: [(&'static str, Self); 13] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -73,6 +83,10 @@ impl Action {
         ("concat-upload", Self::ConcatUpload),
         ("request-header", Self::RequestHeader),
         ("invoke-caller", Self::InvokeCaller),
+        ("join-group", Self::JoinGroup),
+        ("leave-group", Self::LeaveGroup),
+        ("send-to-group", Self::SendToGroup),
+        ("send-to-all", Self::SendToAll),
     ];
 
     /// The action configured as `name`.
@@ -88,7 +102,13 @@ impl Action {
         match self {
             Self::Echo => &[Param::Any],
             Self::CallerConnectionId | Self::NeverEnding => &[],
-            Self::SendMessageToCaller | Self::Throw | Self::RequestHeader => &[Param::Str],
+            Self::SendMessageToCaller
+            | Self::Throw
+            | Self::RequestHeader
+            | Self::JoinGroup
+            | Self::LeaveGroup => &[Param::Str],
+            Self::SendToGroup => &[Param::Str, Param::Any],
+            Self::SendToAll => &[Param::Any],
             Self::CountTo => &[Param::Int],
             Self::ConcatUpload => &[Param::Upload],
             Self::InvokeCaller => &[Param::Str, Param::Any],
@@ -205,6 +225,10 @@ impl HubDefinition {
                 ("StreamingConcat", Action::ConcatUpload),
                 ("GetHeader", Action::RequestHeader),
                 ("GetClientResult", Action::InvokeCaller),
+                ("JoinGroup", Action::JoinGroup),
+                ("LeaveGroup", Action::LeaveGroup),
+                ("SendToGroup", Action::SendToGroup),
+                ("SendToAll", Action::SendToAll),
             ],
         )
     }

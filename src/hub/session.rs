@@ -8,12 +8,14 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use quanta::Instant;
 
-use super::actions::{self, BindError, Caller, Concat, Outcome, StreamSource};
+use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, StreamSource};
+use super::broadcast::PreparedMessage;
 use super::{HubDefinition, Reply};
 use crate::config::SignalRConfig;
 use crate::protocol::signalr::handshake::{self, HandshakeError, HandshakeParse};
@@ -127,6 +129,12 @@ pub struct Session {
     /// Numbers the invocations the server sends expecting a result.
     next_result_id: u64,
     stateful: Stateful,
+    /// Work for the shard produced by actions (groups, publishing).
+    effects: Vec<Effect>,
+    /// Messages delivered by others (group sends, broadcasts), not written yet.
+    mailbox: VecDeque<Arc<PreparedMessage>>,
+    /// Bytes held in `mailbox`.
+    mailbox_bytes: usize,
 }
 
 /// Stateful reconnect bookkeeping (HubProtocol.md, "Stateful Reconnect"): both directions
@@ -183,6 +191,9 @@ impl Session {
             uploads: Vec::new(),
             pending_results: Vec::new(),
             next_result_id: 0,
+            effects: Vec::new(),
+            mailbox: VecDeque::new(),
+            mailbox_bytes: 0,
             stateful: Stateful {
                 next_expected: 1,
                 ..Stateful::default()
@@ -202,6 +213,36 @@ impl Session {
         self.next_ping = now + self.options.keepalive_interval;
         if self.client_deadline.is_some() {
             self.client_deadline = Some(now + self.options.client_timeout);
+        }
+    }
+
+    /// Queues a message delivered by someone else; written at the connection's next wake.
+    pub fn enqueue(&mut self, message: Arc<PreparedMessage>) {
+        self.mailbox_bytes += message.len();
+        self.mailbox.push_back(message);
+    }
+
+    /// Work for the shard that the last event produced.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Moves delivered messages into the outbox (pre-encoded frames, shared bytes), counting
+    /// and keeping trackable ones for stateful reconnect.
+    fn drain_mailbox(&mut self, outbox: &mut Outbox) {
+        let Phase::Active { protocol } = self.phase else {
+            return;
+        };
+        while let Some(message) = self.mailbox.pop_front() {
+            self.mailbox_bytes = self.mailbox_bytes.saturating_sub(message.len());
+            if self.stateful.enabled && message.is_trackable() {
+                let payload = message.payload(protocol);
+                let stateful = &mut self.stateful;
+                stateful.sent += 1;
+                stateful.unacked_bytes += payload.len();
+                stateful.unacked.push_back((stateful.sent, payload));
+            }
+            outbox.push_encoded(message.frame(protocol));
         }
     }
 
@@ -438,6 +479,7 @@ impl Session {
             connection_id: &self.connection_id,
             request_headers: &self.request_headers,
             outgoing: &mut self.outgoing,
+            effects: &mut self.effects,
         };
         match actions::invoke(method.action, &method.name, invocation, &mut caller) {
             Err(error) => {
@@ -690,6 +732,7 @@ impl WebSocketApp for Session {
             return;
         };
         if !std::mem::take(&mut self.stateful.resume_pending) {
+            self.drain_mailbox(outbox);
             return;
         }
         // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked message.
@@ -703,6 +746,8 @@ impl WebSocketApp for Session {
         let mut parts = vec![sequence.freeze()];
         parts.extend(self.stateful.unacked.iter().map(|(_, bytes)| bytes.clone()));
         outbox.push_frame_parts(frame_type(protocol), parts);
+        // What was delivered while the socket was away follows, in order.
+        self.drain_mailbox(outbox);
     }
 
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
@@ -731,6 +776,11 @@ impl WebSocketApp for Session {
                 .push(completion(stream.invocation_id, CompletionOutcome::Void));
         }
         self.flush(outbox);
+        Ok(())
+    }
+
+    fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        self.drain_mailbox(outbox);
         Ok(())
     }
 

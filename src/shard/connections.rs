@@ -32,10 +32,13 @@ pub enum Signal {
     Shutdown,
     /// A deadline the connection scheduled may have passed; it checks its own clock.
     Timer,
+    /// Messages for the connection were queued by someone else (a group send, a broadcast).
+    Outbound,
 }
 
 const SHUTDOWN: u8 = 1;
 const TIMER: u8 = 2;
+const OUTBOUND: u8 = 4;
 
 /// One waker slot plus pending events: O(1) memory per connection however often its task
 /// waits, unlike a list of waiters.
@@ -66,6 +69,7 @@ impl ConnectionSignal {
                 SHUTDOWN
             }
             Signal::Timer => TIMER,
+            Signal::Outbound => OUTBOUND,
         };
         self.pending.set(self.pending.get() | bit);
         if let Some(waker) = self.waker.take() {
@@ -99,6 +103,10 @@ impl Future for SignalWait<'_> {
         if pending & SHUTDOWN != 0 {
             self.signal.pending.set(pending & !SHUTDOWN);
             return Poll::Ready(Signal::Shutdown);
+        }
+        if pending & OUTBOUND != 0 {
+            self.signal.pending.set(pending & !OUTBOUND);
+            return Poll::Ready(Signal::Outbound);
         }
         if pending & TIMER != 0 {
             self.signal.pending.set(pending & !TIMER);
@@ -221,6 +229,11 @@ impl Registration {
     /// The connection's handle.
     pub fn handle(&self) -> &ConnectionHandle {
         &self.handle
+    }
+
+    /// A shared reference to the handle (e.g. for waking the connection from elsewhere).
+    pub fn shared(&self) -> Rc<ConnectionHandle> {
+        Rc::clone(&self.handle)
     }
 }
 

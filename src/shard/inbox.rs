@@ -11,6 +11,8 @@ use bytes::BytesMut;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 
 use super::ShardId;
+use crate::hub::actions::Target;
+use crate::hub::broadcast::PreparedMessage;
 use crate::protocol::http::RequestHead;
 
 /// A connection moving to its home shard, between its request head and the 101.
@@ -26,11 +28,24 @@ pub struct Handoff {
     pub input: BytesMut,
 }
 
+/// A message for recipients on other shards: encoded once, shared by reference.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The hub.
+    pub hub: String,
+    /// Who on that hub.
+    pub target: Target,
+    /// The frames, one per protocol.
+    pub message: Arc<PreparedMessage>,
+}
+
 /// What one shard can send another.
 #[derive(Debug)]
 pub enum ShardMessage {
     /// Serve this connection here (boxed: the queue stays small and so does a send error).
     Adopt(Box<Handoff>),
+    /// Deliver to this shard's recipients.
+    Publish(Arc<Envelope>),
 }
 
 /// Senders to every shard's inbox, indexed by shard.
@@ -61,6 +76,15 @@ impl Peers {
             },
             inboxes,
         )
+    }
+
+    /// Sends a message made by `make` to every shard but `except` (stopped shards are skipped).
+    pub fn send_to_others(&self, except: ShardId, make: impl Fn() -> ShardMessage) {
+        for (index, sender) in self.senders.iter().enumerate() {
+            if index != usize::from(except.0) {
+                let _ = sender.unbounded_send(make());
+            }
+        }
     }
 
     /// Sends `message` to `shard`; gives it back if that shard has stopped.

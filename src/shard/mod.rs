@@ -5,8 +5,10 @@
 //! [`Config`]. [`run`] is the shard's main task: accept until told to stop, then drain.
 
 pub mod connections;
+pub mod groups;
 pub mod inbox;
 pub mod negotiations;
+pub mod sessions;
 pub mod timers;
 
 use std::io;
@@ -23,8 +25,10 @@ use crate::hub::{HubDefinition, Hubs};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
+use groups::GroupTable;
 use inbox::{Inbox, Peers, ShardMessage};
 use negotiations::Negotiations;
+use sessions::Sessions;
 use timers::Timers;
 
 /// A shard's number, 0-based; the thread is named `shard-N`.
@@ -96,6 +100,10 @@ pub struct ShardContext {
     pub hubs: Hubs,
     /// Connections negotiated on this shard, by token.
     pub negotiations: Negotiations,
+    /// SignalR sessions living on this shard.
+    pub sessions: Sessions,
+    /// Their group memberships.
+    pub groups: GroupTable,
     /// The other shards' inboxes.
     pub peers: Peers,
 }
@@ -113,6 +121,8 @@ impl ShardContext {
         Self {
             hubs: Hubs::new(hubs),
             negotiations: Negotiations::default(),
+            sessions: Sessions::default(),
+            groups: GroupTable::default(),
             peers,
             id,
             config,
@@ -189,6 +199,9 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             Some(ShardMessage::Adopt(handoff)) => {
                 monoio::spawn(connection::adopt(handoff, Rc::clone(&ctx)));
             }
+            Some(ShardMessage::Publish(envelope)) => {
+                crate::hub::endpoint::deliver_local(&ctx, &envelope);
+            }
             None => return,
         }
     }
@@ -198,6 +211,10 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
 async fn sweep_negotiations(ctx: Rc<ShardContext>) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
-        ctx.negotiations.sweep(ctx.timers.now());
+        for key in ctx.negotiations.sweep(ctx.timers.now()) {
+            if let Some(slot) = ctx.sessions.get(key) {
+                crate::hub::endpoint::end_session(&ctx, &slot);
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use quanta::Instant;
 
-use crate::hub::session::Session;
+use super::sessions::SessionKey;
 
 /// What holds a token now.
 #[derive(Debug)]
@@ -20,8 +20,8 @@ pub enum Slot {
     Waiting,
     /// A WebSocket is using it.
     Connected,
-    /// Its socket dropped; the session waits for a reconnect (stateful reconnect).
-    Parked(Box<Session>),
+    /// Its socket dropped; the session waits in the shard's session table for a reconnect.
+    Parked(SessionKey),
 }
 
 /// What a successful claim gives the new WebSocket.
@@ -35,7 +35,7 @@ pub enum Claimed {
         stateful: bool,
     },
     /// A parked session to resume.
-    Resume(Box<Session>),
+    Resume(SessionKey),
 }
 
 /// One negotiated connection.
@@ -118,7 +118,7 @@ impl Negotiations {
     }
 
     /// Keeps a dropped stateful connection's session until `expires` for a reconnect.
-    pub fn park(&self, token: &str, session: Box<Session>, expires: Instant) {
+    pub fn park(&self, token: &str, session: SessionKey, expires: Instant) {
         if let Some(entry) = self.by_token.borrow_mut().get_mut(token) {
             entry.slot = Slot::Parked(session);
             entry.expires = expires;
@@ -130,11 +130,18 @@ impl Negotiations {
         self.by_token.borrow_mut().remove(token);
     }
 
-    /// Drops waiting tokens and parked sessions that expired.
-    pub fn sweep(&self, now: Instant) {
-        self.by_token
-            .borrow_mut()
-            .retain(|_, n| matches!(n.slot, Slot::Connected) || now < n.expires);
+    /// Drops waiting tokens and parked sessions that expired; returns the parked sessions, which
+    /// the caller ends.
+    pub fn sweep(&self, now: Instant) -> Vec<SessionKey> {
+        let mut expired = Vec::new();
+        self.by_token.borrow_mut().retain(|_, n| {
+            let keep = matches!(n.slot, Slot::Connected) || now < n.expires;
+            if !keep && let Slot::Parked(key) = n.slot {
+                expired.push(key);
+            }
+            keep
+        });
+        expired
     }
 
     /// How many tokens are held.
@@ -213,37 +220,24 @@ mod tests {
 
     #[test]
     fn a_parked_session_is_resumed_once_and_expires() {
-        use std::rc::Rc;
-
-        use crate::hub::HubDefinition;
-        use crate::hub::session::{Session, SessionOptions};
-
         let now = Timers::new().now();
         let table = Negotiations::default();
         table.insert("t".into(), negotiation(now + Duration::from_secs(15)));
         assert!(new_id(table.claim("t", "/hubs/a", now)).is_ok());
-        let options = SessionOptions::from_config(&crate::config::Config::default().signalr);
-        let hub = Rc::new(HubDefinition::diagnostics("/hubs/a"));
-        let session = Box::new(Session::new(hub, "id".into(), Vec::new(), options, now));
-        table.park("t", session, now + Duration::from_secs(15));
-        assert!(matches!(
-            table.claim("t", "/hubs/a", now),
-            Ok(Claimed::Resume(_))
-        ));
+        let key = SessionKey { slot: 3, serial: 9 };
+        table.park("t", key, now + Duration::from_secs(15));
+        assert!(matches!(table.claim("t", "/hubs/a", now), Ok(Claimed::Resume(k)) if k == key));
         assert_eq!(
             new_id(table.claim("t", "/hubs/a", now)),
             Err(ClaimError::AlreadyConnected)
         );
-        let options = SessionOptions::from_config(&crate::config::Config::default().signalr);
-        let hub = Rc::new(HubDefinition::diagnostics("/hubs/a"));
-        let session = Box::new(Session::new(hub, "id".into(), Vec::new(), options, now));
-        table.park("t", session, now + Duration::from_secs(15));
+        table.park("t", key, now + Duration::from_secs(15));
         let later = now + Duration::from_secs(16);
         assert_eq!(
             new_id(table.claim("t", "/hubs/a", later)),
             Err(ClaimError::NotFound)
         );
-        table.sweep(later);
+        assert_eq!(table.sweep(later), vec![key]);
         assert!(table.is_empty());
     }
 }

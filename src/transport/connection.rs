@@ -25,6 +25,7 @@ use super::deadline::within;
 use super::read_buffer::ReadBuffer;
 use super::websocket::{self, WebSocketLimits};
 use crate::http::{self, Route};
+use crate::hub::endpoint::{HubEndpoint, end_session};
 use crate::hub::identity::{home_shard, new_connection_id};
 use crate::hub::session::{Session, SessionOptions};
 use crate::hub::{Action, HubDefinition};
@@ -39,6 +40,7 @@ use crate::shard::ShardId;
 use crate::shard::connections::{ConnectionHandle, Registration, Signal};
 use crate::shard::inbox::{Handoff, ShardMessage};
 use crate::shard::negotiations::{ClaimError, Claimed};
+use crate::shard::sessions::SessionKey;
 
 /// The `Server` header on every response.
 const SERVER: &str = concat!("ringhub/", env!("CARGO_PKG_VERSION"));
@@ -94,7 +96,7 @@ enum SessionStart {
         request_headers: Vec<(String, String)>,
     },
     /// Stateful reconnect: the session that was waiting for this socket.
-    Resume(Box<Session>),
+    Resume(SessionKey),
 }
 
 /// How long a reconnecting stateful client waits for its old socket to be noticed as dead.
@@ -185,7 +187,7 @@ fn finish(
         HttpEnd::UpgradedHub(upgrade) => {
             monoio::spawn(async move {
                 let mut stream = stream;
-                run_hub(&mut stream, upgrade, &ctx, registration.handle()).await;
+                run_hub(&mut stream, upgrade, &ctx, &registration).await;
             });
         }
         HttpEnd::Refused(status) => {
@@ -422,8 +424,9 @@ async fn run_hub(
     stream: &mut TcpStream,
     upgrade: HubUpgrade,
     ctx: &ShardContext,
-    connection: &ConnectionHandle,
+    registration: &Registration,
 ) {
+    let connection = registration.handle();
     let websocket = &ctx.config.websocket;
     // SignalR has its own keep-alive and client timeout; the WebSocket layer only pings.
     let limits = WebSocketLimits {
@@ -434,7 +437,7 @@ async fn run_hub(
         send_timeout: websocket.send_timeout,
     };
     let now = ctx.timers.now();
-    let mut session = match upgrade.session {
+    let slot = match upgrade.session {
         SessionStart::New {
             connection_id,
             stateful,
@@ -445,46 +448,61 @@ async fn run_hub(
             if let Some(max) = upgrade.hub.max_message_size {
                 options.max_message_size = max;
             }
-            Box::new(Session::new(
+            let session = Session::new(
                 Rc::clone(&upgrade.hub),
                 connection_id,
                 request_headers,
                 options,
                 now,
-            ))
+            );
+            ctx.sessions
+                .insert(Rc::clone(&upgrade.hub), Box::new(session))
         }
-        SessionStart::Resume(mut session) => {
-            session.resume(now);
-            session
-        }
+        SessionStart::Resume(key) => match ctx.sessions.get(key) {
+            Some(slot) => {
+                slot.session.borrow_mut().resume(now);
+                slot
+            }
+            // Expired between the claim and now: nothing to resume.
+            None => return,
+        },
+    };
+    slot.attach(registration.shared());
+    let mut endpoint = HubEndpoint {
+        slot: Rc::clone(&slot),
+        ctx,
     };
     let end = websocket::serve(
         stream,
         upgrade.input,
-        session.as_mut(),
+        &mut endpoint,
         connection,
         &limits,
         &ctx.timers,
     )
     .await;
+    slot.detach();
     let dropped = matches!(
         end,
         ConnectionEnd::PeerVanished | ConnectionEnd::Io(_) | ConnectionEnd::SendTimeout
     );
-    let connection_id = session.connection_id().to_owned();
+    let resumable = dropped && slot.session.borrow().is_resumable();
     match &upgrade.token {
-        Some(token) if dropped && session.is_resumable() => {
+        Some(token) if resumable => {
             let expires = ctx.timers.now() + ctx.config.signalr.disconnect_timeout;
-            ctx.negotiations.park(token, session, expires);
+            ctx.negotiations.park(token, slot.key, expires);
         }
-        Some(token) => ctx.negotiations.release(token),
-        None => {}
+        Some(token) => {
+            ctx.negotiations.release(token);
+            end_session(ctx, &slot);
+        }
+        None => end_session(ctx, &slot),
     }
     debug!(
         shard = ctx.id.0,
         conn = %connection.id,
         hub = %upgrade.hub.name,
-        connection_id = %connection_id,
+        connection_id = %slot.connection_id,
         code = end.close_code().0,
         reason = end.reason(),
         detail = %end,
@@ -609,7 +627,7 @@ async fn wait_readable(
             signal = connection.signal.wait() => signal,
         };
         match signal {
-            Signal::Shutdown | Signal::Timer => {}
+            Signal::Shutdown | Signal::Timer | Signal::Outbound => {}
         }
     }
 }

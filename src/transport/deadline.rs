@@ -15,8 +15,9 @@ pub struct TimedOut;
 
 /// Runs `operation` to completion unless `deadline` passes first (then it is dropped).
 ///
-/// A graceful-stop signal that arrives meanwhile is not lost: it stays visible through
-/// [`ConnectionSignal::is_shutdown`](crate::shard::connections::ConnectionSignal::is_shutdown).
+/// Signals that arrive meanwhile are not lost: a graceful stop stays visible through
+/// [`ConnectionSignal::is_shutdown`](crate::shard::connections::ConnectionSignal::is_shutdown),
+/// and an [`Signal::Outbound`] wake-up is raised again when the operation ends.
 ///
 /// # Errors
 /// [`TimedOut`] when the deadline passed.
@@ -27,17 +28,24 @@ pub async fn within<F: Future>(
     timers: &Timers,
 ) -> Result<F::Output, TimedOut> {
     let mut operation = pin!(operation);
-    loop {
+    let mut outbound = false;
+    let result = loop {
         if timers.now() >= deadline {
-            return Err(TimedOut);
+            break Err(TimedOut);
         }
         connection.arm(deadline, timers);
         let woken = monoio::select! {
-            output = &mut operation => return Ok(output),
+            output = &mut operation => break Ok(output),
             signal = connection.signal.wait() => signal,
         };
         match woken {
+            // Messages queued meanwhile are for the caller's loop: hand the wake-up back.
+            Signal::Outbound => outbound = true,
             Signal::Timer | Signal::Shutdown => {}
         }
+    };
+    if outbound {
+        connection.signal.raise(Signal::Outbound);
     }
+    result
 }

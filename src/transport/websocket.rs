@@ -81,6 +81,15 @@ pub trait WebSocketApp {
         Ok(())
     }
 
+    /// Messages were queued for the connection from elsewhere ([`Signal::Outbound`]).
+    ///
+    /// # Errors
+    /// [`AppClose`] to close the connection (e.g. a consumer too slow for its queue).
+    fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        let _ = outbox;
+        Ok(())
+    }
+
     /// The server is stopping; the WebSocket close (1001) follows what is queued here.
     fn on_shutdown(&mut self, outbox: &mut Outbox) {
         let _ = outbox;
@@ -301,6 +310,13 @@ pub async fn serve<A: WebSocketApp>(
             },
             // Handled at the top of the next turn.
             Wake::Signal(Signal::Shutdown) => {}
+            Wake::Signal(Signal::Outbound) => {
+                if closing.is_none()
+                    && let Err(close) = app.on_wake(&mut outbox)
+                {
+                    closing = app_close(close, &mut outbox, &start_close);
+                }
+            }
             Wake::Signal(Signal::Timer) => {
                 let now = timers.now();
                 if let Some(c) = closing {

@@ -387,3 +387,81 @@ test("negotiate rejects a non-integer version with ASP.NET's text", async () => 
   const response = await fetch(`${hubUrl}/negotiate?negotiateVersion=abc`, { method: "POST" });
   assert.deepEqual(await response.json(), { error: "The client requested a non-integer protocol version." });
 });
+
+// Group fan-out: with two shards, six connections land on both; sends reach every member on
+// every shard exactly once, in both protocols, and nobody else.
+async function member(protocol, { stateful = false } = {}) {
+  let builder = new signalR.HubConnectionBuilder()
+    .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
+    .withHubProtocol(protocols[protocol]())
+    .configureLogging(signalR.LogLevel.None);
+  if (stateful) {
+    builder = builder.withStatefulReconnect();
+  }
+  const connection = builder.build();
+  const received = [];
+  connection.on("Send", (m) => received.push(m));
+  await connection.start();
+  return { connection, received };
+}
+
+async function settle(condition, ms = 5000) {
+  const until = Date.now() + ms;
+  while (!condition() && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("group sends reach every member on every shard, in both protocols, and nobody else", async () => {
+  const members = [];
+  for (let i = 0; i < 6; i++) {
+    members.push(await member(i % 2 === 0 ? "json" : "messagepack"));
+  }
+  const [a, b, c, d, e, f] = members;
+  for (const m of [a, b, c, d]) {
+    await m.connection.invoke("JoinGroup", "g1");
+  }
+  for (const m of [e, f]) {
+    await m.connection.invoke("JoinGroup", "g2");
+  }
+  await e.connection.invoke("SendToGroup", "g1", { text: "hello g1", n: 1 });
+  await settle(() => [a, b, c, d].every((m) => m.received.length === 1));
+  for (const m of [a, b, c, d]) {
+    assert.deepEqual(m.received, [{ text: "hello g1", n: 1 }]);
+  }
+  assert.deepEqual(e.received, []);
+  assert.deepEqual(f.received, []);
+
+  await b.connection.invoke("LeaveGroup", "g1");
+  await a.connection.invoke("SendToGroup", "g1", "second");
+  await settle(() => [a, c, d].every((m) => m.received.length === 2));
+  assert.deepEqual(b.received, [{ text: "hello g1", n: 1 }], "left the group");
+  for (const m of [a, c, d]) {
+    assert.equal(m.received[1], "second");
+  }
+
+  await f.connection.invoke("SendToAll", "everyone");
+  await settle(() => members.every((m) => m.received.includes("everyone")));
+  for (const m of members) {
+    assert.equal(m.received.filter((x) => x === "everyone").length, 1);
+  }
+  await Promise.all(members.map((m) => m.connection.stop()));
+});
+
+test("a stateful member misses nothing sent to its group while its socket was down", async () => {
+  const sender = await member("json");
+  const listener = await member("messagepack", { stateful: true });
+  await listener.connection.invoke("JoinGroup", "resilient");
+  for (let i = 0; i < 10; i++) {
+    await sender.connection.invoke("SendToGroup", "resilient", i);
+  }
+  await settle(() => listener.received.length === 10);
+  listener.connection.connection.transport._webSocket.terminate();
+  for (let i = 10; i < 30; i++) {
+    await sender.connection.invoke("SendToGroup", "resilient", i);
+  }
+  await settle(() => listener.received.length >= 30);
+  assert.deepEqual(listener.received, Array.from({ length: 30 }, (_, i) => i));
+  await sender.connection.stop();
+  await listener.connection.stop();
+});

@@ -1,0 +1,119 @@
+//! Encode once, fan out reference-counted bytes.
+//!
+//! A [`PreparedMessage`] holds one server-to-client hub message encoded once per protocol,
+//! WebSocket frame header included. Every recipient that speaks that protocol gets a clone of
+//! the same `Bytes` (a reference-count bump, no copy); a stateful-reconnect session keeps the
+//! frame's payload slice in its resend buffer, again without copying. The bytes are `Send`, so
+//! one preparation serves every shard.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError, TransferFormat};
+use crate::protocol::websocket::{FrameHeader, OpCode};
+
+/// One message, framed for each protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedMessage {
+    /// `[json, messagepack]`: a complete WebSocket frame each.
+    frames: [Bytes; 2],
+    /// Where the hub message starts in each frame (after the WebSocket header).
+    payload_at: [usize; 2],
+    /// Whether stateful reconnect counts it (Invocation, StreamItem, Completion, …).
+    trackable: bool,
+}
+
+impl PreparedMessage {
+    /// Encodes `message` for both protocols.
+    ///
+    /// # Errors
+    /// A payload that cannot be transcoded.
+    pub fn new(message: &HubMessage) -> Result<Self, HubProtocolError> {
+        let mut frames = [Bytes::new(), Bytes::new()];
+        let mut payload_at = [0; 2];
+        for protocol in HubProtocol::ALL {
+            let mut payload = BytesMut::new();
+            protocol.encode(message, &mut payload)?;
+            let header = FrameHeader {
+                fin: true,
+                opcode: match protocol.transfer_format() {
+                    TransferFormat::Text => OpCode::Text,
+                    TransferFormat::Binary => OpCode::Binary,
+                },
+                mask: None,
+                payload_len: payload.len() as u64,
+            };
+            let mut frame = BytesMut::with_capacity(header.encoded_len() + payload.len());
+            header.encode(&mut frame);
+            payload_at[index(protocol)] = frame.len();
+            frame.extend_from_slice(&payload);
+            frames[index(protocol)] = frame.freeze();
+        }
+        Ok(Self {
+            frames,
+            payload_at,
+            trackable: message.is_trackable(),
+        })
+    }
+
+    /// The complete WebSocket frame for `protocol`.
+    pub fn frame(&self, protocol: HubProtocol) -> Bytes {
+        self.frames[index(protocol)].clone()
+    }
+
+    /// Just the framed hub message for `protocol` (what a resend buffer keeps).
+    pub fn payload(&self, protocol: HubProtocol) -> Bytes {
+        let i = index(protocol);
+        self.frames[i].slice(self.payload_at[i]..)
+    }
+
+    /// Whether stateful reconnect counts it.
+    pub fn is_trackable(&self) -> bool {
+        self.trackable
+    }
+
+    /// Bytes a recipient queues for it (the larger frame, for budgeting).
+    pub fn len(&self) -> usize {
+        self.frames[0].len().max(self.frames[1].len())
+    }
+
+    /// Whether it is empty (never, for a real message).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn index(protocol: HubProtocol) -> usize {
+    match protocol {
+        HubProtocol::Json => 0,
+        HubProtocol::MessagePack => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::actions::event;
+    use crate::protocol::signalr::Payload;
+
+    #[test]
+    fn each_protocol_gets_one_complete_frame_shared_by_reference() {
+        let prepared =
+            PreparedMessage::new(&event("ReceiveMessage", vec![Payload::string("hi")])).unwrap();
+        let json = prepared.frame(HubProtocol::Json);
+        assert_eq!(
+            &json[..],
+            b"\x81\x38{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"hi\"]}\x1e"
+        );
+        assert_eq!(prepared.frame(HubProtocol::Json).as_ptr(), json.as_ptr());
+        let msgpack = prepared.frame(HubProtocol::MessagePack);
+        assert_eq!(msgpack[0], 0x82);
+        assert_eq!(
+            &prepared.payload(HubProtocol::MessagePack)[..],
+            &[
+                0x18, 0x96, 0x01, 0x80, 0xc0, 0xae, b'R', b'e', b'c', b'e', b'i', b'v', b'e', b'M',
+                b'e', b's', b's', b'a', b'g', b'e', 0x91, 0xa2, b'h', b'i', 0x90
+            ]
+        );
+        assert!(prepared.is_trackable());
+    }
+}

@@ -1,0 +1,151 @@
+//! The shard's SignalR sessions, addressable by a stable [`SessionKey`].
+//!
+//! A session outlives its socket when stateful reconnect parks it, so groups and deliveries
+//! refer to the session, not to the TCP connection. A [`SessionSlot`] is shared (`Rc`) between
+//! the connection task that runs it and the shard code that delivers to it; every borrow of the
+//! session is short and synchronous (never held across an `await`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::connections::{ConnectionHandle, Signal};
+use crate::hub::HubDefinition;
+use crate::hub::broadcast::PreparedMessage;
+use crate::hub::session::Session;
+
+/// A session's address on its shard: a reusable slot plus a serial that tells generations apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The slab slot.
+    pub slot: u32,
+    /// Unique for the shard's lifetime.
+    pub serial: u64,
+}
+
+/// One live (or parked) session.
+#[derive(Debug)]
+pub struct SessionSlot {
+    /// Its address.
+    pub key: SessionKey,
+    /// Its hub.
+    pub hub: Rc<HubDefinition>,
+    /// Its public connection id (kept here so lookups never borrow the session).
+    pub connection_id: String,
+    /// The session itself.
+    pub session: RefCell<Box<Session>>,
+    /// The connection currently running it (`None` while parked).
+    attached: RefCell<Option<Rc<ConnectionHandle>>>,
+    /// Groups the session is in, for O(groups) cleanup.
+    pub groups: RefCell<Vec<String>>,
+    /// Whether it was removed (a late delivery finds it gone).
+    removed: Cell<bool>,
+}
+
+impl SessionSlot {
+    /// Queues a message for the session and wakes its connection.
+    pub fn deliver(&self, message: &Arc<PreparedMessage>) {
+        if self.removed.get() {
+            return;
+        }
+        self.session.borrow_mut().enqueue(Arc::clone(message));
+        if let Some(connection) = self.attached.borrow().as_ref() {
+            connection.signal.raise(Signal::Outbound);
+        }
+    }
+
+    /// Binds the session to the connection that runs it now.
+    pub fn attach(&self, connection: Rc<ConnectionHandle>) {
+        *self.attached.borrow_mut() = Some(connection);
+    }
+
+    /// Unbinds it (the socket ended).
+    pub fn detach(&self) {
+        *self.attached.borrow_mut() = None;
+    }
+}
+
+/// The shard's sessions.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    slots: RefCell<Slab<Rc<SessionSlot>>>,
+    next_serial: Cell<u64>,
+}
+
+impl Sessions {
+    /// Adds a session of `hub`.
+    pub fn insert(&self, hub: Rc<HubDefinition>, session: Box<Session>) -> Rc<SessionSlot> {
+        let connection_id = session.connection_id().to_owned();
+        let mut slots = self.slots.borrow_mut();
+        let entry = slots.vacant_entry();
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        let slot = Rc::new(SessionSlot {
+            // Slab keys are bounded by the connection limit (< 2^32).
+            key: SessionKey {
+                slot: u32::try_from(entry.key()).unwrap_or(u32::MAX),
+                serial,
+            },
+            hub,
+            connection_id,
+            session: RefCell::new(session),
+            attached: RefCell::new(None),
+            groups: RefCell::new(Vec::new()),
+            removed: Cell::new(false),
+        });
+        entry.insert(Rc::clone(&slot));
+        slot
+    }
+
+    /// The session at `key`, if it still lives.
+    pub fn get(&self, key: SessionKey) -> Option<Rc<SessionSlot>> {
+        self.slots
+            .borrow()
+            .get(key.slot as usize)
+            .filter(|slot| slot.key == key)
+            .cloned()
+    }
+
+    /// Removes the session at `key` (its groups are the caller's to leave).
+    pub fn remove(&self, key: SessionKey) -> Option<Rc<SessionSlot>> {
+        let mut slots = self.slots.borrow_mut();
+        let index = key.slot as usize;
+        if slots.get(index).is_some_and(|slot| slot.key == key) {
+            let slot = slots.remove(index);
+            slot.removed.set(true);
+            return Some(slot);
+        }
+        None
+    }
+
+    /// Every session of `hub` (a snapshot).
+    pub fn of_hub(&self, hub: &str) -> Vec<Rc<SessionSlot>> {
+        self.slots
+            .borrow()
+            .iter()
+            .filter(|(_, slot)| slot.hub.name == hub)
+            .map(|(_, slot)| Rc::clone(slot))
+            .collect()
+    }
+
+    /// The session whose public connection id is `connection_id` on `hub`.
+    pub fn by_connection_id(&self, hub: &str, connection_id: &str) -> Option<Rc<SessionSlot>> {
+        self.slots
+            .borrow()
+            .iter()
+            .find(|(_, slot)| slot.hub.name == hub && slot.connection_id == connection_id)
+            .map(|(_, slot)| Rc::clone(slot))
+    }
+
+    /// How many sessions live on the shard.
+    pub fn len(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
