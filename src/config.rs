@@ -348,6 +348,14 @@ pub struct SignalRConfig {
     /// How long a negotiated-but-unconnected token, or a dropped stateful connection, is kept;
     /// default `15s` (`DisconnectTimeout`).
     pub disconnect_timeout: Duration,
+    /// Messages queued for one connection beyond this many bytes close it as a slow consumer
+    /// (SignalR `Close` with an error); default `1MiB`. Nothing else waits for it.
+    pub max_outbound: usize,
+    /// Sustained hub invocations per second per connection (token bucket); default `10`. More
+    /// get the Completion error `Rate limit exceeded`.
+    pub invocation_rate: u32,
+    /// Invocations a connection may make at once above the rate; default `20`.
+    pub invocation_burst: u32,
 }
 
 /// Cross-origin resource sharing for the negotiate and REST endpoints.
@@ -452,6 +460,9 @@ struct RawSignalR {
     stateful_reconnect: bool,
     stateful_reconnect_buffer: u64,
     disconnect_timeout: &'static str,
+    max_outbound: &'static str,
+    invocation_rate: u32,
+    invocation_burst: u32,
 }
 
 #[derive(Serialize)]
@@ -560,6 +571,9 @@ impl Default for RawConfig {
                 stateful_reconnect: true,
                 stateful_reconnect_buffer: 100_000,
                 disconnect_timeout: "15s",
+                max_outbound: "1MiB",
+                invocation_rate: 10,
+                invocation_burst: 20,
             },
             cors: RawCors {
                 allowed_origins: Vec::new(),
@@ -616,6 +630,9 @@ signalr.detailed_errors|Send exception details to clients (development only).
 signalr.stateful_reconnect|Offer stateful reconnect (resend after a dropped socket) to clients that ask.
 signalr.stateful_reconnect_buffer|Unacknowledged bytes kept per connection for resending, in bytes.
 signalr.disconnect_timeout|Keep unconnected negotiated tokens and dropped stateful connections this long.
+signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
+signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
+signalr.invocation_burst|Invocations allowed at once above the rate.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -1211,6 +1228,23 @@ impl Config {
                 stateful_reconnect_buffer: m
                     .get("signalr.stateful_reconnect_buffer", nonzero_size)?,
                 disconnect_timeout: m.get("signalr.disconnect_timeout", duration)?,
+                max_outbound: m.get("signalr.max_outbound", nonzero_size)?,
+                invocation_rate: m.get("signalr.invocation_rate", |v| {
+                    let n: u32 = integer(v)?;
+                    if n == 0 {
+                        Err("must be greater than 0".to_owned())
+                    } else {
+                        Ok(n)
+                    }
+                })?,
+                invocation_burst: m.get("signalr.invocation_burst", |v| {
+                    let n: u32 = integer(v)?;
+                    if n == 0 {
+                        Err("must be greater than 0".to_owned())
+                    } else {
+                        Ok(n)
+                    }
+                })?,
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
@@ -1737,7 +1771,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 37);
+        assert_eq!(keys.len(), 40);
         for key in keys {
             let comment = comment_above
                 .get(&key)

@@ -19,6 +19,9 @@ on_both_drivers! {
         let server = TestServer::start(driver, |c| {
             c.workers = std::num::NonZeroUsize::new(2).unwrap();
             c.diagnostics.enabled = true;
+            // The suites burst hundreds of calls; the rate limit has its own test.
+            c.signalr.invocation_rate = 1_000_000;
+            c.signalr.invocation_burst = 1_000_000;
             c.hubs.push(ringhub::config::HubConfig {
                 name: "configured".into(),
                 path: "/hubs/configured".into(),

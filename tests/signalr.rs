@@ -20,6 +20,9 @@ fn diagnostics(
 ) -> TestServer {
     TestServer::start(driver, |c| {
         c.diagnostics.enabled = true;
+        // The suites burst hundreds of calls; the rate limit has its own test.
+        c.signalr.invocation_rate = 1_000_000;
+        c.signalr.invocation_burst = 1_000_000;
         tweak(c);
     })
 }
@@ -393,5 +396,67 @@ on_both_drivers! {
             }
         };
         assert_eq!(next, serde_json::json!({"type": 3, "invocationId": "3", "result": 3}));
+    }
+
+    fn invocations_over_the_rate_get_rate_limit_exceeded(driver) {
+        let server = diagnostics(driver, |c| {
+            c.signalr.invocation_rate = 1;
+            c.signalr.invocation_burst = 3;
+        });
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        let mut calls = Vec::new();
+        for i in 0..5 {
+            calls.extend(format!("{{\"type\":1,\"invocationId\":\"{i}\",\"target\":\"Echo\",\"arguments\":[{i}]}}\u{1e}").bytes());
+        }
+        ws.send(1, &calls);
+        let mut replies = Vec::new();
+        while replies.len() < 5 {
+            replies.extend(records(&ws.read_frame()).into_iter().filter(|m| m["type"] == 3));
+        }
+        let limited: Vec<_> = replies.iter().filter(|m| m["error"] == "Rate limit exceeded").collect();
+        assert_eq!(limited.len(), 2, "{replies:?}");
+        assert_eq!(replies.iter().filter(|m| m.get("result").is_some()).count(), 3);
+    }
+
+    fn a_slow_consumer_is_closed_while_a_fast_member_of_its_group_gets_everything(driver) {
+        let server = diagnostics(driver, |c| {
+            c.signalr.max_outbound = 256 * 1024;
+            c.websocket.send_timeout = Duration::from_secs(2);
+        });
+        let mut slow = connect(server.addr, "");
+        handshake(&mut slow, r#"{"protocol":"json","version":1}"#);
+        let mut fast = connect(server.addr, "");
+        handshake(&mut fast, r#"{"protocol":"json","version":1}"#);
+        let join = b"{\"type\":1,\"invocationId\":\"j\",\"target\":\"JoinGroup\",\"arguments\":[\"wide\"]}\x1e";
+        slow.send(1, join);
+        slow.read_frame();
+        fast.send(1, join);
+        fast.read_frame();
+        // The fast member reads everything on its own thread; the slow one reads nothing.
+        let total = 1200;
+        let reader = std::thread::spawn(move || {
+            let mut got = 0;
+            while got < total {
+                got += records(&fast.read_frame()).iter().filter(|m| m["target"] == "Send").count();
+            }
+            got
+        });
+        let mut sender = connect(server.addr, "");
+        handshake(&mut sender, r#"{"protocol":"json","version":1}"#);
+        let text = "x".repeat(4000);
+        for batch in 0..60 {
+            let mut calls = Vec::new();
+            for i in 0..20 {
+                calls.extend(
+                    format!("{{\"type\":1,\"target\":\"SendToGroup\",\"arguments\":[\"wide\",\"{batch}-{i}-{text}\"]}}\u{1e}").bytes(),
+                );
+            }
+            sender.send(1, &calls);
+        }
+        assert_eq!(reader.join().unwrap(), total);
+        // The slow member was given up on (queue bound or stalled write), without a read from us.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(closes_within(&mut slow.stream, Duration::from_secs(15)));
     }
 }

@@ -52,6 +52,12 @@ pub struct SessionOptions {
     pub resend_buffer: usize,
     /// Whether negotiate agreed to stateful reconnect (it is used if the handshake is v2).
     pub stateful_negotiated: bool,
+    /// Delivered bytes waiting beyond this close the connection as a slow consumer.
+    pub max_outbound: usize,
+    /// Sustained invocations per second.
+    pub invocation_rate: u32,
+    /// Invocations at once above the rate.
+    pub invocation_burst: u32,
 }
 
 impl SessionOptions {
@@ -66,6 +72,9 @@ impl SessionOptions {
             detailed_errors: config.detailed_errors,
             resend_buffer: config.stateful_reconnect_buffer,
             stateful_negotiated: false,
+            max_outbound: config.max_outbound,
+            invocation_rate: config.invocation_rate,
+            invocation_burst: config.invocation_burst,
         }
     }
 }
@@ -135,6 +144,11 @@ pub struct Session {
     mailbox: VecDeque<Arc<PreparedMessage>>,
     /// Bytes held in `mailbox`.
     mailbox_bytes: usize,
+    /// The mailbox went over `max_outbound`: the connection is closed at its next wake.
+    overflowed: bool,
+    /// Invocation tokens available (token bucket) and when they were last refilled.
+    tokens: f64,
+    refilled: Instant,
 }
 
 /// Stateful reconnect bookkeeping (HubProtocol.md, "Stateful Reconnect"): both directions
@@ -173,6 +187,7 @@ impl Session {
         options: SessionOptions,
         now: Instant,
     ) -> Self {
+        let burst = options.invocation_burst;
         Self {
             hub,
             connection_id,
@@ -194,6 +209,9 @@ impl Session {
             effects: Vec::new(),
             mailbox: VecDeque::new(),
             mailbox_bytes: 0,
+            overflowed: false,
+            tokens: f64::from(burst),
+            refilled: now,
             stateful: Stateful {
                 next_expected: 1,
                 ..Stateful::default()
@@ -217,9 +235,36 @@ impl Session {
     }
 
     /// Queues a message delivered by someone else; written at the connection's next wake.
-    pub fn enqueue(&mut self, message: Arc<PreparedMessage>) {
+    ///
+    /// `stalled` says the connection is in the middle of a write its peer has not taken yet: a
+    /// queue over `max_outbound` then marks a slow consumer. A connection that is merely busy
+    /// elsewhere on its shard drains its queue at its next turn, however long it grew.
+    pub fn enqueue(&mut self, message: Arc<PreparedMessage>, stalled: bool) {
+        if self.overflowed {
+            return;
+        }
         self.mailbox_bytes += message.len();
         self.mailbox.push_back(message);
+        if stalled && self.mailbox_bytes > self.options.max_outbound {
+            // A slow consumer: stop holding memory for it; it is closed at its next wake.
+            self.overflowed = true;
+            self.mailbox.clear();
+            self.mailbox_bytes = 0;
+        }
+    }
+
+    /// Takes one invocation token, refilling at the configured rate; `false` when none is left.
+    fn take_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        let rate = f64::from(self.options.invocation_rate);
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(self.options.invocation_burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Work for the shard that the last event produced.
@@ -355,6 +400,14 @@ impl Session {
 
     fn handle(&mut self, message: HubMessage, now: Instant) -> Result<(), AppClose> {
         match message {
+            HubMessage::Invocation(invocation) | HubMessage::StreamInvocation(invocation)
+                if !self.take_token(now) =>
+            {
+                if let Some(id) = invocation.invocation_id {
+                    self.fail(id, "Rate limit exceeded".to_owned());
+                }
+                Ok(())
+            }
             HubMessage::Invocation(invocation) => self.invoke(invocation, Reply::Single),
             HubMessage::StreamInvocation(invocation) => self.invoke(invocation, Reply::Stream),
             HubMessage::StreamItem(StreamItem {
@@ -780,6 +833,15 @@ impl WebSocketApp for Session {
     }
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        if self.overflowed {
+            let text = self.error_text(
+                "Connection closed with an error.",
+                "InvalidOperationException: The connection could not keep up with the messages sent to it.",
+            );
+            let close = self.close_with_error(text);
+            self.flush(outbox);
+            return Err(close);
+        }
         self.drain_mailbox(outbox);
         Ok(())
     }

@@ -128,9 +128,21 @@ pub struct ConnectionHandle {
     pub signal: ConnectionSignal,
     /// The earliest timer entry this connection has pending, if any.
     armed: Cell<Option<Instant>>,
+    /// A write to the socket is in progress (the peer has not taken everything yet).
+    writing: Cell<bool>,
 }
 
 impl ConnectionHandle {
+    /// Records whether a write is in progress.
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.set(writing);
+    }
+
+    /// Whether a write is in progress: messages queued now wait for a slow peer.
+    pub fn is_writing(&self) -> bool {
+        self.writing.get()
+    }
+
     /// Makes sure a [`Signal::Timer`] arrives at `at` or earlier. Cheap when an entry at or
     /// before `at` is already pending, which is the common case.
     pub fn arm(&self, at: Instant, timers: &Timers) {
@@ -162,6 +174,7 @@ impl ConnectionRegistry {
             serial,
             signal: ConnectionSignal::default(),
             armed: Cell::new(None),
+            writing: Cell::new(false),
         });
         entry.insert(Rc::clone(&handle));
         handle

@@ -50,8 +50,12 @@ impl SessionSlot {
         if self.removed.get() {
             return;
         }
-        self.session.borrow_mut().enqueue(Arc::clone(message));
-        if let Some(connection) = self.attached.borrow().as_ref() {
+        let attached = self.attached.borrow();
+        let stalled = attached.as_ref().is_some_and(|c| c.is_writing());
+        self.session
+            .borrow_mut()
+            .enqueue(Arc::clone(message), stalled);
+        if let Some(connection) = attached.as_ref() {
             connection.signal.raise(Signal::Outbound);
         }
     }

@@ -387,7 +387,10 @@ async fn flush(
     let deadline = timers.now() + limits.send_timeout;
     // Boxed: a write in progress is transient, and its state would otherwise enlarge every
     // idle connection's task by the size of the write future.
-    match Box::pin(within(outbox.flush(stream), deadline, connection, timers)).await {
+    connection.set_writing(true);
+    let written = Box::pin(within(outbox.flush(stream), deadline, connection, timers)).await;
+    connection.set_writing(false);
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(ConnectionEnd::Io(error)),
         Err(TimedOut) => Err(ConnectionEnd::SendTimeout),
