@@ -229,6 +229,8 @@ pub struct Config {
     pub diagnostics: DiagnosticsConfig,
     /// Hubs declared in `[hubs.NAME]` tables, in name order.
     pub hubs: Vec<HubConfig>,
+    /// Who may connect to hubs that require a key.
+    pub auth: AuthConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -399,6 +401,21 @@ pub struct HubConfig {
 pub enum HubAuth {
     /// Anyone (`auth = "anonymous"`, the default).
     Anonymous,
+    /// A virtual key (or an admin key) (`auth = "virtual-key"`).
+    VirtualKey,
+    /// An admin key only (`auth = "admin"`).
+    Admin,
+}
+
+/// Keys for hubs that require one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// The file store of hashed virtual keys; default `ringhub-keys.json` (relative to the
+    /// working directory). `ringhub keys add` creates it; a missing file means no keys.
+    pub key_file: PathBuf,
+    /// SHA-256 (lowercase hex) of admin keys; default none. Admin keys are accepted wherever a
+    /// virtual key is, and are the only keys the admin hubs accept.
+    pub admin_key_hashes: Vec<String>,
 }
 
 /// Graceful shutdown.
@@ -442,6 +459,7 @@ struct RawConfig {
     limits: RawLimits,
     echo: RawEcho,
     signalr: RawSignalR,
+    auth: RawAuth,
     cors: RawCors,
     diagnostics: RawDiagnostics,
     shutdown: RawShutdown,
@@ -463,6 +481,12 @@ struct RawSignalR {
     max_outbound: &'static str,
     invocation_rate: u32,
     invocation_burst: u32,
+}
+
+#[derive(Serialize)]
+struct RawAuth {
+    key_file: &'static str,
+    admin_key_hashes: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -575,6 +599,10 @@ impl Default for RawConfig {
                 invocation_rate: 10,
                 invocation_burst: 20,
             },
+            auth: RawAuth {
+                key_file: "ringhub-keys.json",
+                admin_key_hashes: Vec::new(),
+            },
             cors: RawCors {
                 allowed_origins: Vec::new(),
             },
@@ -633,6 +661,9 @@ signalr.disconnect_timeout|Keep unconnected negotiated tokens and dropped statef
 signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
 signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
 signalr.invocation_burst|Invocations allowed at once above the rate.
+auth|Keys for hubs that require one (auth = virtual-key or admin).
+auth.key_file|File store of hashed virtual keys; `ringhub keys add --name NAME` creates keys in it.
+auth.admin_key_hashes|SHA-256 (lowercase hex) of admin keys, e.g. from: printf %s KEY | sha256sum
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -697,7 +728,7 @@ pub fn default_config_toml() -> String {
 /// How to declare hubs; none are declared by default.
 const HUBS_EXAMPLE: &str = "
 # Hubs: one [hubs.NAME] table each (none by default besides the built-in ones). Keys: path
-# (required), auth (\"anonymous\"), max_message_size (overrides signalr.max_message_size),
+# (required), auth (\"anonymous\", \"virtual-key\" or \"admin\"), max_message_size (overrides signalr.max_message_size),
 # protocols (default [\"json\", \"messagepack\"]) and
 # methods, a table binding each method name (case-insensitive) to a built-in action: echo,
 # caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
@@ -885,11 +916,9 @@ impl Merged {
                 None => HubAuth::Anonymous,
                 Some(_) => self.get(&join(&key, "auth"), |v| match string(v)?.as_str() {
                     "anonymous" => Ok(HubAuth::Anonymous),
-                    "virtual-key" | "admin" => Err(
-                        "virtual-key and admin authentication are not available yet; use \"anonymous\""
-                            .to_owned(),
-                    ),
-                    _ => Err("expected \"anonymous\"".to_owned()),
+                    "virtual-key" => Ok(HubAuth::VirtualKey),
+                    "admin" => Ok(HubAuth::Admin),
+                    _ => Err("expected \"anonymous\", \"virtual-key\" or \"admin\"".to_owned()),
                 })?,
             };
             let max_message_size = match fields.get("max_message_size") {
@@ -1244,6 +1273,32 @@ impl Config {
                     } else {
                         Ok(n)
                     }
+                })?,
+            },
+            auth: AuthConfig {
+                key_file: m.get("auth.key_file", |v| {
+                    let path = string(v)?;
+                    if path.trim().is_empty() {
+                        Err("must not be empty".to_owned())
+                    } else {
+                        Ok(PathBuf::from(path))
+                    }
+                })?,
+                admin_key_hashes: m.get("auth.admin_key_hashes", |v| {
+                    let items = v
+                        .as_array()
+                        .ok_or_else(|| expected("an array of SHA-256 hex strings", v))?;
+                    items
+                        .iter()
+                        .map(|item| {
+                            let hash = string(item)?.to_ascii_lowercase();
+                            if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                                Ok(hash)
+                            } else {
+                                Err("each entry must be 64 hex digits (a SHA-256)".to_owned())
+                            }
+                        })
+                        .collect()
                 })?,
             },
             cors: CorsConfig {
@@ -1771,7 +1826,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 40);
+        assert_eq!(keys.len(), 42);
         for key in keys {
             let comment = comment_above
                 .get(&key)
@@ -1858,9 +1913,9 @@ mod tests {
         let (key, _, _) = invalid("[hubs.chat]\npath = \"/c\"\n");
         assert_eq!(key, "hubs.chat.methods");
         let (key, _, reason) =
-            invalid("[hubs.chat]\npath = \"/c\"\nauth = \"virtual-key\"\nmethods = {}\n");
+            invalid("[hubs.chat]\npath = \"/c\"\nauth = \"root\"\nmethods = {}\n");
         assert_eq!(key, "hubs.chat.auth");
-        assert!(reason.contains("not available yet"), "{reason}");
+        assert!(reason.contains("virtual-key"), "{reason}");
         let (key, _, reason) = invalid(
             "[hubs.a]\npath = \"/c\"\nmethods = {}\n[hubs.b]\npath = \"/c\"\nmethods = {}\n",
         );

@@ -49,8 +49,11 @@
 //! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
 //!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]) and SignalR
 //!   ([`protocol::signalr`]).
+//! - [`auth`]: keys: where a request's key is read from ([`auth::token`]) and the virtual-key
+//!   store ([`auth::keys`]).
 //! - [`sys`]: the one module allowed `unsafe`.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;

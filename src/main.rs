@@ -38,6 +38,33 @@ struct Cli {
     /// Print every config key with its default and a comment, then exit.
     #[arg(long)]
     print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Operator commands besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manage the virtual keys in the file store (`auth.key_file`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `ringhub keys …`
+#[derive(Debug, clap::Subcommand)]
+enum KeysCommand {
+    /// Create a virtual key, store its hash, and print the key once.
+    Add {
+        /// A name for the key (shown in logs instead of the key).
+        #[arg(long)]
+        name: String,
+        /// Mark it an admin virtual key (Conduit's `isAdmin` metadata).
+        #[arg(long)]
+        admin: bool,
+        /// Expire it after this long, e.g. 30d or 12h (never, if omitted).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<humantime::Duration>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +80,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Keys(KeysCommand::Add {
+        name,
+        admin,
+        expires_in,
+    })) = &cli.command
+    {
+        let expires_at = expires_in.map(|d| ringhub::hub::access::unix_now() + d.as_secs());
+        return match ringhub::auth::keys::add_key(&config.auth.key_file, name, *admin, expires_at) {
+            Ok((key, record)) => {
+                println!("{key}");
+                eprintln!(
+                    "ringhub: added key {} ('{}') to {}; it is shown only once",
+                    record.id,
+                    record.name,
+                    config.auth.key_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ringhub: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.check_config {
         if let Err(error) = ringhub::hub::definitions(&config) {
             eprintln!("ringhub: {error}");

@@ -13,6 +13,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::auth::keys::KeyStore;
 use crate::config::{Config, DriverKind};
 use crate::hub::HubDefinition;
 use crate::shard::inbox::{Inbox, Peers};
@@ -44,6 +45,9 @@ pub enum ServerError {
     /// A shard failed.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// The key store could not be read.
+    #[error("{0}")]
+    Keys(#[from] crate::auth::AuthError),
     /// A configured hub is invalid.
     #[error(transparent)]
     Hubs(#[from] crate::hub::HubConfigError),
@@ -122,6 +126,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         }
     }
     let hubs: Arc<[HubDefinition]> = crate::hub::definitions(&config)?.into();
+    let keys = Arc::new(KeyStore::load(&config.auth.key_file)?);
     let driver = choose_driver(&config)?;
     let workers = config.workers.get();
     let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {
@@ -145,6 +150,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let peers = peers.clone();
         let hubs = Arc::clone(&hubs);
+        let keys = Arc::clone(&keys);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -165,7 +171,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                 config,
                 driver,
                 listener,
-                (peers, inbox, hubs),
+                (peers, inbox, hubs, keys),
                 stop_rx,
                 ready,
             )
@@ -249,7 +255,7 @@ fn run_shard(
     config: Arc<Config>,
     driver: ActiveDriver,
     listener: std::net::TcpListener,
-    (peers, inbox, hubs): (Peers, Inbox, Arc<[HubDefinition]>),
+    (peers, inbox, hubs, keys): (Peers, Inbox, Arc<[HubDefinition]>, Arc<KeyStore>),
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), ShardError>>,
 ) -> Result<(), ShardError> {
@@ -264,6 +270,7 @@ fn run_shard(
         driver,
         peers,
         &hubs,
+        keys,
     ));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {

@@ -255,3 +255,40 @@ fn flags_beat_environment_and_bad_values_are_explained() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn keys_add_prints_a_key_once_and_stores_only_its_hash() {
+    let dir = std::env::temp_dir().join(format!("ringhub-cli-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.json");
+    let add = |name: &str| {
+        Command::new(BIN)
+            .args([
+                "--set",
+                &format!("auth.key_file={}", file.display()),
+                "keys",
+                "add",
+                "--name",
+                name,
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = add("first");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let key = String::from_utf8(first.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("condt_") && key.len() == 38, "{key}");
+    let second = add("second");
+    assert!(second.status.success());
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(&key), "the raw key must never be stored");
+    assert!(stored.contains(&ringhub::auth::keys::hash_key(&key)));
+    let records: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(records["keys"].as_array().unwrap().len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

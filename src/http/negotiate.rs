@@ -6,6 +6,7 @@
 
 use crate::http::cors;
 use crate::hub::HubDefinition;
+use crate::hub::access::{admit, unix_now};
 use crate::hub::identity::{new_connection_id, new_connection_token};
 use crate::protocol::http::{Method, RequestHead, Response};
 use crate::protocol::query::Query;
@@ -22,9 +23,20 @@ pub fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> R
     if head.method != Method::Post {
         return Response::json(405, r#"{"error":"method not allowed"}"#).header("allow", "POST");
     }
-    let response = match NegotiateRequest::from_query(&Query::new(head.query())) {
-        Err(error) => Response::json(200, error_document(&error.to_string())),
-        Ok(request) => negotiate(hub, request, ctx),
+    let admitted = admit(
+        hub.auth,
+        head,
+        &ctx.keys,
+        &ctx.config.auth.admin_key_hashes,
+        unix_now(),
+    );
+    let response = match (
+        admitted,
+        NegotiateRequest::from_query(&Query::new(head.query())),
+    ) {
+        (Err(error), _) => Response::json(error.status(), error_document(&error.to_string())),
+        (Ok(_), Err(error)) => Response::json(200, error_document(&error.to_string())),
+        (Ok(_), Ok(request)) => negotiate(hub, request, ctx),
     };
     cors::allow(
         response.header("cache-control", "no-store"),

@@ -88,16 +88,17 @@ pub fn publish(ctx: &ShardContext, hub: &str, target: Target, message: Arc<Prepa
 
 /// Delivers an envelope to the recipients on this shard.
 pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
+    let now = ctx.timers.now();
     match &envelope.target {
         Target::All => {
             for slot in ctx.sessions.of_hub(&envelope.hub) {
-                slot.deliver(&envelope.message);
+                slot.deliver(&envelope.message, now);
             }
         }
         Target::Group(group) => {
             for key in ctx.groups.members(&envelope.hub, group) {
                 if let Some(slot) = ctx.sessions.get(key) {
-                    slot.deliver(&envelope.message);
+                    slot.deliver(&envelope.message, now);
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! Hubs are declarative: a path plus a table of method names, each bound to a built-in
 //! [`Action`]. Method names match case-insensitively, as in ASP.NET Core.
 
+pub mod access;
 pub mod actions;
 pub mod broadcast;
 pub mod endpoint;
@@ -14,7 +15,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::config::Config;
+use crate::config::{Config, HubAuth};
 use crate::protocol::signalr::HubProtocol;
 
 /// What a hub method does: one of the built-in behaviours.
@@ -144,6 +145,8 @@ pub struct HubDefinition {
     pub max_message_size: Option<usize>,
     /// Protocols the handshake may choose.
     pub protocols: Vec<HubProtocol>,
+    /// Who may connect.
+    pub auth: HubAuth,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -183,6 +186,7 @@ impl HubDefinition {
             path: path.to_owned(),
             max_message_size: None,
             protocols: HubProtocol::ALL.to_vec(),
+            auth: HubAuth::Anonymous,
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -275,6 +279,7 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         }
         let mut definition = HubDefinition::new(&hub.name, &hub.path, &methods);
         definition.max_message_size = hub.max_message_size;
+        definition.auth = hub.auth;
         definition.protocols = hub
             .protocols
             .iter()

@@ -236,8 +236,8 @@ impl Session {
 
     /// Queues a message delivered by someone else; written at the connection's next wake.
     ///
-    /// `stalled` says the connection is in the middle of a write its peer has not taken yet: a
-    /// queue over `max_outbound` then marks a slow consumer. A connection that is merely busy
+    /// `stalled` says the connection's write has waited for its peer for a while: a queue over
+    /// `max_outbound` then marks a slow consumer. A connection that is merely busy
     /// elsewhere on its shard drains its queue at its next turn, however long it grew.
     pub fn enqueue(&mut self, message: Arc<PreparedMessage>, stalled: bool) {
         if self.overflowed {

@@ -128,19 +128,25 @@ pub struct ConnectionHandle {
     pub signal: ConnectionSignal,
     /// The earliest timer entry this connection has pending, if any.
     armed: Cell<Option<Instant>>,
-    /// A write to the socket is in progress (the peer has not taken everything yet).
-    writing: Cell<bool>,
+    /// When the write in progress started (the peer has not taken everything yet).
+    writing_since: Cell<Option<Instant>>,
 }
 
+/// A write in progress this long means the peer is not keeping up (a healthy peer's writes
+/// complete within milliseconds).
+pub const STALL_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl ConnectionHandle {
-    /// Records whether a write is in progress.
-    pub fn set_writing(&self, writing: bool) {
-        self.writing.set(writing);
+    /// Records that a write started at `now` (`None`: it finished).
+    pub fn set_writing(&self, since: Option<Instant>) {
+        self.writing_since.set(since);
     }
 
-    /// Whether a write is in progress: messages queued now wait for a slow peer.
-    pub fn is_writing(&self) -> bool {
-        self.writing.get()
+    /// Whether a write has been waiting for the peer for at least [`STALL_GRACE`] at `now`.
+    pub fn is_stalled(&self, now: Instant) -> bool {
+        self.writing_since
+            .get()
+            .is_some_and(|since| now.saturating_duration_since(since) >= STALL_GRACE)
     }
 
     /// Makes sure a [`Signal::Timer`] arrives at `at` or earlier. Cheap when an entry at or
@@ -174,7 +180,7 @@ impl ConnectionRegistry {
             serial,
             signal: ConnectionSignal::default(),
             armed: Cell::new(None),
-            writing: Cell::new(false),
+            writing_since: Cell::new(None),
         });
         entry.insert(Rc::clone(&handle));
         handle

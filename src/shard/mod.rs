@@ -20,6 +20,7 @@ use futures_channel::oneshot;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::auth::keys::KeyStore;
 use crate::config::Config;
 use crate::hub::{HubDefinition, Hubs};
 use crate::transport::connection;
@@ -102,6 +103,8 @@ pub struct ShardContext {
     pub negotiations: Negotiations,
     /// SignalR sessions living on this shard.
     pub sessions: Sessions,
+    /// Virtual keys (read-only, shared by every shard).
+    pub keys: Arc<KeyStore>,
     /// Their group memberships.
     pub groups: GroupTable,
     /// The other shards' inboxes.
@@ -116,12 +119,14 @@ impl ShardContext {
         driver: ActiveDriver,
         peers: Peers,
         hubs: &[HubDefinition],
+        keys: Arc<KeyStore>,
     ) -> Self {
         let max_connections = config.shard_max_connections();
         Self {
             hubs: Hubs::new(hubs),
             negotiations: Negotiations::default(),
             sessions: Sessions::default(),
+            keys,
             groups: GroupTable::default(),
             peers,
             id,

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use quanta::Instant;
 use slab::Slab;
 
 use super::connections::{ConnectionHandle, Signal};
@@ -45,13 +46,14 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
-    /// Queues a message for the session and wakes its connection.
-    pub fn deliver(&self, message: &Arc<PreparedMessage>) {
+    /// Queues a message for the session and wakes its connection (`now` tells whether its
+    /// connection's write has stalled).
+    pub fn deliver(&self, message: &Arc<PreparedMessage>, now: Instant) {
         if self.removed.get() {
             return;
         }
         let attached = self.attached.borrow();
-        let stalled = attached.as_ref().is_some_and(|c| c.is_writing());
+        let stalled = attached.as_ref().is_some_and(|c| c.is_stalled(now));
         self.session
             .borrow_mut()
             .enqueue(Arc::clone(message), stalled);

@@ -24,8 +24,10 @@ use super::ConnectionEnd;
 use super::deadline::within;
 use super::read_buffer::ReadBuffer;
 use super::websocket::{self, WebSocketLimits};
+use crate::auth::Principal;
 use crate::http::{self, Route};
-use crate::hub::endpoint::{HubEndpoint, end_session};
+use crate::hub::access::{Caller, admit, unix_now};
+use crate::hub::endpoint::{HubEndpoint, end_session, join_group};
 use crate::hub::identity::{home_shard, new_connection_id};
 use crate::hub::session::{Session, SessionOptions};
 use crate::hub::{Action, HubDefinition};
@@ -94,6 +96,7 @@ enum SessionStart {
         connection_id: String,
         stateful: bool,
         request_headers: Vec<(String, String)>,
+        caller: Caller,
     },
     /// Stateful reconnect: the session that was waiting for this socket.
     Resume(SessionKey),
@@ -322,6 +325,19 @@ async fn upgrade_hub(
     ctx: &ShardContext,
     connection: &ConnectionHandle,
 ) -> HttpEnd {
+    let caller = match admit(
+        hub.auth,
+        head,
+        &ctx.keys,
+        &ctx.config.auth.admin_key_hashes,
+        unix_now(),
+    ) {
+        Ok(caller) => caller,
+        Err(error) => {
+            let reason = error.to_string();
+            return refuse(stream, ctx, connection, error.status(), &reason).await;
+        }
+    };
     let query = Query::new(head.query());
     // As ASP.NET: the connection is looked up before the transport request is examined.
     if let Some(token) = query.get("id") {
@@ -369,6 +385,7 @@ async fn upgrade_hub(
                     connection_id,
                     stateful: false,
                     request_headers,
+                    caller,
                 },
                 None,
             ),
@@ -383,6 +400,7 @@ async fn upgrade_hub(
                     connection_id,
                     stateful,
                     request_headers,
+                    caller,
                 },
                 Some(token.into_owned()),
             ),
@@ -442,6 +460,7 @@ async fn run_hub(
             connection_id,
             stateful,
             request_headers,
+            caller,
         } => {
             let mut options = SessionOptions::from_config(&ctx.config.signalr);
             options.stateful_negotiated = stateful;
@@ -455,8 +474,14 @@ async fn run_hub(
                 options,
                 now,
             );
-            ctx.sessions
-                .insert(Rc::clone(&upgrade.hub), Box::new(session))
+            let slot = ctx
+                .sessions
+                .insert(Rc::clone(&upgrade.hub), Box::new(session));
+            // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
+            if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
+                join_group(ctx, &slot, format!("vkey-{id}"));
+            }
+            slot
         }
         SessionStart::Resume(key) => match ctx.sessions.get(key) {
             Some(slot) => {
@@ -711,6 +736,7 @@ mod tests {
                 ActiveDriver::Legacy,
                 crate::shard::inbox::Peers::create(1).0,
                 &[],
+                Arc::new(crate::auth::keys::KeyStore::empty()),
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());

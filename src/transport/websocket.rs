@@ -387,9 +387,9 @@ async fn flush(
     let deadline = timers.now() + limits.send_timeout;
     // Boxed: a write in progress is transient, and its state would otherwise enlarge every
     // idle connection's task by the size of the write future.
-    connection.set_writing(true);
+    connection.set_writing(Some(timers.now()));
     let written = Box::pin(within(outbox.flush(stream), deadline, connection, timers)).await;
-    connection.set_writing(false);
+    connection.set_writing(None);
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(ConnectionEnd::Io(error)),
