@@ -732,7 +732,8 @@ const HUBS_EXAMPLE: &str = "
 # protocols (default [\"json\", \"messagepack\"]) and
 # methods, a table binding each method name (case-insensitive) to a built-in action: echo,
 # caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
-# request-header, invoke-caller.
+# request-header, invoke-caller, join-group, leave-group, send-to-group, send-to-all; group
+# actions may name a template for the group with {0} for the argument (join-group:image-{0}).
 # [hubs.chat]
 # path = \"/hubs/chat\"
 # auth = \"anonymous\"

@@ -30,6 +30,18 @@ on_both_drivers! {
                 methods: vec![("Shout".into(), "echo".into())],
                 protocols: vec!["json".into(), "messagepack".into()],
             });
+            c.hubs.push(ringhub::config::HubConfig {
+                name: "tasks".into(),
+                path: "/hubs/tasks".into(),
+                auth: ringhub::config::HubAuth::Anonymous,
+                max_message_size: None,
+                methods: vec![
+                    ("SubscribeToTask".into(), "join-group:image-{0}".into()),
+                    ("UnsubscribeFromTask".into(), "leave-group:image-{0}".into()),
+                    ("Notify".into(), "send-to-group:image-{0}".into()),
+                ],
+                protocols: vec!["json".into(), "messagepack".into()],
+            });
             for only in ["json", "messagepack"] {
                 c.hubs.push(ringhub::config::HubConfig {
                     name: format!("only-{only}"),

@@ -151,9 +151,14 @@ pub fn event(target: &str, arguments: Vec<Payload>) -> HubMessage {
 pub fn invoke(
     action: Action,
     method_name: &str,
+    group_template: Option<&str>,
     invocation: Invocation,
     caller: &mut Caller<'_>,
 ) -> Result<Outcome, BindError> {
+    let group = |arg: String| match group_template {
+        Some(template) => template.replace("{0}", &arg),
+        None => arg,
+    };
     let params = action.params();
     let expected = params.iter().filter(|p| **p != Param::Upload).count();
     let expected_streams = params.len() - expected;
@@ -214,17 +219,17 @@ pub fn invoke(
                 })?,
         },
         Action::JoinGroup => {
-            let group = string_arg(&mut args)?;
+            let group = group(string_arg(&mut args)?);
             caller.effects.push(Effect::JoinGroup(group));
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::LeaveGroup => {
-            let group = string_arg(&mut args)?;
+            let group = group(string_arg(&mut args)?);
             caller.effects.push(Effect::LeaveGroup(group));
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::SendToGroup => {
-            let group = string_arg(&mut args)?;
+            let group = group(string_arg(&mut args)?);
             let message = args.next().ok_or(BindError::Type)?;
             caller.effects.push(Effect::Publish {
                 target: Target::Group(group),
@@ -317,7 +322,7 @@ mod tests {
             arguments,
             stream_ids,
         };
-        let result = invoke(action, "M", invocation, &mut caller);
+        let result = invoke(action, "M", None, invocation, &mut caller);
         (result, outgoing)
     }
 

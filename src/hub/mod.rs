@@ -132,6 +132,9 @@ pub struct Method {
     pub name: String,
     /// What it does.
     pub action: Action,
+    /// For the group actions: how the group name is made from the first argument, with `{0}`
+    /// standing for it (e.g. `image-{0}` for a task id); `None` means the argument itself.
+    pub group_template: Option<String>,
 }
 
 /// A hub: a path and its methods.
@@ -166,6 +169,16 @@ pub enum HubConfigError {
         /// The actions that exist.
         known: String,
     },
+    /// A group template without the `{0}` placeholder.
+    #[error(
+        "hubs.{hub}.methods.{method}: a group template must contain {{0}}, e.g. \"join-group:image-{{0}}\""
+    )]
+    BadTemplate {
+        /// The hub's table name.
+        hub: String,
+        /// The method.
+        method: String,
+    },
     /// Two hubs (a configured one and a built-in one) share a path.
     #[error("hubs.{hub}.path: '{path}' is already served by {other}")]
     PathTaken {
@@ -195,6 +208,7 @@ impl HubDefinition {
                         Method {
                             name: (*n).to_owned(),
                             action: *a,
+                            group_template: None,
                         },
                     )
                 })
@@ -266,8 +280,21 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             });
         }
         let mut methods = Vec::with_capacity(hub.methods.len());
+        let mut templates = Vec::new();
         for (method, action_name) in &hub.methods {
-            let Some(action) = Action::from_name(action_name) else {
+            // `join-group:image-{0}`: a group action with a template for the group name.
+            let (base, template) = match action_name.split_once(':') {
+                Some((base, template)) => (base, Some(template)),
+                None => (action_name.as_str(), None),
+            };
+            let action = Action::from_name(base).filter(|action| {
+                template.is_none()
+                    || matches!(
+                        action,
+                        Action::JoinGroup | Action::LeaveGroup | Action::SendToGroup
+                    )
+            });
+            let Some(action) = action else {
                 return Err(HubConfigError::UnknownAction {
                     hub: hub.name.clone(),
                     method: method.clone(),
@@ -275,9 +302,23 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
                     known: Action::NAMES.map(|(n, _)| n).join(", "),
                 });
             };
+            if let Some(template) = template {
+                if !template.contains("{0}") {
+                    return Err(HubConfigError::BadTemplate {
+                        hub: hub.name.clone(),
+                        method: method.clone(),
+                    });
+                }
+                templates.push((method.to_lowercase(), template.to_owned()));
+            }
             methods.push((method.as_str(), action));
         }
         let mut definition = HubDefinition::new(&hub.name, &hub.path, &methods);
+        for (method, template) in templates {
+            if let Some(entry) = definition.methods.get_mut(&method) {
+                entry.group_template = Some(template);
+            }
+        }
         definition.max_message_size = hub.max_message_size;
         definition.auth = hub.auth;
         definition.protocols = hub
@@ -337,6 +378,29 @@ mod tests {
             hubs[0].method("WHO").map(|m| m.action),
             Some(Action::CallerConnectionId)
         );
+    }
+
+    #[test]
+    fn group_actions_take_a_name_template() {
+        let config = Config::from_toml_str(
+            "[hubs.img]\npath = \"/i\"\nmethods = { SubscribeToTask = \"join-group:image-{0}\" }\n",
+            "t",
+        )
+        .unwrap();
+        let hubs = definitions(&config).unwrap();
+        let method = hubs[0].method("subscribetotask").unwrap();
+        assert_eq!(
+            (method.action, method.group_template.as_deref()),
+            (Action::JoinGroup, Some("image-{0}"))
+        );
+        for bad in ["echo:x-{0}", "join-group:no-placeholder"] {
+            let config = Config::from_toml_str(
+                &format!("[hubs.img]\npath = \"/i\"\nmethods = {{ M = \"{bad}\" }}\n"),
+                "t",
+            )
+            .unwrap();
+            assert!(definitions(&config).is_err(), "{bad}");
+        }
     }
 
     #[test]

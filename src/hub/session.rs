@@ -534,7 +534,14 @@ impl Session {
             outgoing: &mut self.outgoing,
             effects: &mut self.effects,
         };
-        match actions::invoke(method.action, &method.name, invocation, &mut caller) {
+        let template = method.group_template.as_deref();
+        match actions::invoke(
+            method.action,
+            &method.name,
+            template,
+            invocation,
+            &mut caller,
+        ) {
             Err(error) => {
                 if let Some(id) = id {
                     let text = self.bind_error_text(&target, &error);

@@ -465,3 +465,34 @@ test("a stateful member misses nothing sent to its group while its socket was do
   await sender.connection.stop();
   await listener.connection.stop();
 });
+
+test("task subscriptions are groups named from a template: events reach only the task's subscribers", async () => {
+  const connect = async (protocol) => {
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${base}/hubs/tasks`, { transport: signalR.HttpTransportType.WebSockets })
+      .withHubProtocol(protocols[protocol]())
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    const received = [];
+    connection.on("Send", (m) => received.push(m));
+    await connection.start();
+    return { connection, received };
+  };
+  const one = await connect("json");
+  const two = await connect("messagepack");
+  const sender = await connect("json");
+  await one.connection.invoke("SubscribeToTask", "task-1");
+  await two.connection.invoke("SubscribeToTask", "task-2");
+  await sender.connection.invoke("Notify", "task-1", { percentage: 50 });
+  await sender.connection.invoke("Notify", "task-2", { percentage: 75 });
+  await settle(() => one.received.length === 1 && two.received.length === 1);
+  assert.deepEqual(one.received, [{ percentage: 50 }]);
+  assert.deepEqual(two.received, [{ percentage: 75 }]);
+  await one.connection.invoke("UnsubscribeFromTask", "task-1");
+  await sender.connection.invoke("Notify", "task-1", { percentage: 100 });
+  await sender.connection.invoke("Notify", "task-2", { percentage: 100 });
+  await settle(() => two.received.length === 2);
+  assert.deepEqual(one.received, [{ percentage: 50 }], "unsubscribed");
+  assert.deepEqual(sender.received, []);
+  await Promise.all([one, two, sender].map((c) => c.connection.stop()));
+});
