@@ -394,6 +394,8 @@ pub struct HubConfig {
     /// Hub protocols the hub accepts in the handshake (`"json"`, `"messagepack"`); both by
     /// default, as ASP.NET's `SupportedProtocols` when both are registered.
     pub protocols: Vec<String>,
+    /// Groups every connection joins when it connects (e.g. `["admin"]`); none by default.
+    pub join_on_connect: Vec<String>,
 }
 
 /// Who may connect to a hub.
@@ -729,7 +731,8 @@ pub fn default_config_toml() -> String {
 const HUBS_EXAMPLE: &str = "
 # Hubs: one [hubs.NAME] table each (none by default besides the built-in ones). Keys: path
 # (required), auth (\"anonymous\", \"virtual-key\" or \"admin\"), max_message_size (overrides signalr.max_message_size),
-# protocols (default [\"json\", \"messagepack\"]) and
+# protocols (default [\"json\", \"messagepack\"]), join_on_connect (groups every connection
+# joins, e.g. [\"admin\"]) and
 # methods, a table binding each method name (case-insensitive) to a built-in action: echo,
 # caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
 # request-header, invoke-caller, join-group, leave-group, send-to-group, send-to-all; group
@@ -958,6 +961,19 @@ impl Merged {
                     Ok(names)
                 })?,
             };
+            let join_on_connect = match fields.get("join_on_connect") {
+                None => Vec::new(),
+                Some(_) => self.get(&join(&key, "join_on_connect"), |v| {
+                    let items = v
+                        .as_array()
+                        .ok_or_else(|| expected("an array of group names", v))?;
+                    let names = items.iter().map(string).collect::<Result<Vec<_>, _>>()?;
+                    if names.iter().any(|n| n.is_empty()) {
+                        return Err("group names must not be empty".into());
+                    }
+                    Ok(names)
+                })?,
+            };
             out.push(HubConfig {
                 name: name.clone(),
                 path,
@@ -965,6 +981,7 @@ impl Merged {
                 max_message_size,
                 methods,
                 protocols,
+                join_on_connect,
             });
         }
         Ok(out)
@@ -990,7 +1007,14 @@ impl Merged {
 }
 
 /// The keys a `[hubs.NAME]` table may have.
-const HUB_KEYS: [&str; 5] = ["path", "auth", "max_message_size", "methods", "protocols"];
+const HUB_KEYS: [&str; 6] = [
+    "path",
+    "auth",
+    "max_message_size",
+    "methods",
+    "protocols",
+    "join_on_connect",
+];
 
 /// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
 fn check_hub_keys(value: &Value, origin: &str) -> Result<(), ConfigError> {
@@ -1886,6 +1910,7 @@ mod tests {
                     ("Who".into(), "caller-connection-id".into())
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
+                join_on_connect: Vec::new(),
             }]
         );
         assert!(Config::default().hubs.is_empty());

@@ -37,6 +37,11 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
             ("SendToGroup".into(), "send-to-group".into()),
         ],
         protocols: vec!["json".into(), "messagepack".into()],
+        join_on_connect: if auth == HubAuth::Admin {
+            vec!["admin".into()]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -153,7 +158,14 @@ on_both_drivers! {
         assert_eq!((refused.status, refused.body_str()), (403, "{\"error\":\"this hub requires an admin key\"}"));
         assert_eq!(upgrade(server.addr, &format!("/hubs/admin?access_token={key}")).0, 403);
         assert_eq!(negotiate(server.addr, "admin", &format!("Authorization: Bearer {ADMIN_KEY}\r\n")).status, 200);
-        joined(server.addr, "admin", ADMIN_KEY);
+        // Every admin connection is in the hub's `admin` group (join_on_connect).
+        let mut first = joined(server.addr, "admin", ADMIN_KEY);
+        let mut second = joined(server.addr, "admin", ADMIN_KEY);
+        first.send(1, b"{\"type\":1,\"target\":\"SendToGroup\",\"arguments\":[\"admin\",\"to admins\"]}\x1e");
+        for ws in [&mut first, &mut second] {
+            let frame = String::from_utf8_lossy(&ws.read_frame().payload).into_owned();
+            assert!(frame.contains("to admins"), "{frame}");
+        }
         // An admin key is accepted wherever a virtual key is.
         joined(server.addr, "secure", ADMIN_KEY);
     }

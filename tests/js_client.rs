@@ -29,6 +29,7 @@ on_both_drivers! {
                 max_message_size: Some(1024),
                 methods: vec![("Shout".into(), "echo".into())],
                 protocols: vec!["json".into(), "messagepack".into()],
+                join_on_connect: Vec::new(),
             });
             c.hubs.push(ringhub::config::HubConfig {
                 name: "tasks".into(),
@@ -41,6 +42,7 @@ on_both_drivers! {
                     ("Notify".into(), "send-to-group:image-{0}".into()),
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
+                join_on_connect: Vec::new(),
             });
             for only in ["json", "messagepack"] {
                 c.hubs.push(ringhub::config::HubConfig {
@@ -50,6 +52,7 @@ on_both_drivers! {
                     max_message_size: None,
                     methods: vec![("Echo".into(), "echo".into())],
                     protocols: vec![only.into()],
+                    join_on_connect: Vec::new(),
                 });
             }
         });

@@ -150,6 +150,8 @@ pub struct HubDefinition {
     pub protocols: Vec<HubProtocol>,
     /// Who may connect.
     pub auth: HubAuth,
+    /// Groups every connection joins when it connects.
+    pub join_on_connect: Vec<String>,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -200,6 +202,7 @@ impl HubDefinition {
             max_message_size: None,
             protocols: HubProtocol::ALL.to_vec(),
             auth: HubAuth::Anonymous,
+            join_on_connect: Vec::new(),
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -321,6 +324,7 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         }
         definition.max_message_size = hub.max_message_size;
         definition.auth = hub.auth;
+        definition.join_on_connect = hub.join_on_connect.clone();
         definition.protocols = hub
             .protocols
             .iter()

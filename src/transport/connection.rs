@@ -481,6 +481,9 @@ async fn run_hub(
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
                 join_group(ctx, &slot, format!("vkey-{id}"));
             }
+            for group in &upgrade.hub.join_on_connect {
+                join_group(ctx, &slot, group.clone());
+            }
             slot
         }
         SessionStart::Resume(key) => match ctx.sessions.get(key) {
