@@ -227,6 +227,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// The Diagnostics hub (operators and conformance tests).
     pub diagnostics: DiagnosticsConfig,
+    /// The built-in hub set of the product document (Conduit's seed).
+    pub seed: SeedConfig,
     /// Hubs declared in `[hubs.NAME]` tables, in name order.
     pub hubs: Vec<HubConfig>,
     /// Who may connect to hubs that require a key.
@@ -377,6 +379,14 @@ pub struct DiagnosticsConfig {
     pub path: String,
 }
 
+/// The built-in seed hub set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedConfig {
+    /// Serve the seed's hubs; default `true`. A `[hubs.NAME]` table with the same path replaces
+    /// the built-in definition of that hub.
+    pub enabled: bool,
+}
+
 /// A hub declared in configuration: `[hubs.NAME]` with a path, an auth mode, an optional message
 /// limit and a table of methods, each bound to a built-in action by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -464,6 +474,7 @@ struct RawConfig {
     auth: RawAuth,
     cors: RawCors,
     diagnostics: RawDiagnostics,
+    seed: RawSeed,
     shutdown: RawShutdown,
     log: RawLog,
 }
@@ -494,6 +505,11 @@ struct RawAuth {
 #[derive(Serialize)]
 struct RawCors {
     allowed_origins: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawSeed {
+    enabled: bool,
 }
 
 #[derive(Serialize)]
@@ -612,6 +628,7 @@ impl Default for RawConfig {
                 enabled: false,
                 path: "/hubs/diagnostics",
             },
+            seed: RawSeed { enabled: true },
             shutdown: RawShutdown { deadline: "10s" },
             log: RawLog {
                 level: "info",
@@ -671,6 +688,8 @@ cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.examp
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
 diagnostics.enabled|Serve the Diagnostics hub.
 diagnostics.path|Path of the Diagnostics hub.
+seed|The built-in hub set of the product document (see the README).
+seed.enabled|Serve the seed hubs; a [hubs.NAME] table with the same path replaces one.
 shutdown|Graceful shutdown.
 shutdown.deadline|A graceful stop must finish within this; then connections are dropped.
 log|Logging.
@@ -1345,6 +1364,9 @@ impl Config {
                     }
                 })?,
             },
+            seed: SeedConfig {
+                enabled: m.get("seed.enabled", boolean)?,
+            },
             hubs: m.hubs()?,
             shutdown: ShutdownConfig {
                 deadline: m.get("shutdown.deadline", duration)?,
@@ -1851,7 +1873,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 42);
+        assert_eq!(keys.len(), 43);
         for key in keys {
             let comment = comment_above
                 .get(&key)

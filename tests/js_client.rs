@@ -16,7 +16,15 @@ on_both_drivers! {
             js.join("node_modules/@microsoft/signalr").is_dir(),
             "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
         );
+        let keys = std::env::temp_dir().join(format!("ringhub-js-keys-{}-{driver:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&keys);
+        std::fs::create_dir_all(&keys).unwrap();
+        let key_file = keys.join("keys.json");
+        let (virtual_key, _) = ringhub::auth::keys::add_key(&key_file, "js", false, None).unwrap();
+        let admin_key = "js-suite-admin-key";
         let server = TestServer::start(driver, |c| {
+            c.auth.key_file = key_file.clone();
+            c.auth.admin_key_hashes = vec![ringhub::auth::keys::hash_key(admin_key)];
             c.workers = std::num::NonZeroUsize::new(2).unwrap();
             c.diagnostics.enabled = true;
             // The suites burst hundreds of calls; the rate limit has its own test.
@@ -61,6 +69,8 @@ on_both_drivers! {
             .arg(js.join("diagnostics.test.mjs"))
             .current_dir(&js)
             .env("HUB_BASE_URL", format!("http://{}", server.addr))
+            .env("HUB_VIRTUAL_KEY", &virtual_key)
+            .env("HUB_ADMIN_KEY", admin_key)
             .output()
             .expect("node runs");
         let stdout = String::from_utf8_lossy(&output.stdout);

@@ -10,6 +10,7 @@ pub mod actions;
 pub mod broadcast;
 pub mod endpoint;
 pub mod identity;
+pub mod seed;
 pub mod session;
 
 use std::collections::HashMap;
@@ -261,11 +262,21 @@ impl HubDefinition {
 /// # Errors
 /// [`HubConfigError`] for an unknown action or a path served twice.
 pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError> {
-    let mut out = Vec::new();
+    let mut out: Vec<HubDefinition> = Vec::new();
     if config.diagnostics.enabled {
         out.push(HubDefinition::diagnostics(&config.diagnostics.path));
     }
-    for hub in &config.hubs {
+    // The seed hubs first; a configured hub with the same path replaces one.
+    let seed = if config.seed.enabled {
+        seed::seed_hubs()
+    } else {
+        Vec::new()
+    };
+    let configured = seed
+        .iter()
+        .filter(|s| !config.hubs.iter().any(|h| h.path == s.path))
+        .chain(&config.hubs);
+    for hub in configured {
         let taken = if config.diagnostics.enabled && hub.path == config.diagnostics.path {
             Some("the Diagnostics hub")
         } else if config.echo.enabled && hub.path == config.echo.path {
@@ -373,9 +384,12 @@ mod tests {
             "test",
         )
         .unwrap();
-        let hubs = definitions(&config).unwrap();
+        let hubs: Vec<_> = definitions(&config)
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.path == "/hubs/chat")
+            .collect();
         assert_eq!(hubs.len(), 1);
-        assert_eq!(hubs[0].path, "/hubs/chat");
         assert_eq!(hubs[0].max_message_size, Some(4096));
         assert_eq!(hubs[0].method("say").map(|m| m.action), Some(Action::Echo));
         assert_eq!(
@@ -385,13 +399,59 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_hubs_are_served_by_default_and_a_configured_hub_replaces_one() {
+        let hubs = definitions(&Config::default()).unwrap();
+        let paths: Vec<_> = hubs.iter().map(|h| h.path.as_str()).collect();
+        for path in [
+            "/hubs/image-generation",
+            "/hubs/video-generation",
+            "/hubs/notifications",
+            "/hubs/admin",
+        ] {
+            assert!(paths.contains(&path), "{path} missing from {paths:?}");
+        }
+        let admin = hubs.iter().find(|h| h.path == "/hubs/admin").unwrap();
+        assert_eq!(
+            (admin.auth, admin.join_on_connect.as_slice()),
+            (HubAuth::Admin, &["admin".to_owned()][..])
+        );
+        let image = hubs
+            .iter()
+            .find(|h| h.path == "/hubs/image-generation")
+            .unwrap();
+        assert_eq!(
+            image
+                .method("subscribetotask")
+                .unwrap()
+                .group_template
+                .as_deref(),
+            Some("image-{0}")
+        );
+        let config = Config::from_toml_str(
+            "[hubs.mine]\npath = \"/hubs/admin\"\nmethods = { Echo = \"echo\" }\n",
+            "t",
+        )
+        .unwrap();
+        let hubs = definitions(&config).unwrap();
+        let admin: Vec<_> = hubs.iter().filter(|h| h.path == "/hubs/admin").collect();
+        assert_eq!(admin.len(), 1);
+        assert_eq!(admin[0].name, "mine");
+        let off = Config::from_toml_str("[seed]\nenabled = false\n", "t").unwrap();
+        assert!(definitions(&off).unwrap().is_empty());
+    }
+
+    #[test]
     fn group_actions_take_a_name_template() {
         let config = Config::from_toml_str(
             "[hubs.img]\npath = \"/i\"\nmethods = { SubscribeToTask = \"join-group:image-{0}\" }\n",
             "t",
         )
         .unwrap();
-        let hubs = definitions(&config).unwrap();
+        let hubs: Vec<_> = definitions(&config)
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.path == "/i")
+            .collect();
         let method = hubs[0].method("subscribetotask").unwrap();
         assert_eq!(
             (method.action, method.group_template.as_deref()),

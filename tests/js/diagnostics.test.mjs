@@ -496,3 +496,47 @@ test("task subscriptions are groups named from a template: events reach only the
   assert.deepEqual(sender.received, []);
   await Promise.all([one, two, sender].map((c) => c.connection.stop()));
 });
+
+// The seed hubs and their keys (tests/js_client.rs creates a virtual key and an admin key).
+const virtualKey = process.env.HUB_VIRTUAL_KEY;
+const adminKey = process.env.HUB_ADMIN_KEY;
+
+function seedConnection(protocol, path, key) {
+  return new signalR.HubConnectionBuilder()
+    .withUrl(`${base}${path}`, {
+      transport: signalR.HttpTransportType.WebSockets,
+      ...(key === undefined ? {} : { accessTokenFactory: () => key }),
+    })
+    .withHubProtocol(protocols[protocol]())
+    .configureLogging(signalR.LogLevel.None)
+    .build();
+}
+
+for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: seed hubs admit keys as configured (the auth matrix)`, async () => {
+    assert.ok(virtualKey && adminKey, "HUB_VIRTUAL_KEY and HUB_ADMIN_KEY must be set");
+    await assert.rejects(seedConnection(protocol, "/hubs/image-generation").start(), /401/);
+    await assert.rejects(
+      seedConnection(protocol, "/hubs/image-generation", "condt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").start(),
+      /401/,
+    );
+    await assert.rejects(seedConnection(protocol, "/hubs/admin", virtualKey).start(), /403/);
+    for (const [path, key] of [
+      ["/hubs/image-generation", virtualKey],
+      ["/hubs/video-generation", virtualKey],
+      ["/hubs/notifications", virtualKey],
+      ["/hubs/image-generation", adminKey],
+      ["/hubs/admin", adminKey],
+    ]) {
+      const connection = seedConnection(protocol, path, key);
+      await connection.start();
+      if (path === "/hubs/admin") {
+        await connection.invoke("SubscribeToVirtualKey", "1");
+      } else if (path !== "/hubs/notifications") {
+        await connection.invoke("SubscribeToTask", "task_0123");
+        await connection.invoke("UnsubscribeFromTask", "task_0123");
+      }
+      await connection.stop();
+    }
+  });
+}

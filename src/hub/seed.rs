@@ -1,0 +1,70 @@
+//! The built-in hub set of the product document (`seed-signalr-readme.md`, "Available Hubs"),
+//! written in the same declarative form operators use in `[hubs.NAME]`: a `[hubs.NAME]` table
+//! with the same path replaces a built-in hub, and `seed.enabled = false` removes them all.
+//!
+//! Served so far: ImageGeneration, VideoGeneration, Notifications and Admin. NavigationState,
+//! Health and ContentGeneration need actions that do not exist yet (per-key state, periodic
+//! snapshots, two-group subscriptions) and are not served.
+
+use crate::config::{HubAuth, HubConfig};
+
+fn hub(
+    name: &str,
+    path: &str,
+    auth: HubAuth,
+    methods: &[(&str, &str)],
+    join: &[&str],
+) -> HubConfig {
+    HubConfig {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        auth,
+        max_message_size: None,
+        methods: methods
+            .iter()
+            .map(|(m, a)| ((*m).to_owned(), (*a).to_owned()))
+            .collect(),
+        protocols: vec!["json".to_owned(), "messagepack".to_owned()],
+        join_on_connect: join.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+/// The seed hubs that can be served with today's actions.
+pub fn seed_hubs() -> Vec<HubConfig> {
+    vec![
+        hub(
+            "image-generation",
+            "/hubs/image-generation",
+            HubAuth::VirtualKey,
+            &[
+                ("SubscribeToTask", "join-group:image-{0}"),
+                ("UnsubscribeFromTask", "leave-group:image-{0}"),
+            ],
+            &[],
+        ),
+        hub(
+            "video-generation",
+            "/hubs/video-generation",
+            HubAuth::VirtualKey,
+            &[
+                ("SubscribeToTask", "join-group:video-{0}"),
+                ("UnsubscribeFromTask", "leave-group:video-{0}"),
+            ],
+            &[],
+        ),
+        hub(
+            "notifications",
+            "/hubs/notifications",
+            HubAuth::VirtualKey,
+            &[],
+            &[],
+        ),
+        hub(
+            "admin",
+            "/hubs/admin",
+            HubAuth::Admin,
+            &[("SubscribeToVirtualKey", "join-group:admin-vkey-{0}")],
+            &["admin"],
+        ),
+    ]
+}
