@@ -131,6 +131,8 @@ pub struct Caller<'a> {
     pub outgoing: &'a mut Vec<HubMessage>,
     /// Work for the shard (groups, publishing), applied after the invocation.
     pub effects: &'a mut Vec<Effect>,
+    /// The caller's virtual key id, when it connected with one.
+    pub key_id: Option<i64>,
 }
 
 /// A server-to-client invocation without an id (an event), e.g. `Message("hi")`.
@@ -237,6 +239,36 @@ pub fn invoke(
             });
             Outcome::Complete(CompletionOutcome::Void)
         }
+        Action::SubscribeContent => {
+            let task = string_arg(&mut args)?;
+            let kind = string_arg(&mut args)?;
+            if kind != "image" && kind != "video" {
+                return Ok(Outcome::Complete(CompletionOutcome::Error(format!(
+                    "An unexpected error occurred invoking '{method_name}' on the server. \
+                     HubException: Invalid content type '{kind}'. Expected 'image' or 'video'."
+                ))));
+            }
+            caller
+                .effects
+                .push(Effect::JoinGroup(format!("{kind}-{task}")));
+            caller
+                .effects
+                .push(Effect::JoinGroup(format!("content-{task}")));
+            Outcome::Complete(CompletionOutcome::Void)
+        }
+        Action::JoinKeyGroup => {
+            let Some(id) = caller.key_id else {
+                return Ok(Outcome::Complete(CompletionOutcome::Error(format!(
+                    "An unexpected error occurred invoking '{method_name}' on the server. \
+                     HubException: This method needs a virtual key."
+                ))));
+            };
+            let template = group_template.unwrap_or("vkey-{vkey}");
+            caller.effects.push(Effect::JoinGroup(
+                template.replace("{vkey}", &id.to_string()),
+            ));
+            Outcome::Complete(CompletionOutcome::Void)
+        }
         Action::SendToAll => {
             let message = args.next().ok_or(BindError::Type)?;
             caller.effects.push(Effect::Publish {
@@ -314,6 +346,7 @@ mod tests {
             request_headers: &headers,
             outgoing: &mut outgoing,
             effects: &mut effects,
+            key_id: Some(7),
         };
         let invocation = Invocation {
             headers: Default::default(),
@@ -404,6 +437,63 @@ mod tests {
                 given: 1,
                 expected: 0
             })
+        );
+    }
+
+    #[test]
+    fn content_subscriptions_join_two_groups_or_explain_a_bad_type() {
+        let mut effects = Vec::new();
+        let mut outgoing = Vec::new();
+        let mut caller = Caller {
+            connection_id: "c",
+            request_headers: &[],
+            outgoing: &mut outgoing,
+            effects: &mut effects,
+            key_id: Some(7),
+        };
+        let call = |args: Vec<Payload>| Invocation {
+            headers: Default::default(),
+            invocation_id: Some("1".into()),
+            target: "SubscribeToTask".into(),
+            arguments: args,
+            stream_ids: vec![],
+        };
+        let ok = invoke(
+            Action::SubscribeContent,
+            "SubscribeToTask",
+            None,
+            call(vec![Payload::string("t1"), Payload::string("video")]),
+            &mut caller,
+        );
+        assert_eq!(ok, Ok(Outcome::Complete(CompletionOutcome::Void)));
+        let bad = invoke(
+            Action::SubscribeContent,
+            "SubscribeToTask",
+            None,
+            call(vec![Payload::string("t1"), Payload::string("audio")]),
+            &mut caller,
+        );
+        assert_eq!(
+            bad,
+            Ok(Outcome::Complete(CompletionOutcome::Error(
+                "An unexpected error occurred invoking 'SubscribeToTask' on the server. HubException: Invalid content type 'audio'. Expected 'image' or 'video'.".into()
+            )))
+        );
+        let all = invoke(
+            Action::JoinKeyGroup,
+            "SubscribeToAllTasks",
+            Some("vkey-{vkey}-content"),
+            call(vec![]),
+            &mut caller,
+        );
+        assert_eq!(all, Ok(Outcome::Complete(CompletionOutcome::Void)));
+        assert_eq!(
+            effects,
+            vec![
+                Effect::JoinGroup("video-t1".into()),
+                Effect::JoinGroup("content-t1".into()),
+                Effect::JoinGroup("vkey-7-content".into()),
+            ]
         );
     }
 

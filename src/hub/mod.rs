@@ -49,6 +49,12 @@ pub enum Action {
     SendToGroup,
     /// Sends event `Send(message)` to every connection of the hub, on every shard.
     SendToAll,
+    /// `SubscribeToTask(taskId, contentType)`: joins `{contentType}-{taskId}` and
+    /// `content-{taskId}`; the type must be `image` or `video`.
+    SubscribeContent,
+    /// Joins a group named after the caller's virtual key: the template with `{vkey}` (default
+    /// `vkey-{vkey}`), e.g. `join-key-group:vkey-{vkey}-content`.
+    JoinKeyGroup,
 }
 
 /// How a method answers.
@@ -75,7 +81,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 13] = [
+    pub const NAMES: [(&'static str, Self); 15] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -89,6 +95,8 @@ impl Action {
         ("leave-group", Self::LeaveGroup),
         ("send-to-group", Self::SendToGroup),
         ("send-to-all", Self::SendToAll),
+        ("subscribe-content", Self::SubscribeContent),
+        ("join-key-group", Self::JoinKeyGroup),
     ];
 
     /// The action configured as `name`.
@@ -103,7 +111,8 @@ impl Action {
     pub fn params(self) -> &'static [Param] {
         match self {
             Self::Echo => &[Param::Any],
-            Self::CallerConnectionId | Self::NeverEnding => &[],
+            Self::CallerConnectionId | Self::NeverEnding | Self::JoinKeyGroup => &[],
+            Self::SubscribeContent => &[Param::Str, Param::Str],
             Self::SendMessageToCaller
             | Self::Throw
             | Self::RequestHeader
@@ -305,7 +314,10 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
                 template.is_none()
                     || matches!(
                         action,
-                        Action::JoinGroup | Action::LeaveGroup | Action::SendToGroup
+                        Action::JoinGroup
+                            | Action::LeaveGroup
+                            | Action::SendToGroup
+                            | Action::JoinKeyGroup
                     )
             });
             let Some(action) = action else {
@@ -317,7 +329,12 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
                 });
             };
             if let Some(template) = template {
-                if !template.contains("{0}") {
+                let placeholder = if action == Action::JoinKeyGroup {
+                    "{vkey}"
+                } else {
+                    "{0}"
+                };
+                if !template.contains(placeholder) {
                     return Err(HubConfigError::BadTemplate {
                         hub: hub.name.clone(),
                         method: method.clone(),

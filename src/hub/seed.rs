@@ -2,9 +2,9 @@
 //! written in the same declarative form operators use in `[hubs.NAME]`: a `[hubs.NAME]` table
 //! with the same path replaces a built-in hub, and `seed.enabled = false` removes them all.
 //!
-//! Served so far: ImageGeneration, VideoGeneration, Notifications and Admin. NavigationState,
-//! Health and ContentGeneration need actions that do not exist yet (per-key state, periodic
-//! snapshots, two-group subscriptions) and are not served.
+//! Served so far: ImageGeneration, VideoGeneration, Notifications, Admin and ContentGeneration.
+//! NavigationState and Health need actions that do not exist yet (per-key state, periodic
+//! snapshots) and are not served.
 
 use crate::config::{HubAuth, HubConfig};
 
@@ -57,6 +57,16 @@ pub fn seed_hubs() -> Vec<HubConfig> {
             "/hubs/notifications",
             HubAuth::VirtualKey,
             &[],
+            &[],
+        ),
+        hub(
+            "content-generation",
+            "/hubs/content-generation",
+            HubAuth::VirtualKey,
+            &[
+                ("SubscribeToTask", "subscribe-content"),
+                ("SubscribeToAllTasks", "join-key-group:vkey-{vkey}-content"),
+            ],
             &[],
         ),
         hub(

@@ -120,6 +120,8 @@ struct PendingResult {
 pub struct Session {
     hub: Rc<HubDefinition>,
     connection_id: String,
+    /// The virtual key the connection presented, if any.
+    key_id: Option<i64>,
     request_headers: Vec<(String, String)>,
     options: SessionOptions,
     phase: Phase,
@@ -191,6 +193,7 @@ impl Session {
         Self {
             hub,
             connection_id,
+            key_id: None,
             request_headers,
             phase: Phase::Handshake {
                 deadline: now + options.handshake_timeout,
@@ -217,6 +220,11 @@ impl Session {
                 ..Stateful::default()
             },
         }
+    }
+
+    /// Records the virtual key the connection presented.
+    pub fn set_key_id(&mut self, key_id: Option<i64>) {
+        self.key_id = key_id;
     }
 
     /// Whether the connection survives a dropped socket (stateful reconnect is in use).
@@ -533,6 +541,7 @@ impl Session {
             request_headers: &self.request_headers,
             outgoing: &mut self.outgoing,
             effects: &mut self.effects,
+            key_id: self.key_id,
         };
         let template = method.group_template.as_deref();
         match actions::invoke(

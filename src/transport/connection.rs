@@ -467,13 +467,16 @@ async fn run_hub(
             if let Some(max) = upgrade.hub.max_message_size {
                 options.max_message_size = max;
             }
-            let session = Session::new(
+            let mut session = Session::new(
                 Rc::clone(&upgrade.hub),
                 connection_id,
                 request_headers,
                 options,
                 now,
             );
+            if let Caller::Key(Principal::VirtualKey { id, .. }) = &caller {
+                session.set_key_id(Some(*id));
+            }
             let slot = ctx
                 .sessions
                 .insert(Rc::clone(&upgrade.hub), Box::new(session));

@@ -521,6 +521,15 @@ for (const protocol of Object.keys(protocols)) {
       /401/,
     );
     await assert.rejects(seedConnection(protocol, "/hubs/admin", virtualKey).start(), /403/);
+    const content = seedConnection(protocol, "/hubs/content-generation", virtualKey);
+    await content.start();
+    await content.invoke("SubscribeToTask", "task_1", "image");
+    await content.invoke("SubscribeToAllTasks");
+    await assert.rejects(content.invoke("SubscribeToTask", "task_1", "audio"), {
+      message:
+        "An unexpected error occurred invoking 'SubscribeToTask' on the server. HubException: Invalid content type 'audio'. Expected 'image' or 'video'.",
+    });
+    await content.stop();
     for (const [path, key] of [
       ["/hubs/image-generation", virtualKey],
       ["/hubs/video-generation", virtualKey],
