@@ -1125,6 +1125,13 @@ fn integer<T: TryFrom<i64>>(value: &Value) -> Result<T, String> {
     T::try_from(n).map_err(|_| format!("{n} is out of range"))
 }
 
+fn positive_u32(value: &Value) -> Result<u32, String> {
+    match integer::<u32>(value)? {
+        0 => Err("must be greater than 0".to_owned()),
+        n => Ok(n),
+    }
+}
+
 fn positive(value: &Value) -> Result<NonZeroUsize, String> {
     NonZeroUsize::new(integer(value)?).ok_or_else(|| "must be greater than 0".to_owned())
 }
@@ -1302,22 +1309,8 @@ impl Config {
                     .get("signalr.stateful_reconnect_buffer", nonzero_size)?,
                 disconnect_timeout: m.get("signalr.disconnect_timeout", duration)?,
                 max_outbound: m.get("signalr.max_outbound", nonzero_size)?,
-                invocation_rate: m.get("signalr.invocation_rate", |v| {
-                    let n: u32 = integer(v)?;
-                    if n == 0 {
-                        Err("must be greater than 0".to_owned())
-                    } else {
-                        Ok(n)
-                    }
-                })?,
-                invocation_burst: m.get("signalr.invocation_burst", |v| {
-                    let n: u32 = integer(v)?;
-                    if n == 0 {
-                        Err("must be greater than 0".to_owned())
-                    } else {
-                        Ok(n)
-                    }
-                })?,
+                invocation_rate: m.get("signalr.invocation_rate", positive_u32)?,
+                invocation_burst: m.get("signalr.invocation_burst", positive_u32)?,
             },
             auth: AuthConfig {
                 key_file: m.get("auth.key_file", |v| {
@@ -1974,5 +1967,25 @@ mod tests {
         let (key, _, _) =
             invalid("[hubs.a]\npath = \"/c\"\nmethods = { Go = \"echo\", GO = \"echo\" }\n");
         assert!(key.starts_with("hubs.a.methods."), "{key}");
+    }
+
+    #[test]
+    fn invocation_rate_and_burst_must_be_positive() {
+        for key in ["invocation_rate", "invocation_burst"] {
+            let (name, _, reason) = invalid(&format!("[signalr]\n{key} = 0\n"));
+            assert_eq!(
+                (name, reason.as_str()),
+                (format!("signalr.{key}"), "must be greater than 0")
+            );
+        }
+        let c = Config::from_toml_str(
+            "[signalr]\ninvocation_rate = 100\ninvocation_burst = 5\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.signalr.invocation_rate, c.signalr.invocation_burst),
+            (100, 5)
+        );
     }
 }
