@@ -968,10 +968,7 @@ impl Merged {
             let protocols = match fields.get("protocols") {
                 None => vec!["json".to_owned(), "messagepack".to_owned()],
                 Some(_) => self.get(&join(&key, "protocols"), |v| {
-                    let items = v
-                        .as_array()
-                        .ok_or_else(|| expected("an array of strings", v))?;
-                    let names = items.iter().map(string).collect::<Result<Vec<_>, _>>()?;
+                    let names = string_list(v, "an array of strings")?;
                     if names.is_empty() || names.iter().any(|n| n != "json" && n != "messagepack") {
                         return Err(
                             "expected a non-empty list of \"json\" and \"messagepack\"".into()
@@ -983,10 +980,7 @@ impl Merged {
             let join_on_connect = match fields.get("join_on_connect") {
                 None => Vec::new(),
                 Some(_) => self.get(&join(&key, "join_on_connect"), |v| {
-                    let items = v
-                        .as_array()
-                        .ok_or_else(|| expected("an array of group names", v))?;
-                    let names = items.iter().map(string).collect::<Result<Vec<_>, _>>()?;
+                    let names = string_list(v, "an array of group names")?;
                     if names.iter().any(|n| n.is_empty()) {
                         return Err("group names must not be empty".into());
                     }
@@ -1110,6 +1104,26 @@ fn string(value: &Value) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| expected("a string", value))
+}
+
+/// A string with something other than white space in it.
+fn non_empty_string(value: &Value) -> Result<String, String> {
+    let text = string(value)?;
+    if text.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text)
+    }
+}
+
+/// An array of strings; `what` names it in the error for another type.
+fn string_list(value: &Value, what: &str) -> Result<Vec<String>, String> {
+    value
+        .as_array()
+        .ok_or_else(|| expected(what, value))?
+        .iter()
+        .map(string)
+        .collect()
 }
 
 fn boolean(value: &Value) -> Result<bool, String> {
@@ -1313,22 +1327,12 @@ impl Config {
                 invocation_burst: m.get("signalr.invocation_burst", positive_u32)?,
             },
             auth: AuthConfig {
-                key_file: m.get("auth.key_file", |v| {
-                    let path = string(v)?;
-                    if path.trim().is_empty() {
-                        Err("must not be empty".to_owned())
-                    } else {
-                        Ok(PathBuf::from(path))
-                    }
-                })?,
+                key_file: m.get("auth.key_file", |v| non_empty_string(v).map(PathBuf::from))?,
                 admin_key_hashes: m.get("auth.admin_key_hashes", |v| {
-                    let items = v
-                        .as_array()
-                        .ok_or_else(|| expected("an array of SHA-256 hex strings", v))?;
-                    items
-                        .iter()
-                        .map(|item| {
-                            let hash = string(item)?.to_ascii_lowercase();
+                    string_list(v, "an array of SHA-256 hex strings")?
+                        .into_iter()
+                        .map(|hash| {
+                            let hash = hash.to_ascii_lowercase();
                             if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
                                 Ok(hash)
                             } else {
@@ -1340,10 +1344,7 @@ impl Config {
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
-                    let items = v
-                        .as_array()
-                        .ok_or_else(|| expected("an array of strings", v))?;
-                    items.iter().map(string).collect()
+                    string_list(v, "an array of strings")
                 })?,
             },
             diagnostics: DiagnosticsConfig {
@@ -1365,14 +1366,7 @@ impl Config {
                 deadline: m.get("shutdown.deadline", duration)?,
             },
             log: LogConfig {
-                level: m.get("log.level", |v| {
-                    let level = string(v)?;
-                    if level.trim().is_empty() {
-                        Err("must not be empty".to_owned())
-                    } else {
-                        Ok(level)
-                    }
-                })?,
+                level: m.get("log.level", non_empty_string)?,
                 format: m.get("log.format", |v| match string(v)?.as_str() {
                     "text" => Ok(LogFormat::Text),
                     "json" => Ok(LogFormat::Json),

@@ -8,8 +8,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError, TransferFormat};
-use crate::protocol::websocket::{FrameHeader, OpCode};
+use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError};
+use crate::protocol::websocket::FrameHeader;
 
 /// One message, framed for each protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +35,7 @@ impl PreparedMessage {
             protocol.encode(message, &mut payload)?;
             let header = FrameHeader {
                 fin: true,
-                opcode: match protocol.transfer_format() {
-                    TransferFormat::Text => OpCode::Text,
-                    TransferFormat::Binary => OpCode::Binary,
-                },
+                opcode: protocol.transfer_format().opcode(),
                 mask: None,
                 payload_len: payload.len() as u64,
             };

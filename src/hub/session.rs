@@ -21,7 +21,7 @@ use crate::config::SignalRConfig;
 use crate::protocol::signalr::handshake::{self, HandshakeError, HandshakeParse};
 use crate::protocol::signalr::{
     CancelInvocation, Close, Completion, CompletionOutcome, Decoded, HubMessage, HubProtocol,
-    Invocation, StreamItem, TransferFormat,
+    Invocation, StreamItem,
 };
 use crate::protocol::websocket::{CloseCode, OpCode};
 use crate::transport::outbox::Outbox;
@@ -884,10 +884,7 @@ fn completion(invocation_id: String, outcome: CompletionOutcome) -> HubMessage {
 
 /// The WebSocket frame type of a protocol.
 fn frame_type(protocol: HubProtocol) -> OpCode {
-    match protocol.transfer_format() {
-        TransferFormat::Text => OpCode::Text,
-        TransferFormat::Binary => OpCode::Binary,
-    }
+    protocol.transfer_format().opcode()
 }
 
 /// ASP.NET closes the WebSocket with 1000 after a SignalR Close or a handshake error.

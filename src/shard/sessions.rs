@@ -136,15 +136,6 @@ impl Sessions {
             .collect()
     }
 
-    /// The session whose public connection id is `connection_id` on `hub`.
-    pub fn by_connection_id(&self, hub: &str, connection_id: &str) -> Option<Rc<SessionSlot>> {
-        self.slots
-            .borrow()
-            .iter()
-            .find(|(_, slot)| slot.hub.name == hub && slot.connection_id == connection_id)
-            .map(|(_, slot)| Rc::clone(slot))
-    }
-
     /// How many sessions live on the shard.
     pub fn len(&self) -> usize {
         self.slots.borrow().len()

@@ -43,6 +43,16 @@ pub enum TransferFormat {
     Binary,
 }
 
+impl TransferFormat {
+    /// The WebSocket frame type that carries this format.
+    pub fn opcode(self) -> crate::protocol::websocket::OpCode {
+        match self {
+            Self::Text => crate::protocol::websocket::OpCode::Text,
+            Self::Binary => crate::protocol::websocket::OpCode::Binary,
+        }
+    }
+}
+
 impl HubProtocol {
     /// Both protocols, in the order they are published to a backplane.
     pub const ALL: [Self; 2] = [Self::Json, Self::MessagePack];

@@ -92,21 +92,12 @@ impl NegotiateResponse<'_> {
     }
 }
 
-/// `{"error":"<text>"}` with the text JSON-escaped.
+/// `{"error":"<text>"}` with the text JSON-escaped (by the hub protocol's JSON writer).
 pub fn error_document(text: &str) -> String {
-    let mut out = String::from("{\"error\":\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push_str("\"}");
-    out
+    let mut out = bytes::BytesMut::from(&b"{\"error\":"[..]);
+    super::json::encode_value(&super::Value::Str(text.to_owned()), &mut out);
+    out.extend_from_slice(b"}");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -187,7 +178,7 @@ mod tests {
     fn error_document_escapes_its_text() {
         assert_eq!(
             error_document("a \"b\"\n"),
-            "{\"error\":\"a \\\"b\\\"\\u000a\"}"
+            "{\"error\":\"a \\\"b\\\"\\n\"}"
         );
     }
 }

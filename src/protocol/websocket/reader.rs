@@ -78,11 +78,6 @@ impl MessageReader {
         }
     }
 
-    /// Whether a frame or a fragmented message is partially received.
-    pub fn is_mid_message(&self) -> bool {
-        self.current.is_some() || self.fragmented.is_some()
-    }
-
     /// Takes the next message off the front of `buf`.
     ///
     /// Bytes of an unfinished frame stay in `buf` (unmasked as far as they go); call again
