@@ -233,6 +233,8 @@ pub struct Config {
     pub hubs: Vec<HubConfig>,
     /// Who may connect to hubs that require a key.
     pub auth: AuthConfig,
+    /// The Health hub.
+    pub health: HealthConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -307,6 +309,11 @@ pub struct LimitsConfig {
     /// Maximum open connections per process, split evenly across shards; default `20000`.
     /// Higher needs more file descriptors and memory; excess connections are refused.
     pub max_connections: NonZeroUsize,
+    /// SignalR connections per process (0 = only `max_connections` applies); negotiate and
+    /// upgrade answer 429 beyond it.
+    pub max_hub_connections: usize,
+    /// SignalR connections per virtual key across the process (0 = no limit); 429 beyond it.
+    pub max_connections_per_key: usize,
 }
 
 /// The raw RFC 6455 echo route (for Autobahn conformance runs).
@@ -360,6 +367,10 @@ pub struct SignalRConfig {
     pub invocation_rate: u32,
     /// Invocations a connection may make at once above the rate; default `20`.
     pub invocation_burst: u32,
+    /// Events conflated per connection and task (progress-like events; finals always pass).
+    pub conflate_events: Vec<String>,
+    /// Conflated events sent per second per connection and event key.
+    pub conflate_rate: u32,
 }
 
 /// Cross-origin resource sharing for the negotiate and REST endpoints.
@@ -428,6 +439,31 @@ pub struct AuthConfig {
     /// SHA-256 (lowercase hex) of admin keys; default none. Admin keys are accepted wherever a
     /// virtual key is, and are the only keys the admin hubs accept.
     pub admin_key_hashes: Vec<String>,
+    /// SHA-256 (lowercase hex) of server keys: backends publishing through the REST API.
+    pub server_key_hashes: Vec<String>,
+    /// Where virtual keys are looked up.
+    pub store: KeyStoreKind,
+    /// The Redis server of the `redis` key store (`redis://[user:pass@]host[:port][/db]`).
+    pub redis_url: String,
+    /// How long a key read from Redis is trusted before it is read again.
+    pub cache_ttl: Duration,
+}
+
+/// Where virtual keys are looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreKind {
+    /// The JSON file `auth.key_file` (the embedded default).
+    File,
+    /// Conduit's Redis entries `vkey:<sha256>`, cached per shard and invalidated by
+    /// `vkey_invalidated` messages.
+    Redis,
+}
+
+/// The Health hub's periodic snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// How often `HealthStatus` is pushed to every connection of a hub with a `health` method.
+    pub push_interval: Duration,
 }
 
 /// Graceful shutdown.
@@ -472,6 +508,7 @@ struct RawConfig {
     echo: RawEcho,
     signalr: RawSignalR,
     auth: RawAuth,
+    health: RawHealth,
     cors: RawCors,
     diagnostics: RawDiagnostics,
     seed: RawSeed,
@@ -494,12 +531,23 @@ struct RawSignalR {
     max_outbound: &'static str,
     invocation_rate: u32,
     invocation_burst: u32,
+    conflate_events: Vec<&'static str>,
+    conflate_rate: u32,
 }
 
 #[derive(Serialize)]
 struct RawAuth {
+    store: &'static str,
     key_file: &'static str,
+    redis_url: &'static str,
+    cache_ttl: &'static str,
     admin_key_hashes: Vec<&'static str>,
+    server_key_hashes: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawHealth {
+    push_interval: &'static str,
 }
 
 #[derive(Serialize)]
@@ -548,6 +596,8 @@ struct RawWebSocket {
 #[derive(Serialize)]
 struct RawLimits {
     max_connections: u64,
+    max_hub_connections: u64,
+    max_connections_per_key: u64,
 }
 
 #[derive(Serialize)]
@@ -596,6 +646,8 @@ impl Default for RawConfig {
             },
             limits: RawLimits {
                 max_connections: 20_000,
+                max_hub_connections: 19_000,
+                max_connections_per_key: 100,
             },
             echo: RawEcho {
                 enabled: false,
@@ -616,10 +668,26 @@ impl Default for RawConfig {
                 max_outbound: "1MiB",
                 invocation_rate: 10,
                 invocation_burst: 20,
+                conflate_events: vec![
+                    "ImageProgress",
+                    "VideoStatus",
+                    "VideoProgress",
+                    "ImageGenerationProgress",
+                    "VideoGenerationProgress",
+                    "ContentGenerationProgress",
+                ],
+                conflate_rate: 10,
             },
             auth: RawAuth {
+                store: "file",
                 key_file: "ringhub-keys.json",
+                redis_url: "redis://127.0.0.1:6379",
+                cache_ttl: "30s",
                 admin_key_hashes: Vec::new(),
+                server_key_hashes: Vec::new(),
+            },
+            health: RawHealth {
+                push_interval: "5s",
             },
             cors: RawCors {
                 allowed_origins: Vec::new(),
@@ -662,6 +730,8 @@ websocket.close_timeout|Wait this long for the peer's close frame after sending 
 websocket.send_timeout|A write to the peer stalled this long ends the connection (slow consumer).
 limits|Process-wide limits.
 limits.max_connections|Open connections per process, split evenly across shards.
+limits.max_hub_connections|SignalR connections per process; negotiate answers 429 beyond it (0 = no limit).
+limits.max_connections_per_key|SignalR connections per virtual key; negotiate answers 429 beyond it (0 = no limit).
 echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
 echo.enabled|Serve the echo route; keep it off in production.
 echo.path|Path of the echo route; must start with '/'.
@@ -680,9 +750,17 @@ signalr.disconnect_timeout|Keep unconnected negotiated tokens and dropped statef
 signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
 signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
 signalr.invocation_burst|Invocations allowed at once above the rate.
+signalr.conflate_events|Progress events conflated per connection and task: newest wins, finals (completed/failed) always pass.
+signalr.conflate_rate|Conflated events sent per second per connection and task.
 auth|Keys for hubs that require one (auth = virtual-key or admin).
+auth.store|Where virtual keys are looked up: \"file\" (auth.key_file) or \"redis\" (Conduit's vkey:<sha256> entries).
 auth.key_file|File store of hashed virtual keys; `ringhub keys add --name NAME` creates keys in it.
+auth.redis_url|Redis of the redis key store: redis://[user:pass@]host[:port][/db].
+auth.cache_ttl|A key read from Redis is trusted this long; vkey_invalidated messages end it sooner.
 auth.admin_key_hashes|SHA-256 (lowercase hex) of admin keys, e.g. from: printf %s KEY | sha256sum
+auth.server_key_hashes|SHA-256 (lowercase hex) of server keys, which backends present to the REST publish API.
+health|The Health hub.
+health.push_interval|HealthStatus is pushed to Health hub connections this often.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -1126,6 +1204,21 @@ fn string_list(value: &Value, what: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// An array of SHA-256 digests in hex (stored lowercase).
+fn hash_list(value: &Value) -> Result<Vec<String>, String> {
+    string_list(value, "an array of SHA-256 hex strings")?
+        .into_iter()
+        .map(|hash| {
+            let hash = hash.to_ascii_lowercase();
+            if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                Ok(hash)
+            } else {
+                Err("each entry must be 64 hex digits (a SHA-256)".to_owned())
+            }
+        })
+        .collect()
+}
+
 fn boolean(value: &Value) -> Result<bool, String> {
     value
         .as_bool()
@@ -1293,6 +1386,8 @@ impl Config {
             websocket,
             limits: LimitsConfig {
                 max_connections: m.get("limits.max_connections", positive)?,
+                max_hub_connections: m.get("limits.max_hub_connections", integer)?,
+                max_connections_per_key: m.get("limits.max_connections_per_key", integer)?,
             },
             echo: EchoConfig {
                 enabled: m.get("echo.enabled", boolean)?,
@@ -1325,22 +1420,36 @@ impl Config {
                 max_outbound: m.get("signalr.max_outbound", nonzero_size)?,
                 invocation_rate: m.get("signalr.invocation_rate", positive_u32)?,
                 invocation_burst: m.get("signalr.invocation_burst", positive_u32)?,
+                conflate_events: m.get("signalr.conflate_events", |v| {
+                    let names = string_list(v, "an array of event names")?;
+                    if names.iter().any(|n| n.is_empty()) {
+                        return Err("event names must not be empty".into());
+                    }
+                    Ok(names)
+                })?,
+                conflate_rate: m.get("signalr.conflate_rate", positive_u32)?,
             },
             auth: AuthConfig {
                 key_file: m.get("auth.key_file", |v| non_empty_string(v).map(PathBuf::from))?,
-                admin_key_hashes: m.get("auth.admin_key_hashes", |v| {
-                    string_list(v, "an array of SHA-256 hex strings")?
-                        .into_iter()
-                        .map(|hash| {
-                            let hash = hash.to_ascii_lowercase();
-                            if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
-                                Ok(hash)
-                            } else {
-                                Err("each entry must be 64 hex digits (a SHA-256)".to_owned())
-                            }
-                        })
-                        .collect()
+                admin_key_hashes: m.get("auth.admin_key_hashes", hash_list)?,
+                server_key_hashes: m.get("auth.server_key_hashes", hash_list)?,
+                store: m.get("auth.store", |v| match string(v)?.as_str() {
+                    "file" => Ok(KeyStoreKind::File),
+                    "redis" => Ok(KeyStoreKind::Redis),
+                    _ => Err("expected \"file\" or \"redis\"".to_owned()),
                 })?,
+                redis_url: m.get("auth.redis_url", |v| {
+                    let url = non_empty_string(v)?;
+                    if url.starts_with("redis://") {
+                        Ok(url)
+                    } else {
+                        Err("expected a redis:// URL".to_owned())
+                    }
+                })?,
+                cache_ttl: m.get("auth.cache_ttl", duration)?,
+            },
+            health: HealthConfig {
+                push_interval: m.get("health.push_interval", duration)?,
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
@@ -1860,7 +1969,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 43);
+        assert_eq!(keys.len(), 52);
         for key in keys {
             let comment = comment_above
                 .get(&key)

@@ -13,8 +13,9 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::auth::KeyLookup;
 use crate::auth::keys::KeyStore;
-use crate::config::{Config, DriverKind};
+use crate::config::{Config, DriverKind, KeyStoreKind};
 use crate::hub::HubDefinition;
 use crate::shard::inbox::{Inbox, Peers};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
@@ -126,7 +127,17 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         }
     }
     let hubs: Arc<[HubDefinition]> = crate::hub::definitions(&config)?.into();
-    let keys = Arc::new(KeyStore::load(&config.auth.key_file)?);
+    let keys = Arc::new(match config.auth.store {
+        KeyStoreKind::File => KeyStore::load(&config.auth.key_file)?,
+        // Landing in steps: until the Redis store exists, asking for it is a startup error
+        // rather than a server that rejects every key.
+        KeyStoreKind::Redis => {
+            return Err(crate::auth::AuthError::Store(
+                "auth.store = \"redis\" is not available in this build".to_owned(),
+            )
+            .into());
+        }
+    });
     let driver = choose_driver(&config)?;
     let workers = config.workers.get();
     let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {
@@ -270,7 +281,7 @@ fn run_shard(
         driver,
         peers,
         &hubs,
-        keys,
+        KeyLookup::File(keys),
     ));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {

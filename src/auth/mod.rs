@@ -21,6 +21,33 @@ pub use keys::{
 };
 pub use token::extract;
 
+use std::sync::Arc;
+
+/// Where a shard looks virtual keys up (admin keys are always configured hashes).
+#[derive(Debug, Clone)]
+pub enum KeyLookup {
+    /// The file store, loaded once and shared read-only by every shard.
+    File(Arc<KeyStore>),
+}
+
+impl KeyLookup {
+    /// Checks `presented` (a raw key from a request): an admin key by its hash in
+    /// `admin_hashes`, a virtual key in the store.
+    ///
+    /// # Errors
+    /// [`AuthError`]: unknown, malformed, disabled or expired keys; an unreachable store.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        admin_hashes: &[String],
+        now_unix: u64,
+    ) -> Result<Principal, AuthError> {
+        match self {
+            Self::File(store) => store.authenticate(presented, admin_hashes, now_unix),
+        }
+    }
+}
+
 /// Who a request is, once its key has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

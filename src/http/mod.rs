@@ -52,13 +52,18 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
 }
 
 /// Answers a plain HTTP request (every route but the WebSocket ones).
-pub fn respond(route: &Route, head: &RequestHead, _body: Bytes, ctx: &ShardContext) -> Response {
+pub async fn respond(
+    route: &Route,
+    head: &RequestHead,
+    _body: Bytes,
+    ctx: &ShardContext,
+) -> Response {
     match route {
         Route::Health => match head.method {
             Method::Get | Method::Head => health::respond(ctx),
             _ => method_not_allowed("GET, HEAD"),
         },
-        Route::Negotiate(hub) => negotiate::respond(hub, head, ctx),
+        Route::Negotiate(hub) => negotiate::respond(hub, head, ctx).await,
         Route::Echo | Route::Hub(_) => Response::text(400, "WebSocket upgrade expected"),
         Route::NotFound => Response::json(404, r#"{"error":"not found"}"#),
     }

@@ -15,7 +15,7 @@ use crate::shard::ShardContext;
 use crate::shard::negotiations::{Negotiation, Slot};
 
 /// Answers a negotiate request (or its preflight).
-pub fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> Response {
+pub async fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> Response {
     let cors_config = &ctx.config.cors;
     if cors::is_preflight(head) {
         return cors::preflight(head, cors_config, "POST, OPTIONS");
@@ -29,7 +29,8 @@ pub fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> R
         &ctx.keys,
         &ctx.config.auth.admin_key_hashes,
         unix_now(),
-    );
+    )
+    .await;
     let response = match (
         admitted,
         NegotiateRequest::from_query(&Query::new(head.query())),

@@ -1,8 +1,7 @@
 //! Who may connect to a hub: the hub's auth mode applied to the key a request presents, on
 //! negotiate and again on the WebSocket upgrade (each is its own HTTP request).
 
-use crate::auth::keys::KeyStore;
-use crate::auth::{AuthError, Principal, token};
+use crate::auth::{AuthError, KeyLookup, Principal, token};
 use crate::config::HubAuth;
 use crate::protocol::http::RequestHead;
 
@@ -19,10 +18,10 @@ pub enum Caller {
 ///
 /// # Errors
 /// [`AuthError`]: 401 for a missing or bad key, 403 for a virtual key on an admin hub.
-pub fn admit(
+pub async fn admit(
     auth: HubAuth,
     head: &RequestHead,
-    keys: &KeyStore,
+    keys: &KeyLookup,
     admin_hashes: &[String],
     now_unix: u64,
 ) -> Result<Caller, AuthError> {
@@ -30,7 +29,9 @@ pub fn admit(
         return Ok(Caller::Anonymous);
     }
     let presented = token::extract(head).ok_or(AuthError::MissingToken)?;
-    let principal = keys.authenticate(&presented, admin_hashes, now_unix)?;
+    let principal = keys
+        .authenticate(&presented, admin_hashes, now_unix)
+        .await?;
     if auth == HubAuth::Admin && principal != Principal::AdminKey {
         return Err(AuthError::Forbidden);
     }

@@ -20,7 +20,7 @@ use futures_channel::oneshot;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::auth::keys::KeyStore;
+use crate::auth::KeyLookup;
 use crate::config::Config;
 use crate::hub::{HubDefinition, Hubs};
 use crate::transport::connection;
@@ -103,8 +103,8 @@ pub struct ShardContext {
     pub negotiations: Negotiations,
     /// SignalR sessions living on this shard.
     pub sessions: Sessions,
-    /// Virtual keys (read-only, shared by every shard).
-    pub keys: Arc<KeyStore>,
+    /// Where virtual keys are looked up.
+    pub keys: KeyLookup,
     /// Their group memberships.
     pub groups: GroupTable,
     /// The other shards' inboxes.
@@ -119,7 +119,7 @@ impl ShardContext {
         driver: ActiveDriver,
         peers: Peers,
         hubs: &[HubDefinition],
-        keys: Arc<KeyStore>,
+        keys: KeyLookup,
     ) -> Self {
         let max_connections = config.shard_max_connections();
         Self {

@@ -285,7 +285,9 @@ async fn serve_http(
             Ok(body) => body,
             Err(end) => return end,
         };
-        let response = http::respond(&route, &head, body, ctx).header("server", SERVER);
+        let response = http::respond(&route, &head, body, ctx)
+            .await
+            .header("server", SERVER);
         let keep_alive = head.is_keep_alive() && !connection.signal.is_shutdown();
         let mut out = BytesMut::new();
         if head.method == Method::Head {
@@ -331,7 +333,9 @@ async fn upgrade_hub(
         &ctx.keys,
         &ctx.config.auth.admin_key_hashes,
         unix_now(),
-    ) {
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(error) => {
             let reason = error.to_string();
@@ -742,7 +746,7 @@ mod tests {
                 ActiveDriver::Legacy,
                 crate::shard::inbox::Peers::create(1).0,
                 &[],
-                Arc::new(crate::auth::keys::KeyStore::empty()),
+                crate::auth::KeyLookup::File(Arc::new(crate::auth::keys::KeyStore::empty())),
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());
