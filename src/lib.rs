@@ -40,6 +40,8 @@
 //! - [`server`]: process lifecycle: driver choice, one `SO_REUSEPORT` socket and one pinned
 //!   thread per shard, graceful stop.
 //! - [`shard`]: one core's state ([`shard::ShardContext`]) and main task ([`shard::run`]).
+//! - [`stats`]: counters each shard writes alone and anyone sums without a lock (the Health
+//!   hub's snapshot).
 //! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
 //!   upgrade ([`transport::connection`]), the WebSocket loop ([`transport::websocket`]).
 //! - [`http`]: routes and plain responses ([`http::health`], [`http::negotiate`] with
@@ -60,6 +62,7 @@ pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod stats;
 pub mod sys;
 pub mod transport;
 

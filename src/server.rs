@@ -17,8 +17,11 @@ use crate::auth::KeyLookup;
 use crate::auth::keys::KeyStore;
 use crate::config::{Config, DriverKind, KeyStoreKind};
 use crate::hub::HubDefinition;
+use crate::hub::quota::ConnectionQuota;
+use crate::shard::SharedParts;
 use crate::shard::inbox::{Inbox, Peers};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
+use crate::stats::Stats;
 use crate::transport::listener::bind_listeners;
 
 /// Why the server could not start or did not stop cleanly.
@@ -155,6 +158,11 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     };
 
     let (peers, inboxes) = Peers::create(workers);
+    let stats = Stats::new(hubs.iter().map(|h| h.name.clone()).collect(), workers);
+    let quota = ConnectionQuota::new(
+        config.limits.max_hub_connections,
+        config.limits.max_connections_per_key,
+    );
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
     let mut stops = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
@@ -162,6 +170,8 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         let peers = peers.clone();
         let hubs = Arc::clone(&hubs);
         let keys = Arc::clone(&keys);
+        let stats = Arc::clone(&stats);
+        let quota = Arc::clone(&quota);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -179,10 +189,17 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
             }
             run_shard(
                 id,
-                config,
                 driver,
                 listener,
-                (peers, inbox, hubs, keys),
+                inbox,
+                SharedParts {
+                    config: Arc::clone(&config),
+                    peers,
+                    hubs,
+                    keys: KeyLookup::File(keys),
+                    stats,
+                    quota,
+                },
                 stop_rx,
                 ready,
             )
@@ -263,10 +280,10 @@ fn choose_driver(config: &Config) -> Result<ActiveDriver, ServerError> {
 /// The body of a shard thread.
 fn run_shard(
     id: ShardId,
-    config: Arc<Config>,
     driver: ActiveDriver,
     listener: std::net::TcpListener,
-    (peers, inbox, hubs, keys): (Peers, Inbox, Arc<[HubDefinition]>, Arc<KeyStore>),
+    inbox: Inbox,
+    parts: SharedParts,
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), ShardError>>,
 ) -> Result<(), ShardError> {
@@ -275,14 +292,8 @@ fn run_shard(
         driver: driver.as_str(),
         source,
     };
-    let ctx = Rc::new(ShardContext::new(
-        id,
-        Arc::clone(&config),
-        driver,
-        peers,
-        &hubs,
-        KeyLookup::File(keys),
-    ));
+    let config = Arc::clone(&parts.config);
+    let ctx = Rc::new(ShardContext::new(id, driver, parts));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {
         ($builder:expr) => {

@@ -64,25 +64,85 @@ on_both_drivers! {
                 });
             }
         });
-        let output = Command::new("node")
-            .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "--test-force-exit", "--test-timeout=60000"])
-            .arg(js.join("diagnostics.test.mjs"))
-            .current_dir(&js)
-            .env("HUB_BASE_URL", format!("http://{}", server.addr))
-            .env("HUB_VIRTUAL_KEY", &virtual_key)
-            .env("HUB_ADMIN_KEY", admin_key)
-            .output()
-            .expect("node runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "node --test failed\n{stdout}\n{stderr}");
-        let count = |label: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(label))
-                .and_then(|n| n.trim().parse::<u32>().ok())
-        };
-        assert_eq!(count("fail"), Some(0), "{stdout}");
-        assert!(count("pass").is_some_and(|n| n >= 30), "too few tests ran:\n{stdout}");
+        run_suite(
+            &js,
+            "diagnostics.test.mjs",
+            &server,
+            &[("HUB_VIRTUAL_KEY", &virtual_key), ("HUB_ADMIN_KEY", admin_key)],
+            30,
+        );
     }
+}
+
+on_both_drivers! {
+    fn official_javascript_client_passes_the_seed_hub_suite(driver) {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            js.join("node_modules/@microsoft/signalr").is_dir(),
+            "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
+        );
+        let keys = std::env::temp_dir().join(format!("ringhub-js-seed-{}-{driver:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&keys);
+        std::fs::create_dir_all(&keys).unwrap();
+        let key_file = keys.join("keys.json");
+        let add = |name: &str| ringhub::auth::keys::add_key(&key_file, name, false, None).unwrap().0;
+        let (key, other, limited) = (add("seed-a"), add("seed-b"), add("seed-limited"));
+        let per_key_limit = 6;
+        let server = TestServer::start(driver, |c| {
+            c.auth.key_file = key_file.clone();
+            c.workers = std::num::NonZeroUsize::new(2).unwrap();
+            c.signalr.invocation_rate = 1_000_000;
+            c.signalr.invocation_burst = 1_000_000;
+            c.health.push_interval = std::time::Duration::from_millis(200);
+            c.limits.max_connections_per_key = per_key_limit;
+        });
+        run_suite(
+            &js,
+            "seed-hubs.test.mjs",
+            &server,
+            &[
+                ("HUB_VIRTUAL_KEY", &key),
+                ("HUB_VIRTUAL_KEY_2", &other),
+                ("HUB_LIMITED_KEY", &limited),
+                ("HUB_PER_KEY_LIMIT", &per_key_limit.to_string()),
+            ],
+            10,
+        );
+    }
+}
+
+/// Runs one `node --test` suite against `server`; every test must pass and at least
+/// `min_tests` must run.
+fn run_suite(js: &Path, file: &str, server: &TestServer, env: &[(&str, &str)], min_tests: u32) {
+    let output = Command::new("node")
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "--test-force-exit",
+            "--test-timeout=60000",
+        ])
+        .arg(js.join(file))
+        .current_dir(js)
+        .env("HUB_BASE_URL", format!("http://{}", server.addr))
+        .envs(env.iter().copied())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node --test failed\n{stdout}\n{stderr}"
+    );
+    let count = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(label))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    assert_eq!(count("fail"), Some(0), "{stdout}");
+    assert!(
+        count("pass").is_some_and(|n| n >= min_tests),
+        "too few tests ran:\n{stdout}"
+    );
 }

@@ -4,9 +4,10 @@
 //! whichever shard accepts it. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
 //! are reported the same way.
 
+use crate::auth::Principal;
 use crate::http::cors;
 use crate::hub::HubDefinition;
-use crate::hub::access::{admit, unix_now};
+use crate::hub::access::{Caller, admit, unix_now};
 use crate::hub::identity::{new_connection_id, new_connection_token};
 use crate::protocol::http::{Method, RequestHead, Response};
 use crate::protocol::query::Query;
@@ -37,7 +38,16 @@ pub async fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext
     ) {
         (Err(error), _) => Response::json(error.status(), error_document(&error.to_string())),
         (Ok(_), Err(error)) => Response::json(200, error_document(&error.to_string())),
-        (Ok(_), Ok(request)) => negotiate(hub, request, ctx),
+        (Ok(caller), Ok(request)) => {
+            let key_id = match caller {
+                Caller::Key(Principal::VirtualKey { id, .. }) => Some(id),
+                _ => None,
+            };
+            match ctx.quota.check(key_id) {
+                Ok(()) => negotiate(hub, request, ctx),
+                Err(error) => Response::json(error.status(), error_document(&error.to_string())),
+            }
+        }
     };
     cors::allow(
         response.header("cache-control", "no-store"),

@@ -86,6 +86,9 @@ pub enum Outcome {
         /// The client-to-server stream id.
         stream_id: String,
     },
+    /// The method completes with what the shard answers to this question (see
+    /// [`Effect::Query`]).
+    Query(Query),
     /// The method invokes a client method on the caller and completes with the client's result.
     AskCaller {
         /// The client method.
@@ -93,6 +96,15 @@ pub enum Outcome {
         /// Its arguments.
         arguments: Vec<Payload>,
     },
+}
+
+/// A question only the shard can answer (its state, not the session's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    /// The caller's key's latest state on this hub (or null).
+    KeyState,
+    /// The health snapshot.
+    Health,
 }
 
 /// Who a published message is for, on the caller's hub.
@@ -111,6 +123,22 @@ pub enum Effect {
     JoinGroup(String),
     /// Remove the caller from a group.
     LeaveGroup(String),
+    /// Store `state` as the caller's key's state on this hub, and announce it to every
+    /// connection of the key with event `event`.
+    SetKeyState {
+        /// The event announcing it (e.g. `NavigationUpdated`).
+        event: String,
+        /// The state as the client sent it.
+        state: Payload,
+    },
+    /// Answer a method's invocation (`None`: sent without id, nothing to answer) with the
+    /// shard's answer to `query`.
+    Query {
+        /// The invocation to complete.
+        invocation_id: Option<String>,
+        /// The question.
+        query: Query,
+    },
     /// Send a message to other connections (the caller included when it is a recipient).
     Publish {
         /// The recipients.
@@ -258,10 +286,7 @@ pub fn invoke(
         }
         Action::JoinKeyGroup => {
             let Some(id) = caller.key_id else {
-                return Ok(Outcome::Complete(CompletionOutcome::Error(format!(
-                    "An unexpected error occurred invoking '{method_name}' on the server. \
-                     HubException: This method needs a virtual key."
-                ))));
+                return Ok(needs_virtual_key(method_name));
             };
             let template = group_template.unwrap_or("vkey-{vkey}");
             caller.effects.push(Effect::JoinGroup(
@@ -269,6 +294,24 @@ pub fn invoke(
             ));
             Outcome::Complete(CompletionOutcome::Void)
         }
+        Action::SetKeyState => {
+            let state = args.next().ok_or(BindError::Type)?;
+            if caller.key_id.is_none() {
+                return Ok(needs_virtual_key(method_name));
+            }
+            caller.effects.push(Effect::SetKeyState {
+                event: group_template.unwrap_or("StateUpdated").to_owned(),
+                state,
+            });
+            Outcome::Complete(CompletionOutcome::Void)
+        }
+        Action::GetKeyState => {
+            if caller.key_id.is_none() {
+                return Ok(needs_virtual_key(method_name));
+            }
+            Outcome::Query(Query::KeyState)
+        }
+        Action::Health => Outcome::Query(Query::Health),
         Action::SendToAll => {
             let message = args.next().ok_or(BindError::Type)?;
             caller.effects.push(Effect::Publish {
@@ -294,6 +337,14 @@ pub fn invoke(
             Outcome::Complete(CompletionOutcome::Result(Payload::from_value(value)))
         }
     })
+}
+
+/// The error of a per-key method called by a connection without a virtual key (an admin key).
+fn needs_virtual_key(method_name: &str) -> Outcome {
+    Outcome::Complete(CompletionOutcome::Error(format!(
+        "An unexpected error occurred invoking '{method_name}' on the server. \
+         HubException: This method needs a virtual key."
+    )))
 }
 
 /// The next argument as a string.

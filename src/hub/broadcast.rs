@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::conflation::Tag;
 use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError};
 use crate::protocol::websocket::FrameHeader;
 
@@ -20,6 +21,8 @@ pub struct PreparedMessage {
     payload_at: [usize; 2],
     /// Whether stateful reconnect counts it (Invocation, StreamItem, Completion, …).
     trackable: bool,
+    /// What it is for conflation, decided where it was published.
+    conflation: Option<Tag>,
 }
 
 impl PreparedMessage {
@@ -49,7 +52,20 @@ impl PreparedMessage {
             frames,
             payload_at,
             trackable: message.is_trackable(),
+            conflation: None,
         })
+    }
+
+    /// The same message, tagged for conflation.
+    #[must_use]
+    pub fn with_conflation(mut self, tag: Option<Tag>) -> Self {
+        self.conflation = tag;
+        self
+    }
+
+    /// What it is for conflation.
+    pub fn conflation(&self) -> Option<Tag> {
+        self.conflation
     }
 
     /// The complete WebSocket frame for `protocol`.

@@ -12,11 +12,16 @@ use std::sync::Arc;
 use quanta::Instant;
 use tracing::warn;
 
-use super::actions::{Effect, Target};
+use super::HubDefinition;
+use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
+use super::conflation;
+use crate::protocol::signalr::{CompletionOutcome, HubMessage, HubProtocolError, Payload, Value};
 use crate::shard::ShardContext;
 use crate::shard::inbox::{Envelope, ShardMessage};
+use crate::shard::key_states::KeyStateUpdate;
 use crate::shard::sessions::SessionSlot;
+use crate::stats::iso8601_now;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 
@@ -30,19 +35,133 @@ pub struct HubEndpoint<'a> {
 }
 
 impl HubEndpoint<'_> {
-    /// Applies the effects the session produced during the last hook.
-    fn apply_effects(&self) {
-        let effects = self.slot.session.borrow_mut().take_effects();
-        for effect in effects {
-            match effect {
-                Effect::JoinGroup(group) => join_group(self.ctx, &self.slot, group),
-                Effect::LeaveGroup(group) => leave_group(self.ctx, &self.slot, &group),
-                Effect::Publish { target, message } => match PreparedMessage::new(&message) {
-                    Ok(prepared) => {
-                        publish(self.ctx, &self.slot.hub.name, target, Arc::new(prepared))
+    /// Applies the effects the session produced during the last hook (answering a query can
+    /// run waiting invocations, whose effects are applied in turn).
+    fn apply_effects(&self, outbox: &mut Outbox) -> Result<(), AppClose> {
+        loop {
+            let effects = self.slot.session.borrow_mut().take_effects();
+            if effects.is_empty() {
+                return Ok(());
+            }
+            for effect in effects {
+                self.apply(effect, outbox)?;
+            }
+        }
+    }
+
+    fn apply(&self, effect: Effect, outbox: &mut Outbox) -> Result<(), AppClose> {
+        let ctx = self.ctx;
+        let hub = &self.slot.hub.name;
+        match effect {
+            Effect::JoinGroup(group) => join_group(ctx, &self.slot, group),
+            Effect::LeaveGroup(group) => leave_group(ctx, &self.slot, &group),
+            Effect::Publish { target, message } => match prepare(ctx, &target, &message) {
+                Ok(prepared) => publish(ctx, hub, target, prepared),
+                Err(error) => warn!(%error, "a message to publish could not be encoded"),
+            },
+            Effect::SetKeyState { event, state } => {
+                let key_id = self.slot.session.borrow().key_id();
+                if let Some(key_id) = key_id {
+                    set_key_state(ctx, hub, key_id, &event, &state);
+                }
+            }
+            Effect::Query {
+                invocation_id,
+                query,
+            } => {
+                let answer = match query {
+                    Query::KeyState => {
+                        let key_id = self.slot.session.borrow().key_id();
+                        key_id
+                            .and_then(|id| ctx.key_states.get(hub, id))
+                            .map_or(Payload::from_value(Value::Null), |u| u.state.clone())
                     }
-                    Err(error) => warn!(%error, "a message to publish could not be encoded"),
-                },
+                    Query::Health => Payload::from_value(health_snapshot(ctx)),
+                };
+                self.slot.session.borrow_mut().answer(
+                    invocation_id,
+                    CompletionOutcome::Result(answer),
+                    outbox,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores a key's new state on every shard (newest wins) and tells the key's connections on
+/// `hub`: `event(state)`, with a map's `view` copied to `currentView`.
+pub fn set_key_state(
+    ctx: &ShardContext,
+    hub: &str,
+    key_id: i64,
+    event_name: &str,
+    state: &Payload,
+) {
+    let state = match state.to_value() {
+        Ok(mut value) => {
+            if let Some(view) = value.get("view").cloned() {
+                value.set("currentView", view);
+            }
+            Payload::from_value(value)
+        }
+        // Undecodable payloads never reach here (the codecs validated them); keep it as sent.
+        Err(_) => state.clone(),
+    };
+    let message = match PreparedMessage::new(&event(event_name, vec![state.clone()])) {
+        Ok(message) => Arc::new(message),
+        Err(error) => {
+            warn!(%error, "a key state could not be encoded");
+            return;
+        }
+    };
+    let update = Arc::new(KeyStateUpdate {
+        hub: hub.to_owned(),
+        key_id,
+        sequence: ctx.peers.next_sequence(),
+        state,
+        message,
+    });
+    apply_key_state(ctx, &update);
+    ctx.peers
+        .send_to_others(ctx.id, || ShardMessage::KeyState(Arc::clone(&update)));
+}
+
+/// Keeps a key's state update on this shard and, unless a newer one is already here, sends
+/// it to the key's connections (group `vkey-{id}`) on its hub.
+pub fn apply_key_state(ctx: &ShardContext, update: &Arc<KeyStateUpdate>) {
+    if ctx.key_states.apply(update) {
+        let envelope = Envelope {
+            hub: update.hub.clone(),
+            target: Target::Group(format!("vkey-{}", update.key_id)),
+            message: Arc::clone(&update.message),
+        };
+        deliver_local(ctx, &envelope);
+    }
+}
+
+/// The health snapshot as this shard sees it now (counters of every shard, summed).
+pub fn health_snapshot(ctx: &ShardContext) -> Value {
+    let totals = ctx.stats.totals();
+    let mut sample = ctx.message_rate.get();
+    let rate = sample.update(totals.messages_in.wrapping_add(totals.deliveries));
+    ctx.message_rate.set(sample);
+    ctx.stats.snapshot(rate, iso8601_now())
+}
+
+/// Pushes `HealthStatus(snapshot)` to this shard's connections of every hub with a `health`
+/// method (each shard pushes to its own connections; no message crosses shards).
+pub fn push_health(ctx: &ShardContext, hubs: &[Rc<HubDefinition>]) {
+    let mut message = None;
+    let now = ctx.timers.now();
+    for hub in hubs {
+        for slot in ctx.sessions.of_hub(&hub.name) {
+            let message = message.get_or_insert_with(|| {
+                let snapshot = Payload::from_value(health_snapshot(ctx));
+                PreparedMessage::new(&event("HealthStatus", vec![snapshot])).map(Arc::new)
+            });
+            if let Ok(message) = message {
+                slot.deliver(message, now);
             }
         }
     }
@@ -68,10 +187,31 @@ pub fn leave_group(ctx: &ShardContext, slot: &SessionSlot, group: &str) {
 
 /// Forgets a session for good: out of every group (O(its groups)) and out of the table.
 pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
+    if let Some(hub) = ctx.stats.hub_index(&slot.hub.name) {
+        ctx.stats
+            .shard(usize::from(ctx.id.0))
+            .connection_closed(hub);
+    }
     for group in slot.groups.borrow_mut().drain(..) {
         ctx.groups.leave(&slot.hub.name, &group, slot.key);
     }
     ctx.sessions.remove(slot.key);
+}
+
+/// Encodes a message to publish to `target` once per protocol and tags it for conflation
+/// (`signalr.conflate_events`).
+///
+/// # Errors
+/// A payload that cannot be transcoded.
+pub fn prepare(
+    ctx: &ShardContext,
+    target: &Target,
+    message: &HubMessage,
+) -> Result<Arc<PreparedMessage>, HubProtocolError> {
+    let tag = conflation::tag(target, message, &ctx.config.signalr.conflate_events);
+    Ok(Arc::new(
+        PreparedMessage::new(message)?.with_conflation(tag),
+    ))
 }
 
 /// Delivers to this shard's recipients and sends the same bytes to every other shard.
@@ -89,20 +229,26 @@ pub fn publish(ctx: &ShardContext, hub: &str, target: Target, message: Arc<Prepa
 /// Delivers an envelope to the recipients on this shard.
 pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
     let now = ctx.timers.now();
+    let (mut delivered, mut conflated) = (0u64, 0u64);
     match &envelope.target {
         Target::All => {
             for slot in ctx.sessions.of_hub(&envelope.hub) {
-                slot.deliver(&envelope.message, now);
+                conflated += slot.deliver(&envelope.message, now);
+                delivered += 1;
             }
         }
         Target::Group(group) => {
             for key in ctx.groups.members(&envelope.hub, group) {
                 if let Some(slot) = ctx.sessions.get(key) {
-                    slot.deliver(&envelope.message, now);
+                    conflated += slot.deliver(&envelope.message, now);
+                    delivered += 1;
                 }
             }
         }
     }
+    let stats = ctx.stats.shard(usize::from(ctx.id.0));
+    stats.delivered(delivered);
+    stats.conflated(conflated);
 }
 
 impl WebSocketApp for HubEndpoint<'_> {
@@ -112,13 +258,13 @@ impl WebSocketApp for HubEndpoint<'_> {
         outbox: &mut Outbox,
         now: Instant,
     ) -> Result<(), AppClose> {
+        self.ctx.stats.shard(usize::from(self.ctx.id.0)).received(1);
         let result = self
             .slot
             .session
             .borrow_mut()
             .on_message(message, outbox, now);
-        self.apply_effects();
-        result
+        result.and(self.apply_effects(outbox))
     }
 
     fn on_open(&mut self, outbox: &mut Outbox) {
@@ -131,14 +277,12 @@ impl WebSocketApp for HubEndpoint<'_> {
 
     fn on_deadline(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), AppClose> {
         let result = self.slot.session.borrow_mut().on_deadline(now, outbox);
-        self.apply_effects();
-        result
+        result.and(self.apply_effects(outbox))
     }
 
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
         let result = self.slot.session.borrow_mut().on_drained(outbox);
-        self.apply_effects();
-        result
+        result.and(self.apply_effects(outbox))
     }
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {

@@ -8,8 +8,10 @@
 pub mod access;
 pub mod actions;
 pub mod broadcast;
+pub mod conflation;
 pub mod endpoint;
 pub mod identity;
+pub mod quota;
 pub mod seed;
 pub mod session;
 
@@ -55,6 +57,16 @@ pub enum Action {
     /// Joins a group named after the caller's virtual key: the template with `{vkey}` (default
     /// `vkey-{vkey}`), e.g. `join-key-group:vkey-{vkey}-content`.
     JoinKeyGroup,
+    /// Stores its argument as the caller's key's state on this hub (replicated to every shard)
+    /// and sends it, as the event named by the template (`set-key-state:NavigationUpdated`),
+    /// to every connection of the key; a map's `view` is copied to `currentView`. A new
+    /// connection of the key receives the current state right after its handshake.
+    SetKeyState,
+    /// Returns the caller's key's state on this hub (null before the first update).
+    GetKeyState,
+    /// Returns the health snapshot; a hub with this method also gets it pushed as
+    /// `HealthStatus` every `health.push_interval`.
+    Health,
 }
 
 /// How a method answers.
@@ -81,7 +93,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 15] = [
+    pub const NAMES: [(&'static str, Self); 18] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -97,6 +109,9 @@ impl Action {
         ("send-to-all", Self::SendToAll),
         ("subscribe-content", Self::SubscribeContent),
         ("join-key-group", Self::JoinKeyGroup),
+        ("set-key-state", Self::SetKeyState),
+        ("get-key-state", Self::GetKeyState),
+        ("health", Self::Health),
     ];
 
     /// The action configured as `name`.
@@ -111,7 +126,11 @@ impl Action {
     pub fn params(self) -> &'static [Param] {
         match self {
             Self::Echo => &[Param::Any],
-            Self::CallerConnectionId | Self::NeverEnding | Self::JoinKeyGroup => &[],
+            Self::CallerConnectionId
+            | Self::NeverEnding
+            | Self::JoinKeyGroup
+            | Self::GetKeyState
+            | Self::Health => &[],
             Self::SubscribeContent => &[Param::Str, Param::Str],
             Self::SendMessageToCaller
             | Self::Throw
@@ -119,7 +138,7 @@ impl Action {
             | Self::JoinGroup
             | Self::LeaveGroup => &[Param::Str],
             Self::SendToGroup => &[Param::Str, Param::Any],
-            Self::SendToAll => &[Param::Any],
+            Self::SendToAll | Self::SetKeyState => &[Param::Any],
             Self::CountTo => &[Param::Int],
             Self::ConcatUpload => &[Param::Upload],
             Self::InvokeCaller => &[Param::Str, Param::Any],
@@ -235,6 +254,14 @@ impl HubDefinition {
         self.methods.values().any(|m| m.action == action)
     }
 
+    /// The event announcing a key's new state, when a method stores per-key state.
+    pub fn key_state_event(&self) -> Option<&str> {
+        self.methods
+            .values()
+            .find(|m| m.action == Action::SetKeyState)
+            .map(|m| m.group_template.as_deref().unwrap_or("StateUpdated"))
+    }
+
     /// Finds a method, ignoring case.
     pub fn method(&self, target: &str) -> Option<&Method> {
         self.methods.get(&target.to_lowercase())
@@ -318,6 +345,7 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
                             | Action::LeaveGroup
                             | Action::SendToGroup
                             | Action::JoinKeyGroup
+                            | Action::SetKeyState
                     )
             });
             let Some(action) = action else {
@@ -329,12 +357,13 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
                 });
             };
             if let Some(template) = template {
-                let placeholder = if action == Action::JoinKeyGroup {
-                    "{vkey}"
-                } else {
-                    "{0}"
+                let placeholder = match action {
+                    Action::JoinKeyGroup => "{vkey}",
+                    // An event name, not a group.
+                    Action::SetKeyState => "",
+                    _ => "{0}",
                 };
-                if !template.contains(placeholder) {
+                if !template.contains(placeholder) || template.is_empty() {
                     return Err(HubConfigError::BadTemplate {
                         hub: hub.name.clone(),
                         method: method.clone(),
@@ -384,6 +413,15 @@ impl Hubs {
         self.by_path.insert(hub.path.clone(), Rc::new(hub));
     }
 
+    /// The hubs with a method bound to `action`.
+    pub fn using(&self, action: Action) -> Vec<Rc<HubDefinition>> {
+        self.by_path
+            .values()
+            .filter(|hub| hub.uses(action))
+            .cloned()
+            .collect()
+    }
+
     /// The hub served at exactly `path`.
     pub fn at(&self, path: &str) -> Option<&Rc<HubDefinition>> {
         self.by_path.get(path)
@@ -420,10 +458,13 @@ mod tests {
         let hubs = definitions(&Config::default()).unwrap();
         let paths: Vec<_> = hubs.iter().map(|h| h.path.as_str()).collect();
         for path in [
+            "/hubs/navigation-state",
             "/hubs/image-generation",
             "/hubs/video-generation",
             "/hubs/notifications",
             "/hubs/admin",
+            "/hubs/health",
+            "/hubs/content-generation",
         ] {
             assert!(paths.contains(&path), "{path} missing from {paths:?}");
         }

@@ -2,9 +2,8 @@
 //! written in the same declarative form operators use in `[hubs.NAME]`: a `[hubs.NAME]` table
 //! with the same path replaces a built-in hub, and `seed.enabled = false` removes them all.
 //!
-//! Served so far: ImageGeneration, VideoGeneration, Notifications, Admin and ContentGeneration.
-//! NavigationState and Health need actions that do not exist yet (per-key state, periodic
-//! snapshots) and are not served.
+//! All seven are served: NavigationState, ImageGeneration, VideoGeneration, Notifications,
+//! Admin, Health and ContentGeneration.
 
 use crate::config::{HubAuth, HubConfig};
 
@@ -29,9 +28,19 @@ fn hub(
     }
 }
 
-/// The seed hubs that can be served with today's actions.
+/// The seed hubs.
 pub fn seed_hubs() -> Vec<HubConfig> {
     vec![
+        hub(
+            "navigation-state",
+            "/hubs/navigation-state",
+            HubAuth::VirtualKey,
+            &[
+                ("UpdateNavigation", "set-key-state:NavigationUpdated"),
+                ("GetNavigationState", "get-key-state"),
+            ],
+            &[],
+        ),
         hub(
             "image-generation",
             "/hubs/image-generation",
@@ -75,6 +84,13 @@ pub fn seed_hubs() -> Vec<HubConfig> {
             HubAuth::Admin,
             &[("SubscribeToVirtualKey", "join-group:admin-vkey-{0}")],
             &["admin"],
+        ),
+        hub(
+            "health",
+            "/hubs/health",
+            HubAuth::Anonymous,
+            &[("GetHealth", "health")],
+            &[],
         ),
     ]
 }

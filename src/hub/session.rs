@@ -16,6 +16,7 @@ use quanta::Instant;
 
 use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, StreamSource};
 use super::broadcast::PreparedMessage;
+use super::conflation::{Conflator, TagKind};
 use super::{HubDefinition, Reply};
 use crate::config::SignalRConfig;
 use crate::protocol::signalr::handshake::{self, HandshakeError, HandshakeParse};
@@ -58,6 +59,8 @@ pub struct SessionOptions {
     pub invocation_rate: u32,
     /// Invocations at once above the rate.
     pub invocation_burst: u32,
+    /// Conflated events go at most once per this interval per event key.
+    pub conflate_interval: Duration,
 }
 
 impl SessionOptions {
@@ -75,6 +78,7 @@ impl SessionOptions {
             max_outbound: config.max_outbound,
             invocation_rate: config.invocation_rate,
             invocation_burst: config.invocation_burst,
+            conflate_interval: Duration::from_secs(1) / config.conflate_rate.max(1),
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Session {
     mailbox_bytes: usize,
     /// The mailbox went over `max_outbound`: the connection is closed at its next wake.
     overflowed: bool,
+    /// Progress events waiting for their turn (allocated on the first one).
+    conflator: Option<Box<Conflator>>,
     /// Invocation tokens available (token bucket) and when they were last refilled.
     tokens: f64,
     refilled: Instant,
@@ -213,6 +219,7 @@ impl Session {
             mailbox: VecDeque::new(),
             mailbox_bytes: 0,
             overflowed: false,
+            conflator: None,
             tokens: f64::from(burst),
             refilled: now,
             stateful: Stateful {
@@ -225,6 +232,31 @@ impl Session {
     /// Records the virtual key the connection presented.
     pub fn set_key_id(&mut self, key_id: Option<i64>) {
         self.key_id = key_id;
+    }
+
+    /// The virtual key the connection presented, if any.
+    pub fn key_id(&self) -> Option<i64> {
+        self.key_id
+    }
+
+    /// Completes an invocation the shard answered ([`Effect::Query`]), then runs what waited
+    /// for its slot, and writes what that produced.
+    ///
+    /// # Errors
+    /// [`AppClose`] when a waiting invocation closes the connection.
+    pub fn answer(
+        &mut self,
+        invocation_id: Option<String>,
+        outcome: CompletionOutcome,
+        outbox: &mut Outbox,
+    ) -> Result<(), AppClose> {
+        self.running = self.running.saturating_sub(1);
+        if let Some(id) = invocation_id {
+            self.outgoing.push(completion(id, outcome));
+        }
+        let result = self.run_waiting();
+        self.flush(outbox);
+        result
     }
 
     /// Whether the connection survives a dropped socket (stateful reconnect is in use).
@@ -247,7 +279,33 @@ impl Session {
     /// `stalled` says the connection's write has waited for its peer for a while: a queue over
     /// `max_outbound` then marks a slow consumer. A connection that is merely busy
     /// elsewhere on its shard drains its queue at its next turn, however long it grew.
-    pub fn enqueue(&mut self, message: Arc<PreparedMessage>, stalled: bool) {
+    ///
+    /// A progress event may wait or be replaced (conflation); returns how many waiting ones
+    /// were dropped.
+    pub fn enqueue(&mut self, message: Arc<PreparedMessage>, stalled: bool, now: Instant) -> u64 {
+        if self.overflowed {
+            return 0;
+        }
+        let Some(tag) = message.conflation() else {
+            self.queue(message, stalled);
+            return 0;
+        };
+        if tag.kind == TagKind::Barrier && self.conflator.is_none() {
+            self.queue(message, stalled);
+            return 0;
+        }
+        let interval = self.options.conflate_interval;
+        let mut conflator = self
+            .conflator
+            .take()
+            .unwrap_or_else(|| Box::new(Conflator::new(interval)));
+        let dropped = conflator.offer(message, tag, now, |m| self.queue(m, stalled));
+        self.conflator = Some(conflator);
+        dropped
+    }
+
+    /// Puts a message in the mailbox, watching its size.
+    fn queue(&mut self, message: Arc<PreparedMessage>, stalled: bool) {
         if self.overflowed {
             return;
         }
@@ -346,6 +404,9 @@ impl Session {
                 let mut parts = vec![Bytes::from_static(handshake::SUCCESS_RESPONSE)];
                 self.encode_outgoing(protocol, &mut parts);
                 outbox.push_frame_parts(frame_type(protocol), parts);
+                // Delivered before the handshake finished (state pushed on connect, groups
+                // joined on connect): sent right after the handshake response.
+                self.drain_mailbox(outbox);
                 result
             }
         }
@@ -583,6 +644,15 @@ impl Session {
                     method: method.name.clone(),
                 });
             }
+            Ok(Outcome::Query(query)) => {
+                // Running until the shard answers (right after this event, in
+                // `HubEndpoint::apply_effects`).
+                self.running += 1;
+                self.effects.push(Effect::Query {
+                    invocation_id: id,
+                    query,
+                });
+            }
             Ok(Outcome::AwaitUpload { stream_id }) => {
                 self.running += 1;
                 self.uploads.push(Upload {
@@ -758,6 +828,7 @@ impl WebSocketApp for Session {
                 Some(self.next_ping),
                 self.client_deadline,
                 self.stateful.ack_due,
+                self.conflator.as_ref().and_then(|c| c.next_due()),
             ]
             .into_iter()
             .flatten()
@@ -782,6 +853,11 @@ impl WebSocketApp for Session {
                 } else if now >= self.next_ping {
                     self.outgoing.push(HubMessage::Ping);
                     self.next_ping = now + self.options.keepalive_interval;
+                }
+                if let Some(mut conflator) = self.conflator.take() {
+                    conflator.release_due(now, |m| self.queue(m, false));
+                    self.conflator = Some(conflator);
+                    self.drain_mailbox(outbox);
                 }
                 if self.stateful.ack_due.is_some_and(|at| now >= at) {
                     self.stateful.ack_due = None;

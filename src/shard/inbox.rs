@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -46,12 +47,16 @@ pub enum ShardMessage {
     Adopt(Box<Handoff>),
     /// Deliver to this shard's recipients.
     Publish(Arc<Envelope>),
+    /// A key's new state: keep it (if newest) and tell the key's connections.
+    KeyState(Arc<super::key_states::KeyStateUpdate>),
 }
 
 /// Senders to every shard's inbox, indexed by shard.
 #[derive(Debug, Clone)]
 pub struct Peers {
     senders: Arc<[UnboundedSender<ShardMessage>]>,
+    /// Orders per-key state updates across shards (see [`super::key_states`]).
+    sequence: Arc<AtomicU64>,
 }
 
 /// A shard's receiving end.
@@ -73,9 +78,15 @@ impl Peers {
         (
             Self {
                 senders: senders.into(),
+                sequence: Arc::new(AtomicU64::new(1)),
             },
             inboxes,
         )
+    }
+
+    /// The next number in the process-wide order of state updates.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sends a message made by `make` to every shard but `except` (stopped shards are skipped).

@@ -7,6 +7,7 @@
 pub mod connections;
 pub mod groups;
 pub mod inbox;
+pub mod key_states;
 pub mod negotiations;
 pub mod sessions;
 pub mod timers;
@@ -22,7 +23,9 @@ use tracing::{info, warn};
 
 use crate::auth::KeyLookup;
 use crate::config::Config;
+use crate::hub::quota::ConnectionQuota;
 use crate::hub::{HubDefinition, Hubs};
+use crate::stats::{RateSample, Stats};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
@@ -109,21 +112,54 @@ pub struct ShardContext {
     pub groups: GroupTable,
     /// The other shards' inboxes.
     pub peers: Peers,
+    /// Per-key hub state (NavigationState), replicated from every shard.
+    pub key_states: key_states::KeyStates,
+    /// SignalR connections per process and per key, shared by every shard.
+    pub quota: Arc<ConnectionQuota>,
+    /// The process's counters (this shard writes its own row).
+    pub stats: Arc<Stats>,
+    /// Messages per second as the Health hub last sampled them on this shard.
+    pub message_rate: std::cell::Cell<RateSample>,
+}
+
+/// What the process hands every shard: read-only or lock-free things shared by all of them.
+#[derive(Debug, Clone)]
+pub struct SharedParts {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Every shard's inbox.
+    pub peers: Peers,
+    /// The validated hub definitions.
+    pub hubs: Arc<[HubDefinition]>,
+    /// Where keys are looked up.
+    pub keys: KeyLookup,
+    /// The counters.
+    pub stats: Arc<Stats>,
+    /// The connection quotas.
+    pub quota: Arc<ConnectionQuota>,
 }
 
 impl ShardContext {
     /// A fresh context for shard `id`.
-    pub fn new(
-        id: ShardId,
-        config: Arc<Config>,
-        driver: ActiveDriver,
-        peers: Peers,
-        hubs: &[HubDefinition],
-        keys: KeyLookup,
-    ) -> Self {
+    pub fn new(id: ShardId, driver: ActiveDriver, parts: SharedParts) -> Self {
+        let SharedParts {
+            config,
+            peers,
+            hubs,
+            keys,
+            stats,
+            quota,
+        } = parts;
         let max_connections = config.shard_max_connections();
+        let totals = stats.totals();
         Self {
-            hubs: Hubs::new(hubs),
+            key_states: key_states::KeyStates::default(),
+            message_rate: std::cell::Cell::new(RateSample::new(
+                totals.messages_in.wrapping_add(totals.deliveries),
+            )),
+            stats,
+            quota,
+            hubs: Hubs::new(&hubs),
             negotiations: Negotiations::default(),
             sessions: Sessions::default(),
             keys,
@@ -160,6 +196,7 @@ pub async fn run(
     let _ticker = monoio::spawn(run_timers(Rc::clone(&ctx)));
     let _inbox = monoio::spawn(run_inbox(Rc::clone(&ctx), inbox));
     let _sweeper = monoio::spawn(sweep_negotiations(Rc::clone(&ctx)));
+    let _health = monoio::spawn(push_health(Rc::clone(&ctx)));
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
@@ -207,8 +244,24 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             Some(ShardMessage::Publish(envelope)) => {
                 crate::hub::endpoint::deliver_local(&ctx, &envelope);
             }
+            Some(ShardMessage::KeyState(update)) => {
+                crate::hub::endpoint::apply_key_state(&ctx, &update);
+            }
             None => return,
         }
+    }
+}
+
+/// Pushes the health snapshot to the Health hubs' connections on this shard, every
+/// `health.push_interval` (nothing runs when no hub has a `health` method).
+async fn push_health(ctx: Rc<ShardContext>) {
+    let hubs = ctx.hubs.using(crate::hub::Action::Health);
+    if hubs.is_empty() {
+        return;
+    }
+    loop {
+        monoio::time::sleep(ctx.config.health.push_interval).await;
+        crate::hub::endpoint::push_health(&ctx, &hubs);
     }
 }
 

@@ -15,6 +15,7 @@ use slab::Slab;
 use super::connections::{ConnectionHandle, Signal};
 use crate::hub::HubDefinition;
 use crate::hub::broadcast::PreparedMessage;
+use crate::hub::quota::QuotaPermit;
 use crate::hub::session::Session;
 
 /// A session's address on its shard: a reusable slot plus a serial that tells generations apart.
@@ -43,23 +44,33 @@ pub struct SessionSlot {
     pub groups: RefCell<Vec<String>>,
     /// Whether it was removed (a late delivery finds it gone).
     removed: Cell<bool>,
+    /// Its place in the connection quotas, given back when it is removed.
+    permit: RefCell<Option<QuotaPermit>>,
 }
 
 impl SessionSlot {
     /// Queues a message for the session and wakes its connection (`now` tells whether its
-    /// connection's write has stalled).
-    pub fn deliver(&self, message: &Arc<PreparedMessage>, now: Instant) {
+    /// connection's write has stalled). Returns how many waiting progress events the message
+    /// replaced (conflation).
+    pub fn deliver(&self, message: &Arc<PreparedMessage>, now: Instant) -> u64 {
         if self.removed.get() {
-            return;
+            return 0;
         }
         let attached = self.attached.borrow();
         let stalled = attached.as_ref().is_some_and(|c| c.is_stalled(now));
-        self.session
+        let dropped = self
+            .session
             .borrow_mut()
-            .enqueue(Arc::clone(message), stalled);
+            .enqueue(Arc::clone(message), stalled, now);
         if let Some(connection) = attached.as_ref() {
             connection.signal.raise(Signal::Outbound);
         }
+        dropped
+    }
+
+    /// Keeps the session's place in the connection quotas until it is removed.
+    pub fn hold(&self, permit: QuotaPermit) {
+        *self.permit.borrow_mut() = Some(permit);
     }
 
     /// Binds the session to the connection that runs it now.
@@ -100,6 +111,7 @@ impl Sessions {
             attached: RefCell::new(None),
             groups: RefCell::new(Vec::new()),
             removed: Cell::new(false),
+            permit: RefCell::new(None),
         });
         entry.insert(Rc::clone(&slot));
         slot
@@ -121,6 +133,7 @@ impl Sessions {
         if slots.get(index).is_some_and(|slot| slot.key == key) {
             let slot = slots.remove(index);
             slot.removed.set(true);
+            slot.permit.borrow_mut().take();
             return Some(slot);
         }
         None

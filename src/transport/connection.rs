@@ -29,6 +29,7 @@ use crate::http::{self, Route};
 use crate::hub::access::{Caller, admit, unix_now};
 use crate::hub::endpoint::{HubEndpoint, end_session, join_group};
 use crate::hub::identity::{home_shard, new_connection_id};
+use crate::hub::quota::QuotaPermit;
 use crate::hub::session::{Session, SessionOptions};
 use crate::hub::{Action, HubDefinition};
 use crate::protocol::http::{
@@ -97,6 +98,8 @@ enum SessionStart {
         stateful: bool,
         request_headers: Vec<(String, String)>,
         caller: Caller,
+        /// Its place in the connection quotas, held while the session lives.
+        permit: QuotaPermit,
     },
     /// Stateful reconnect: the session that was waiting for this socket.
     Resume(SessionKey),
@@ -382,32 +385,54 @@ async fn upgrade_hub(
     } else {
         Vec::new()
     };
+    let key_id = match &caller {
+        Caller::Key(Principal::VirtualKey { id, .. }) => Some(*id),
+        _ => None,
+    };
     let (session, token) = match query.get("id") {
-        None => match new_connection_id() {
-            Ok(connection_id) => (
-                SessionStart::New {
-                    connection_id,
-                    stateful: false,
-                    request_headers,
-                    caller,
-                },
-                None,
-            ),
-            Err(_) => return refuse(stream, ctx, connection, 500, "no connection id").await,
-        },
+        None => {
+            let permit = match ctx.quota.acquire(key_id) {
+                Ok(permit) => permit,
+                Err(error) => {
+                    return refuse(stream, ctx, connection, error.status(), &error.to_string())
+                        .await;
+                }
+            };
+            match new_connection_id() {
+                Ok(connection_id) => (
+                    SessionStart::New {
+                        connection_id,
+                        stateful: false,
+                        request_headers,
+                        caller,
+                        permit,
+                    },
+                    None,
+                ),
+                Err(_) => return refuse(stream, ctx, connection, 500, "no connection id").await,
+            }
+        }
         Some(token) => match ctx.negotiations.claim(&token, &hub.path, ctx.timers.now()) {
             Ok(Claimed::New {
                 connection_id,
                 stateful,
-            }) => (
-                SessionStart::New {
-                    connection_id,
-                    stateful,
-                    request_headers,
-                    caller,
-                },
-                Some(token.into_owned()),
-            ),
+            }) => match ctx.quota.acquire(key_id) {
+                Ok(permit) => (
+                    SessionStart::New {
+                        connection_id,
+                        stateful,
+                        request_headers,
+                        caller,
+                        permit,
+                    },
+                    Some(token.into_owned()),
+                ),
+                Err(error) => {
+                    ctx.negotiations.release(&token);
+                    return refuse(stream, ctx, connection, error.status(), &error.to_string())
+                        .await;
+                }
+            },
             Ok(Claimed::Resume(session)) => {
                 (SessionStart::Resume(session), Some(token.into_owned()))
             }
@@ -465,6 +490,7 @@ async fn run_hub(
             stateful,
             request_headers,
             caller,
+            permit,
         } => {
             let mut options = SessionOptions::from_config(&ctx.config.signalr);
             options.stateful_negotiated = stateful;
@@ -484,9 +510,22 @@ async fn run_hub(
             let slot = ctx
                 .sessions
                 .insert(Rc::clone(&upgrade.hub), Box::new(session));
+            slot.hold(permit);
+            if let Some(hub) = ctx.stats.hub_index(&upgrade.hub.name) {
+                ctx.stats
+                    .shard(usize::from(ctx.id.0))
+                    .connection_opened(hub);
+            }
             // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
                 join_group(ctx, &slot, format!("vkey-{id}"));
+                // A hub that keeps per-key state sends the current one right after the
+                // handshake (queued now, written when the handshake completes).
+                if upgrade.hub.key_state_event().is_some()
+                    && let Some(state) = ctx.key_states.get(&upgrade.hub.name, id)
+                {
+                    slot.deliver(&state.message, now);
+                }
             }
             for group in &upgrade.hub.join_on_connect {
                 join_group(ctx, &slot, group.clone());
@@ -742,11 +781,17 @@ mod tests {
             };
             let ctx = Rc::new(ShardContext::new(
                 ShardId(0),
-                Arc::new(config),
                 ActiveDriver::Legacy,
-                crate::shard::inbox::Peers::create(1).0,
-                &[],
-                crate::auth::KeyLookup::File(Arc::new(crate::auth::keys::KeyStore::empty())),
+                crate::shard::SharedParts {
+                    config: Arc::new(config),
+                    peers: crate::shard::inbox::Peers::create(1).0,
+                    hubs: Vec::new().into(),
+                    keys: crate::auth::KeyLookup::File(Arc::new(
+                        crate::auth::keys::KeyStore::empty(),
+                    )),
+                    stats: crate::stats::Stats::new(Vec::new(), 1),
+                    quota: crate::hub::quota::ConnectionQuota::new(0, 0),
+                },
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());
