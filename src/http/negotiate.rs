@@ -60,7 +60,8 @@ fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext)
     let shards = ctx.config.workers.get();
     // v0 clients connect with the connection id itself, so it must carry the home shard.
     let ids = if request.negotiate_version > 0 {
-        new_connection_id().and_then(|id| Ok((id, new_connection_token(ctx.id, shards)?)))
+        new_connection_id(ctx.id, shards)
+            .and_then(|id| Ok((id, new_connection_token(ctx.id, shards)?)))
     } else {
         new_connection_token(ctx.id, shards).map(|id| (id.clone(), id))
     };

@@ -30,12 +30,14 @@ fn random_id(mut accept: impl FnMut(&[u8; 16]) -> bool) -> Result<String, Random
     Err(RandomUnavailable)
 }
 
-/// A new public connection id.
+/// A new public connection id living on shard `home` (of `shards`): like a token, its first
+/// byte names the shard, so a send to one connection goes straight to its shard
+/// ([`home_shard`] reads it back).
 ///
 /// # Errors
 /// [`RandomUnavailable`].
-pub fn new_connection_id() -> Result<String, RandomUnavailable> {
-    random_id(|_| true)
+pub fn new_connection_id(home: ShardId, shards: usize) -> Result<String, RandomUnavailable> {
+    random_id(|bytes| usize::from(bytes[0]) % shards.max(1) == usize::from(home.0))
 }
 
 /// A new private token whose home shard is `home` (of `shards`).
@@ -43,10 +45,11 @@ pub fn new_connection_id() -> Result<String, RandomUnavailable> {
 /// # Errors
 /// [`RandomUnavailable`].
 pub fn new_connection_token(home: ShardId, shards: usize) -> Result<String, RandomUnavailable> {
-    random_id(|bytes| usize::from(bytes[0]) % shards.max(1) == usize::from(home.0))
+    // Same shape as an id, drawn independently of it.
+    new_connection_id(home, shards)
 }
 
-/// The shard a token was issued by, or `None` when it is not one of ours.
+/// The shard a token (or connection id) was issued by, or `None` when it is not one of ours.
 pub fn home_shard(token: &str, shards: usize) -> Option<ShardId> {
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     if bytes.len() != 16 {
@@ -62,8 +65,9 @@ mod tests {
 
     #[test]
     fn ids_are_22_url_safe_characters_and_differ() {
-        let a = new_connection_id().unwrap();
-        let b = new_connection_id().unwrap();
+        let a = new_connection_id(ShardId(1), 3).unwrap();
+        let b = new_connection_id(ShardId(1), 3).unwrap();
+        assert_eq!(home_shard(&a, 3), Some(ShardId(1)));
         assert_eq!(a.len(), 22);
         assert!(
             a.chars()

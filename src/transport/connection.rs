@@ -398,7 +398,7 @@ async fn upgrade_hub(
                         .await;
                 }
             };
-            match new_connection_id() {
+            match new_connection_id(ctx.id, ctx.config.workers.get()) {
                 Ok(connection_id) => (
                     SessionStart::New {
                         connection_id,
