@@ -410,14 +410,69 @@ pub struct HubConfig {
     pub auth: HubAuth,
     /// Overrides `signalr.max_message_size` for this hub.
     pub max_message_size: Option<usize>,
-    /// Method name → built-in action name, in the order written.
-    pub methods: Vec<(String, String)>,
+    /// Method name → what it does, in the order written. Written either as a string
+    /// `"action[:group-template]"` or as a table (see [`MethodConfig`]).
+    pub methods: Vec<(String, MethodConfig)>,
     /// Hub protocols the hub accepts in the handshake (`"json"`, `"messagepack"`); both by
     /// default, as ASP.NET's `SupportedProtocols` when both are registered.
     pub protocols: Vec<String>,
     /// Groups every connection joins when it connects (e.g. `["admin"]`); none by default.
     pub join_on_connect: Vec<String>,
 }
+
+/// One hub method of a `[hubs.NAME]` table: a built-in action plus optional modifiers. The
+/// string form `"join-group:image-{0}"` is the action with a group template and no modifiers;
+/// the table form spells each part out:
+///
+/// ```toml
+/// [hubs.usage-analytics.methods.SubscribeToAnalytics]
+/// action = "join-group"
+/// group = "analytics-{0}-{vkey}"
+/// allowed = ["usage", "cost", "performance", "errors"]
+/// reply = "SubscribedToAnalytics"
+/// admin = false
+/// ```
+///
+/// Only the shape is checked here; which modifiers and placeholders an action accepts is
+/// checked when the hub is built ([`crate::hub::definitions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MethodConfig {
+    /// The built-in action's name, e.g. `join-group`.
+    pub action: String,
+    /// For the group actions: the group name, with placeholders `{0}` (the first argument,
+    /// optionally transformed: `{0|lower}`, `{0|url}`) and `{vkey}` (the caller's virtual key).
+    pub group: Option<String>,
+    /// The first argument must be one of these (compared case-insensitively); empty = any.
+    pub allowed: Vec<String>,
+    /// After success, this event is sent to the caller with the method's arguments.
+    pub reply: Option<String>,
+    /// Only admin principals (admin keys, virtual keys marked admin) may call the method.
+    pub admin: bool,
+}
+
+impl From<&str> for MethodConfig {
+    /// The string form: `action` or `action:group-template`.
+    fn from(text: &str) -> Self {
+        let (action, group) = match text.split_once(':') {
+            Some((action, group)) => (action, Some(group.to_owned())),
+            None => (text, None),
+        };
+        Self {
+            action: action.to_owned(),
+            group,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<String> for MethodConfig {
+    fn from(text: String) -> Self {
+        Self::from(text.as_str())
+    }
+}
+
+/// The keys a method table (`[hubs.NAME.methods.METHOD]`) may have.
+const METHOD_KEYS: [&str; 5] = ["action", "group", "allowed", "reply", "admin"];
 
 /// Who may connect to a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -832,12 +887,28 @@ const HUBS_EXAMPLE: &str = "
 # joins, e.g. [\"admin\"]) and
 # methods, a table binding each method name (case-insensitive) to a built-in action: echo,
 # caller-connection-id, send-message-to-caller, count-to, never-ending, throw, concat-upload,
-# request-header, invoke-caller, join-group, leave-group, send-to-group, send-to-all; group
-# actions may name a template for the group with {0} for the argument (join-group:image-{0}).
+# request-header, invoke-caller, join-group, leave-group, send-to-group, send-to-all,
+# subscribe-content, join-key-group, reply-event. Group actions may name a template for the
+# group after ':' (join-group:image-{0}). Placeholders: {0} = the first argument (a string or
+# an integer; an array joins/leaves one group per element), {0|lower} lowercased, {0|url} an
+# absolute URL as host-with-dashes-path-with-dashes (Conduit's webhook groups), {vkey} = the
+# caller's virtual key id. join-group with no {0} (\"join-group:threat-level\") takes no argument.
+# A method may also be a table: action, group (the template), allowed (the first argument must
+# be one of these, ignoring case), reply (an event sent to the caller with the method's
+# arguments after success; reply-event does nothing else) and admin (only admin keys and admin
+# virtual keys may call it).
 # [hubs.chat]
 # path = \"/hubs/chat\"
 # auth = \"anonymous\"
-# methods = { Echo = \"echo\", WhoAmI = \"caller-connection-id\" }
+# [hubs.chat.methods]
+# Echo = \"echo\"
+# Join = \"join-group:room-{0}\"
+# [hubs.chat.methods.Subscribe]
+# action = \"join-group\"
+# group = \"feed-{0}-{vkey}\"
+# allowed = [\"news\", \"sport\"]
+# reply = \"Subscribed\"
+# admin = false
 ";
 
 /// `prefix.key`, or `key` at the top level.
@@ -1033,15 +1104,18 @@ impl Merged {
                     "is required: a table of Method = \"action\"".into(),
                 ));
             };
-            let mut methods: Vec<(String, String)> = Vec::new();
-            for method in table.keys() {
+            let mut methods: Vec<(String, MethodConfig)> = Vec::new();
+            for (method, value) in table {
                 let method_key = join(&methods_key, method);
-                let action = self.get(&method_key, string)?;
+                let spec = match value {
+                    Value::Table(fields) => self.method_table(&method_key, fields)?,
+                    _ => MethodConfig::from(self.get(&method_key, string)?),
+                };
                 if methods.iter().any(|(m, _)| m.eq_ignore_ascii_case(method)) {
                     let reason = "method names are case-insensitive; this one is declared twice";
                     return Err(self.reject(&method_key, reason.to_owned()));
                 }
-                methods.push((method.clone(), action));
+                methods.push((method.clone(), spec));
             }
             let protocols = match fields.get("protocols") {
                 None => vec!["json".to_owned(), "messagepack".to_owned()],
@@ -1076,6 +1150,50 @@ impl Merged {
             });
         }
         Ok(out)
+    }
+
+    /// The table form of a method (its keys were checked when its layer applied).
+    fn method_table(&self, key: &str, fields: &Table) -> Result<MethodConfig, ConfigError> {
+        let field = |name: &str| join(key, name);
+        if !fields.contains_key("action") {
+            return Err(self.reject(&field("action"), "is required, e.g. \"join-group\"".into()));
+        }
+        let action = self.get(&field("action"), |v| {
+            let action = non_empty_string(v)?;
+            if action.contains(':') {
+                return Err("the table form names the group in `group`, not after ':'".into());
+            }
+            Ok(action)
+        })?;
+        let group = match fields.get("group") {
+            None => None,
+            Some(_) => Some(self.get(&field("group"), non_empty_string)?),
+        };
+        let allowed = match fields.get("allowed") {
+            None => Vec::new(),
+            Some(_) => self.get(&field("allowed"), |v| {
+                let values = string_list(v, "an array of strings")?;
+                if values.is_empty() || values.iter().any(|a| a.trim().is_empty()) {
+                    return Err("expected a non-empty list of non-empty strings".into());
+                }
+                Ok(values)
+            })?,
+        };
+        let reply = match fields.get("reply") {
+            None => None,
+            Some(_) => Some(self.get(&field("reply"), non_empty_string)?),
+        };
+        let admin = match fields.get("admin") {
+            None => false,
+            Some(_) => self.get(&field("admin"), boolean)?,
+        };
+        Ok(MethodConfig {
+            action,
+            group,
+            allowed,
+            reply,
+            admin,
+        })
     }
 
     /// A [`ConfigError::Invalid`] for `key` with its current value and recorded origin.
@@ -1136,8 +1254,31 @@ fn check_hub_keys(value: &Value, origin: &str) -> Result<(), ConfigError> {
                     known: HUB_KEYS.join(", "),
                 });
             }
-            if field == "methods" && !inner.is_table() {
-                return Err(invalid(field_key, inner, expected("a table", inner)));
+            if field == "methods" {
+                let Value::Table(methods) = inner else {
+                    return Err(invalid(field_key, inner, expected("a table", inner)));
+                };
+                for (method, spec) in methods {
+                    let method_key = join(&field_key, method);
+                    match spec {
+                        Value::String(_) => {}
+                        Value::Table(keys) => {
+                            if let Some(unknown) =
+                                keys.keys().find(|k| !METHOD_KEYS.contains(&k.as_str()))
+                            {
+                                return Err(ConfigError::UnknownKey {
+                                    key: join(&method_key, unknown),
+                                    origin: origin.to_owned(),
+                                    known: METHOD_KEYS.join(", "),
+                                });
+                            }
+                        }
+                        other => {
+                            let what = "an action string or a method table";
+                            return Err(invalid(method_key, other, expected(what, other)));
+                        }
+                    }
+                }
             }
         }
     }
@@ -2090,5 +2231,101 @@ mod tests {
             (c.signalr.invocation_rate, c.signalr.invocation_burst),
             (100, 5)
         );
+    }
+
+    #[test]
+    fn a_method_is_an_action_string_or_a_table_of_known_keys() {
+        let c = Config::from_toml_str(
+            "[hubs.a]\npath = \"/a\"\n[hubs.a.methods]\nJoin = \"join-group:image-{0}\"\n\
+             [hubs.a.methods.Sub]\naction = \"join-group\"\ngroup = \"analytics-{0}\"\n\
+             allowed = [\"cost\"]\nreply = \"Subscribed\"\nadmin = true\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hubs[0].methods,
+            vec![
+                (
+                    "Join".to_owned(),
+                    MethodConfig {
+                        action: "join-group".into(),
+                        group: Some("image-{0}".into()),
+                        ..MethodConfig::default()
+                    }
+                ),
+                (
+                    "Sub".to_owned(),
+                    MethodConfig {
+                        action: "join-group".into(),
+                        group: Some("analytics-{0}".into()),
+                        allowed: vec!["cost".into()],
+                        reply: Some("Subscribed".into()),
+                        admin: true,
+                    }
+                ),
+            ]
+        );
+        let err = Config::from_toml_str(
+            "[hubs.a]\npath = \"/a\"\nmethods.M = { action = \"echo\", replies = \"X\" }\n",
+            "test.toml",
+        )
+        .unwrap_err();
+        let ConfigError::UnknownKey { key, origin, known } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (key.as_str(), origin.as_str(), known.as_str()),
+            (
+                "hubs.a.methods.M.replies",
+                "test.toml",
+                "action, group, allowed, reply, admin"
+            )
+        );
+    }
+
+    #[test]
+    fn method_tables_are_checked_key_by_key() {
+        for (method, key, says) in [
+            (
+                "M = 5",
+                "hubs.a.methods.M",
+                "expected an action string or a method table",
+            ),
+            (
+                "M = { group = \"g\" }",
+                "hubs.a.methods.M.action",
+                "is required",
+            ),
+            (
+                "M = { action = \"join-group:x-{0}\" }",
+                "hubs.a.methods.M.action",
+                "the table form names the group in `group`",
+            ),
+            (
+                "M = { action = \"echo\", admin = \"yes\" }",
+                "hubs.a.methods.M.admin",
+                "expected true or false",
+            ),
+            (
+                "M = { action = \"echo\", allowed = [] }",
+                "hubs.a.methods.M.allowed",
+                "non-empty",
+            ),
+            (
+                "M = { action = \"echo\", reply = \" \" }",
+                "hubs.a.methods.M.reply",
+                "must not be empty",
+            ),
+        ] {
+            let (name, origin, reason) = invalid(&format!(
+                "[hubs.a]\npath = \"/a\"\n[hubs.a.methods]\n{method}\n"
+            ));
+            assert_eq!(
+                (name.as_str(), origin.as_str()),
+                (key, "test.toml"),
+                "{method}"
+            );
+            assert!(reason.contains(says), "{method}: {reason}");
+        }
     }
 }

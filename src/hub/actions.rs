@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::{Action, Param};
+use super::{Action, Method, Param};
 use crate::protocol::signalr::{CompletionOutcome, HubMessage, Invocation, Payload, Value};
 
 /// Why arguments could not be bound to a method (ASP.NET: an `InvalidDataException`, whose text
@@ -161,6 +161,8 @@ pub struct Caller<'a> {
     pub effects: &'a mut Vec<Effect>,
     /// The caller's virtual key id, when it connected with one.
     pub key_id: Option<i64>,
+    /// Whether the caller is an admin principal (an admin key, or a virtual key marked admin).
+    pub admin: bool,
 }
 
 /// A server-to-client invocation without an id (an event), e.g. `Message("hi")`.
@@ -174,22 +176,15 @@ pub fn event(target: &str, arguments: Vec<Payload>) -> HubMessage {
     })
 }
 
-/// Checks the arguments against the action's parameters and runs it.
-///
-/// # Errors
-/// [`BindError`] when the arguments do not fit.
-pub fn invoke(
-    action: Action,
-    method_name: &str,
-    group_template: Option<&str>,
-    invocation: Invocation,
-    caller: &mut Caller<'_>,
-) -> Result<Outcome, BindError> {
-    let group = |arg: String| match group_template {
-        Some(template) => template.replace("{0}", &arg),
-        None => arg,
-    };
-    let params = action.params();
+/// The HubException Completion ASP.NET sends when a hub method throws one.
+fn hub_exception(method_name: &str, message: &str) -> Outcome {
+    Outcome::Complete(CompletionOutcome::Error(format!(
+        "An unexpected error occurred invoking '{method_name}' on the server. HubException: {message}"
+    )))
+}
+
+/// Fails unless the invocation carries as many arguments and streams as `params` binds.
+fn check_arity(params: &[Param], invocation: &Invocation) -> Result<(), BindError> {
     let expected = params.iter().filter(|p| **p != Param::Upload).count();
     let expected_streams = params.len() - expected;
     if invocation.arguments.len() != expected {
@@ -204,6 +199,302 @@ pub fn invoke(
             expected: expected_streams,
         });
     }
+    Ok(())
+}
+
+/// Runs a configured method: the admin check, the `allowed` check, the action, then the
+/// `reply` event (queued before the Completion, as an `await Clients.Caller.SendAsync` inside
+/// the hub method would be).
+///
+/// # Errors
+/// [`BindError`] when the arguments do not fit.
+pub fn invoke_method(
+    method: &Method,
+    mut invocation: Invocation,
+    caller: &mut Caller<'_>,
+) -> Result<Outcome, BindError> {
+    let template = method.group_template.as_deref();
+    // ASP.NET binds arguments before the hub method runs its own checks.
+    check_arity(super::method_params(method.action, template), &invocation)?;
+    if method.admin && !caller.admin {
+        return Ok(hub_exception(
+            &method.name,
+            "Unauthorized: Admin privileges required",
+        ));
+    }
+    let reply_arguments = method.reply.as_ref().map(|_| invocation.arguments.clone());
+    if !method.allowed.is_empty()
+        && let Some(first) = invocation.arguments.first_mut()
+    {
+        let value = first.to_value().map_err(|_| BindError::Type)?;
+        match canonical_choice(value, &method.allowed)? {
+            Ok(value) => *first = Payload::from_value(value),
+            Err(given) => {
+                let message = format!(
+                    "Invalid {} argument '{given}'. Valid values: {}.",
+                    method.name,
+                    method.allowed.join(", ")
+                );
+                return Ok(hub_exception(&method.name, &message));
+            }
+        }
+    }
+    let outcome = invoke(method.action, &method.name, template, invocation, caller)?;
+    if let (Some(reply), Some(arguments)) = (&method.reply, reply_arguments)
+        && matches!(
+            outcome,
+            Outcome::Complete(CompletionOutcome::Void | CompletionOutcome::Result(_))
+        )
+    {
+        caller.outgoing.push(event(reply, arguments));
+    }
+    Ok(outcome)
+}
+
+/// `value` with each string replaced by its spelling in `allowed` (matched ignoring case);
+/// `Ok(Err(text))` names a value that is not allowed. Integers match their decimal text and
+/// arrays are checked element by element.
+fn canonical_choice(value: Value, allowed: &[String]) -> Result<Result<Value, String>, BindError> {
+    let find = |text: &str| {
+        allowed
+            .iter()
+            .find(|a| a.to_lowercase() == text.to_lowercase())
+    };
+    Ok(match value {
+        Value::Str(text) => match find(&text) {
+            Some(choice) => Ok(Value::Str(choice.clone())),
+            None => Err(text),
+        },
+        Value::Int(_) | Value::UInt(_) => {
+            let text = scalar_text(&value).unwrap_or_default();
+            if find(&text).is_some() {
+                Ok(value)
+            } else {
+                Err(text)
+            }
+        }
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                if matches!(item, Value::Array(_)) {
+                    return Err(BindError::Type);
+                }
+                match canonical_choice(item, allowed)? {
+                    Ok(item) => out.push(item),
+                    Err(given) => return Ok(Err(given)),
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        _ => return Err(BindError::Type),
+    })
+}
+
+/// The text a string or integer argument contributes to a group name.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Str(text) => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::UInt(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A transform applied to `{0}` in a group template: `{0|lower}`, `{0|url}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// Lowercased (Conduit's `metrics-{type.ToLower()}`).
+    Lower,
+    /// An absolute URL as Conduit's webhook groups name it: `{host with . → -}-{path with / → -}`,
+    /// e.g. `https://api.example.com/hook` → `api-example-com--hook`.
+    Url,
+}
+
+impl Transform {
+    /// Every transform, with the name templates use for it.
+    pub const NAMES: [(&'static str, Self); 2] = [("lower", Self::Lower), ("url", Self::Url)];
+
+    /// Applies the transform; `None` when the text does not fit (not an absolute URL).
+    fn apply(self, text: &str) -> Option<String> {
+        match self {
+            Self::Lower => Some(text.to_lowercase()),
+            Self::Url => url_slug(text),
+        }
+    }
+}
+
+/// One piece of a parsed group template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Literal text.
+    Text(&'a str),
+    /// `{0}` (the first argument), possibly transformed.
+    Arg(Option<Transform>),
+    /// `{vkey}`: the caller's virtual key id.
+    VKey,
+}
+
+/// Parses a group template. The error names the offending placeholder.
+///
+/// # Errors
+/// An unclosed `{`, a placeholder other than `{0}`/`{vkey}` (e.g. `{1}`: group actions bind
+/// one argument), or an unknown transform.
+pub fn parse_template(template: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(&rest[..open]));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("unclosed '{{' in \"{template}\""));
+        };
+        let inner = &rest[open + 1..open + close];
+        let (name, transform) = match inner.split_once('|') {
+            Some((name, transform)) => (name, Some(transform)),
+            None => (inner, None),
+        };
+        let transform = match transform {
+            None => None,
+            Some(t) => match Transform::NAMES.iter().find(|(n, _)| *n == t) {
+                Some((_, transform)) => Some(*transform),
+                None => {
+                    let known = Transform::NAMES.map(|(n, _)| n).join(", ");
+                    return Err(format!(
+                        "unknown transform '{t}' in {{{inner}}} (known: {known})"
+                    ));
+                }
+            },
+        };
+        pieces.push(match (name, transform) {
+            ("0", transform) => Piece::Arg(transform),
+            ("vkey", None) => Piece::VKey,
+            ("vkey", Some(_)) => return Err("transforms apply to {0} only, not {vkey}".into()),
+            (n, _) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(format!(
+                    "placeholder {{{n}}} cannot be filled: group actions bind one argument, {{0}}"
+                ));
+            }
+            (n, _) => {
+                return Err(format!(
+                    "unknown placeholder {{{n}}} (known: {{0}}, {{vkey}})"
+                ));
+            }
+        });
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest));
+    }
+    Ok(pieces)
+}
+
+/// Why a group name could not be made for this call.
+#[derive(Debug)]
+enum GroupFailure {
+    /// The argument has the wrong type.
+    Bind,
+    /// A HubException for the caller, with this message.
+    Hub(String),
+}
+
+/// The group names a group action acts on: one per element when the argument is an array
+/// (Conduit's `SubscribeToWebhooks(string[])`), else one. Strings and integers fill `{0}`.
+fn group_names(
+    template: Option<&str>,
+    argument: Option<Payload>,
+    key_id: Option<i64>,
+) -> Result<Vec<String>, GroupFailure> {
+    let values: Vec<Option<String>> = match argument {
+        None => vec![None],
+        Some(payload) => match payload.to_value().map_err(|_| GroupFailure::Bind)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| scalar_text(item).map(Some).ok_or(GroupFailure::Bind))
+                .collect::<Result<_, _>>()?,
+            value => vec![Some(scalar_text(&value).ok_or(GroupFailure::Bind)?)],
+        },
+    };
+    let pieces = match template {
+        Some(template) => parse_template(template).map_err(GroupFailure::Hub)?,
+        None => vec![Piece::Arg(None)],
+    };
+    values
+        .iter()
+        .map(|value| {
+            let mut name = String::new();
+            for piece in &pieces {
+                match (piece, value) {
+                    (Piece::Text(text), _) => name.push_str(text),
+                    (Piece::Arg(None), Some(value)) => name.push_str(value),
+                    (Piece::Arg(Some(transform)), Some(value)) => {
+                        let Some(text) = transform.apply(value) else {
+                            return Err(GroupFailure::Hub(format!(
+                                "'{value}' is not an absolute URL."
+                            )));
+                        };
+                        name.push_str(&text);
+                    }
+                    (Piece::Arg(_), None) => return Err(GroupFailure::Bind),
+                    (Piece::VKey, _) => match key_id {
+                        Some(id) => name.push_str(&id.to_string()),
+                        None => {
+                            return Err(GroupFailure::Hub(
+                                "This method needs a virtual key.".into(),
+                            ));
+                        }
+                    },
+                }
+            }
+            Ok(name)
+        })
+        .collect()
+}
+
+/// Conduit's webhook group suffix for an absolute URL (.NET `Uri.Host` and `AbsolutePath`):
+/// the lowercased host with `.` → `-`, a `-`, then the path (`/` when empty) with `/` → `-`.
+/// Query, fragment, user info and port are dropped. `None` for text that is not an absolute
+/// URL with a host.
+fn url_slug(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        &host_port[..=host_port.find(']')?]
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    let path = &after[..after.find(['?', '#']).unwrap_or(after.len())];
+    let path = if path.is_empty() { "/" } else { path };
+    Some(format!(
+        "{}-{}",
+        host.to_ascii_lowercase().replace('.', "-"),
+        path.replace('/', "-")
+    ))
+}
+
+/// Checks the arguments against the action's parameters and runs it.
+///
+/// # Errors
+/// [`BindError`] when the arguments do not fit.
+pub fn invoke(
+    action: Action,
+    method_name: &str,
+    group_template: Option<&str>,
+    invocation: Invocation,
+    caller: &mut Caller<'_>,
+) -> Result<Outcome, BindError> {
+    check_arity(super::method_params(action, group_template), &invocation)?;
     let mut args = invocation.arguments.into_iter();
     Ok(match action {
         Action::Echo => {
@@ -232,12 +523,7 @@ pub fn invoke(
             })
         }
         Action::NeverEnding => Outcome::Stream(StreamSource::NeverEnding),
-        Action::Throw => {
-            let message = string_arg(&mut args)?;
-            Outcome::Complete(CompletionOutcome::Error(format!(
-                "An unexpected error occurred invoking '{method_name}' on the server. HubException: {message}"
-            )))
-        }
+        Action::Throw => hub_exception(method_name, &string_arg(&mut args)?),
         Action::ConcatUpload => Outcome::AwaitUpload {
             stream_id: invocation
                 .stream_ids
@@ -248,18 +534,30 @@ pub fn invoke(
                     expected: 1,
                 })?,
         },
-        Action::JoinGroup => {
-            let group = group(string_arg(&mut args)?);
-            caller.effects.push(Effect::JoinGroup(group));
+        Action::JoinGroup | Action::LeaveGroup => {
+            let groups = match group_names(group_template, args.next(), caller.key_id) {
+                Ok(groups) => groups,
+                Err(GroupFailure::Bind) => return Err(BindError::Type),
+                Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
+            };
+            let join = action == Action::JoinGroup;
+            caller.effects.extend(groups.into_iter().map(|group| {
+                if join {
+                    Effect::JoinGroup(group)
+                } else {
+                    Effect::LeaveGroup(group)
+                }
+            }));
             Outcome::Complete(CompletionOutcome::Void)
         }
-        Action::LeaveGroup => {
-            let group = group(string_arg(&mut args)?);
-            caller.effects.push(Effect::LeaveGroup(group));
-            Outcome::Complete(CompletionOutcome::Void)
-        }
+        Action::ReplyEvent => Outcome::Complete(CompletionOutcome::Void),
         Action::SendToGroup => {
-            let group = group(string_arg(&mut args)?);
+            let name = Payload::string(string_arg(&mut args)?);
+            let group = match group_names(group_template, Some(name), caller.key_id) {
+                Ok(mut groups) => groups.pop().ok_or(BindError::Type)?,
+                Err(GroupFailure::Bind) => return Err(BindError::Type),
+                Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
+            };
             let message = args.next().ok_or(BindError::Type)?;
             caller.effects.push(Effect::Publish {
                 target: Target::Group(group),
@@ -285,13 +583,14 @@ pub fn invoke(
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::JoinKeyGroup => {
-            let Some(id) = caller.key_id else {
-                return Ok(needs_virtual_key(method_name));
-            };
-            let template = group_template.unwrap_or("vkey-{vkey}");
-            caller.effects.push(Effect::JoinGroup(
-                template.replace("{vkey}", &id.to_string()),
-            ));
+            let template = Some(group_template.unwrap_or("vkey-{vkey}"));
+            match group_names(template, None, caller.key_id) {
+                Ok(groups) => caller
+                    .effects
+                    .extend(groups.into_iter().map(Effect::JoinGroup)),
+                Err(GroupFailure::Bind) => return Err(BindError::Type),
+                Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
+            }
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::SetKeyState => {
@@ -398,6 +697,7 @@ mod tests {
             outgoing: &mut outgoing,
             effects: &mut effects,
             key_id: Some(7),
+            admin: false,
         };
         let invocation = Invocation {
             headers: Default::default(),
@@ -501,6 +801,7 @@ mod tests {
             outgoing: &mut outgoing,
             effects: &mut effects,
             key_id: Some(7),
+            admin: false,
         };
         let call = |args: Vec<Payload>| Invocation {
             headers: Default::default(),
@@ -568,5 +869,215 @@ mod tests {
                 Payload::from_value(Value::Null)
             )))
         );
+    }
+
+    /// Runs `method` as a caller with virtual key 7 (admin or not); returns the outcome, the
+    /// events for the caller and the effects.
+    fn run(
+        method: &Method,
+        arguments: Vec<Payload>,
+        admin: bool,
+    ) -> (Result<Outcome, BindError>, Vec<HubMessage>, Vec<Effect>) {
+        let (mut outgoing, mut effects) = (Vec::new(), Vec::new());
+        let mut caller = Caller {
+            connection_id: "c",
+            request_headers: &[],
+            outgoing: &mut outgoing,
+            effects: &mut effects,
+            key_id: Some(7),
+            admin,
+        };
+        let invocation = Invocation {
+            headers: Default::default(),
+            invocation_id: Some("1".into()),
+            target: method.name.clone(),
+            arguments,
+            stream_ids: vec![],
+        };
+        let out = invoke_method(method, invocation, &mut caller);
+        (out, outgoing, effects)
+    }
+
+    fn method(action: Action, group: Option<&str>) -> Method {
+        Method {
+            name: "M".into(),
+            action,
+            group_template: group.map(str::to_owned),
+            allowed: Vec::new(),
+            reply: None,
+            admin: false,
+        }
+    }
+
+    fn error(text: &str) -> Result<Outcome, BindError> {
+        Ok(Outcome::Complete(CompletionOutcome::Error(format!(
+            "An unexpected error occurred invoking 'M' on the server. HubException: {text}"
+        ))))
+    }
+
+    const VOID: Result<Outcome, BindError> = Ok(Outcome::Complete(CompletionOutcome::Void));
+
+    #[test]
+    fn group_templates_fill_the_argument_and_the_callers_virtual_key() {
+        let join = method(Action::JoinGroup, Some("vkey-{vkey}-{0}"));
+        let (out, _, effects) = run(&join, vec![Payload::string("x")], false);
+        assert_eq!(
+            (out, effects),
+            (VOID, vec![Effect::JoinGroup("vkey-7-x".into())])
+        );
+        // Integers format into the name (Conduit's `SubscribeToVirtualKey(int)`).
+        let by_id = method(Action::LeaveGroup, Some("admin-vkey-{0}"));
+        let (_, _, effects) = run(&by_id, vec![Payload::from_value(Value::Int(42))], false);
+        assert_eq!(effects, vec![Effect::LeaveGroup("admin-vkey-42".into())]);
+        // Objects are not group names.
+        let (out, _, _) = run(&by_id, vec![Payload::from_value(Value::Map(vec![]))], false);
+        assert_eq!(out, Err(BindError::Type));
+    }
+
+    #[test]
+    fn a_string_array_joins_one_group_per_element() {
+        let metrics = method(Action::JoinGroup, Some("metrics-{0|lower}"));
+        let types = Value::Array(vec![
+            Value::Str("HTTP".into()),
+            Value::Str("Business".into()),
+        ]);
+        let (out, _, effects) = run(&metrics, vec![Payload::from_value(types)], false);
+        assert_eq!(out, VOID);
+        assert_eq!(
+            effects,
+            vec![
+                Effect::JoinGroup("metrics-http".into()),
+                Effect::JoinGroup("metrics-business".into())
+            ]
+        );
+        let nested = Value::Array(vec![Value::Array(vec![])]);
+        let (out, _, _) = run(&metrics, vec![Payload::from_value(nested)], false);
+        assert_eq!(out, Err(BindError::Type));
+    }
+
+    #[test]
+    fn webhook_urls_become_conduits_group_names() {
+        let hooks = method(Action::JoinGroup, Some("webhook-{0|url}"));
+        let urls = Value::Array(vec![
+            Value::Str("https://api.example.com/hook".into()),
+            Value::Str("http://user@Hooks.Example.org:8443/a/b?x=1#f".into()),
+            Value::Str("https://example.com".into()),
+        ]);
+        let (_, _, effects) = run(&hooks, vec![Payload::from_value(urls)], false);
+        assert_eq!(
+            effects,
+            vec![
+                Effect::JoinGroup("webhook-api-example-com--hook".into()),
+                Effect::JoinGroup("webhook-hooks-example-org--a-b".into()),
+                Effect::JoinGroup("webhook-example-com--".into()),
+            ]
+        );
+        let (out, _, effects) = run(&hooks, vec![Payload::string("not a url")], false);
+        assert_eq!(out, error("'not a url' is not an absolute URL."));
+        assert!(effects.is_empty());
+    }
+
+    #[test]
+    fn a_fixed_group_takes_no_argument() {
+        let threat = method(Action::JoinGroup, Some("threat-level-subscribers"));
+        let (out, _, effects) = run(&threat, vec![], false);
+        assert_eq!(
+            (out, effects),
+            (
+                VOID,
+                vec![Effect::JoinGroup("threat-level-subscribers".into())]
+            )
+        );
+        let (out, _, _) = run(&threat, vec![Payload::string("x")], false);
+        assert_eq!(
+            out,
+            Err(BindError::Arity {
+                given: 1,
+                expected: 0
+            })
+        );
+    }
+
+    #[test]
+    fn allowed_values_match_ignoring_case_and_others_get_a_hub_exception() {
+        let mut analytics = method(Action::JoinGroup, Some("analytics-{0}-{vkey}"));
+        analytics.allowed = vec!["usage".into(), "cost".into()];
+        analytics.reply = Some("SubscribedToAnalytics".into());
+        let (out, events, effects) = run(&analytics, vec![Payload::string("COST")], false);
+        assert_eq!(out, VOID);
+        assert_eq!(effects, vec![Effect::JoinGroup("analytics-cost-7".into())]);
+        // The reply carries the arguments as the client sent them.
+        assert_eq!(
+            events,
+            vec![event(
+                "SubscribedToAnalytics",
+                vec![Payload::string("COST")]
+            )]
+        );
+        let (out, events, effects) = run(&analytics, vec![Payload::string("tokens")], false);
+        assert_eq!(
+            out,
+            error("Invalid M argument 'tokens'. Valid values: usage, cost.")
+        );
+        assert!(events.is_empty() && effects.is_empty());
+    }
+
+    #[test]
+    fn admin_methods_refuse_other_callers_after_binding() {
+        let mut manage = method(Action::JoinGroup, Some("vkey-mgmt-{0}"));
+        manage.admin = true;
+        let (out, _, effects) = run(&manage, vec![Payload::from_value(Value::Int(3))], false);
+        assert_eq!(out, error("Unauthorized: Admin privileges required"));
+        assert!(effects.is_empty());
+        let (out, _, _) = run(&manage, vec![], false);
+        assert_eq!(
+            out,
+            Err(BindError::Arity {
+                given: 0,
+                expected: 1
+            })
+        );
+        let (out, _, effects) = run(&manage, vec![Payload::from_value(Value::Int(3))], true);
+        assert_eq!(
+            (out, effects),
+            (VOID, vec![Effect::JoinGroup("vkey-mgmt-3".into())])
+        );
+    }
+
+    #[test]
+    fn reply_event_answers_the_caller_with_its_argument() {
+        let mut prefs = method(Action::ReplyEvent, None);
+        prefs.reply = Some("PreferencesUpdated".into());
+        let body = Payload::from_value(Value::Map(vec![(
+            Value::Str("minimumPriority".into()),
+            Value::Int(2),
+        )]));
+        let (out, events, effects) = run(&prefs, vec![body.clone()], false);
+        assert_eq!(out, VOID);
+        assert_eq!(events, vec![event("PreferencesUpdated", vec![body])]);
+        assert!(effects.is_empty());
+    }
+
+    #[test]
+    fn templates_with_unknown_placeholders_or_transforms_do_not_parse() {
+        assert_eq!(
+            parse_template("a-{0|lower}-{vkey}"),
+            Ok(vec![
+                Piece::Text("a-"),
+                Piece::Arg(Some(Transform::Lower)),
+                Piece::Text("-"),
+                Piece::VKey
+            ])
+        );
+        for (bad, says) in [
+            ("x-{1}", "placeholder {1} cannot be filled"),
+            ("x-{id}", "unknown placeholder {id}"),
+            ("x-{0|upper}", "unknown transform 'upper'"),
+            ("x-{vkey|url}", "transforms apply to {0} only"),
+            ("x-{0", "unclosed '{'"),
+        ] {
+            let error = parse_template(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::config::{Config, HubAuth};
+use crate::config::{Config, HubAuth, MethodConfig};
 use crate::protocol::signalr::HubProtocol;
 
 /// What a hub method does: one of the built-in behaviours.
@@ -67,6 +67,9 @@ pub enum Action {
     /// Returns the health snapshot; a hub with this method also gets it pushed as
     /// `HealthStatus` every `health.push_interval`.
     Health,
+    /// Does nothing but succeed; with the method's `reply` it answers the caller with an event
+    /// carrying its argument (Conduit's `UpdatePreferences(p)` → `PreferencesUpdated(p)`).
+    ReplyEvent,
 }
 
 /// How a method answers.
@@ -93,7 +96,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 18] = [
+    pub const NAMES: [(&'static str, Self); 19] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -112,6 +115,7 @@ impl Action {
         ("set-key-state", Self::SetKeyState),
         ("get-key-state", Self::GetKeyState),
         ("health", Self::Health),
+        ("reply-event", Self::ReplyEvent),
     ];
 
     /// The action configured as `name`.
@@ -125,7 +129,7 @@ impl Action {
     /// The parameters the action binds.
     pub fn params(self) -> &'static [Param] {
         match self {
-            Self::Echo => &[Param::Any],
+            Self::Echo | Self::ReplyEvent => &[Param::Any],
             Self::CallerConnectionId
             | Self::NeverEnding
             | Self::JoinKeyGroup
@@ -152,6 +156,28 @@ impl Action {
             _ => Reply::Single,
         }
     }
+
+    /// Whether the action names a group and so takes a group template.
+    fn is_group_action(self) -> bool {
+        matches!(
+            self,
+            Self::JoinGroup | Self::LeaveGroup | Self::SendToGroup | Self::JoinKeyGroup
+        )
+    }
+}
+
+/// The parameters a method binds: the action's, except that join/leave-group with a template
+/// that has no `{0}` (a fixed group such as `threat-level-subscribers`, or `vkey-{vkey}-x`)
+/// take no argument.
+pub fn method_params(action: Action, group_template: Option<&str>) -> &'static [Param] {
+    let fixed = |template: &str| {
+        actions::parse_template(template)
+            .is_ok_and(|pieces| !pieces.iter().any(|p| matches!(p, actions::Piece::Arg(_))))
+    };
+    match (action, group_template) {
+        (Action::JoinGroup | Action::LeaveGroup, Some(template)) if fixed(template) => &[],
+        _ => action.params(),
+    }
 }
 
 /// One hub method.
@@ -162,8 +188,15 @@ pub struct Method {
     /// What it does.
     pub action: Action,
     /// For the group actions: how the group name is made from the first argument, with `{0}`
-    /// standing for it (e.g. `image-{0}` for a task id); `None` means the argument itself.
+    /// standing for it (e.g. `image-{0}` for a task id) and `{vkey}` for the caller's virtual
+    /// key; `None` means the argument itself.
     pub group_template: Option<String>,
+    /// The first argument must be one of these (ignoring case); empty means any.
+    pub allowed: Vec<String>,
+    /// The event sent to the caller, with the method's arguments, after it succeeds.
+    pub reply: Option<String>,
+    /// Only admin principals may call it.
+    pub admin: bool,
 }
 
 /// A hub: a path and its methods.
@@ -200,15 +233,15 @@ pub enum HubConfigError {
         /// The actions that exist.
         known: String,
     },
-    /// A group template without the `{0}` placeholder.
-    #[error(
-        "hubs.{hub}.methods.{method}: a group template must contain {{0}}, e.g. \"join-group:image-{{0}}\""
-    )]
-    BadTemplate {
+    /// A method whose group template or modifiers (`allowed`, `reply`) its action cannot use.
+    #[error("hubs.{hub}.methods.{method}: {reason}")]
+    InvalidMethod {
         /// The hub's table name.
         hub: String,
         /// The method.
         method: String,
+        /// What is wrong, naming the placeholder or key.
+        reason: String,
     },
     /// Two hubs (a configured one and a built-in one) share a path.
     #[error("hubs.{hub}.path: '{path}' is already served by {other}")]
@@ -241,6 +274,9 @@ impl HubDefinition {
                             name: (*n).to_owned(),
                             action: *a,
                             group_template: None,
+                            allowed: Vec::new(),
+                            reply: None,
+                            admin: false,
                         },
                     )
                 })
@@ -296,7 +332,8 @@ impl HubDefinition {
 /// it is built once and handed to every shard.
 ///
 /// # Errors
-/// [`HubConfigError`] for an unknown action or a path served twice.
+/// [`HubConfigError`] for an unknown action, a method its action cannot run as written (a
+/// placeholder it cannot fill, a modifier it cannot use), or a path served twice.
 pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError> {
     let mut out: Vec<HubDefinition> = Vec::new();
     if config.diagnostics.enabled {
@@ -330,55 +367,14 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             });
         }
         let mut methods = Vec::with_capacity(hub.methods.len());
-        let mut templates = Vec::new();
-        for (method, action_name) in &hub.methods {
-            // `join-group:image-{0}`: a group action with a template for the group name.
-            let (base, template) = match action_name.split_once(':') {
-                Some((base, template)) => (base, Some(template)),
-                None => (action_name.as_str(), None),
-            };
-            let action = Action::from_name(base).filter(|action| {
-                template.is_none()
-                    || matches!(
-                        action,
-                        Action::JoinGroup
-                            | Action::LeaveGroup
-                            | Action::SendToGroup
-                            | Action::JoinKeyGroup
-                            | Action::SetKeyState
-                    )
-            });
-            let Some(action) = action else {
-                return Err(HubConfigError::UnknownAction {
-                    hub: hub.name.clone(),
-                    method: method.clone(),
-                    action: action_name.clone(),
-                    known: Action::NAMES.map(|(n, _)| n).join(", "),
-                });
-            };
-            if let Some(template) = template {
-                let placeholder = match action {
-                    Action::JoinKeyGroup => "{vkey}",
-                    // An event name, not a group.
-                    Action::SetKeyState => "",
-                    _ => "{0}",
-                };
-                if !template.contains(placeholder) || template.is_empty() {
-                    return Err(HubConfigError::BadTemplate {
-                        hub: hub.name.clone(),
-                        method: method.clone(),
-                    });
-                }
-                templates.push((method.to_lowercase(), template.to_owned()));
-            }
-            methods.push((method.as_str(), action));
+        for (name, spec) in &hub.methods {
+            methods.push(method(&hub.name, name, spec)?);
         }
-        let mut definition = HubDefinition::new(&hub.name, &hub.path, &methods);
-        for (method, template) in templates {
-            if let Some(entry) = definition.methods.get_mut(&method) {
-                entry.group_template = Some(template);
-            }
-        }
+        let mut definition = HubDefinition::new(&hub.name, &hub.path, &[]);
+        definition.methods = methods
+            .into_iter()
+            .map(|m| (m.name.to_lowercase(), m))
+            .collect();
         definition.max_message_size = hub.max_message_size;
         definition.auth = hub.auth;
         definition.join_on_connect = hub.join_on_connect.clone();
@@ -390,6 +386,90 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         out.push(definition);
     }
     Ok(out)
+}
+
+/// Builds one configured method, checking that its action can use its group template and
+/// modifiers.
+fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfigError> {
+    let invalid = |reason: String| HubConfigError::InvalidMethod {
+        hub: hub.to_owned(),
+        method: name.to_owned(),
+        reason,
+    };
+    let Some(action) = Action::from_name(&spec.action) else {
+        return Err(HubConfigError::UnknownAction {
+            hub: hub.to_owned(),
+            method: name.to_owned(),
+            action: spec.action.clone(),
+            known: Action::NAMES.map(|(n, _)| n).join(", "),
+        });
+    };
+    if let (Action::SetKeyState, Some(event)) = (action, &spec.group) {
+        // `set-key-state:NavigationUpdated`: the suffix names the event, not a group.
+        if event.is_empty() || event.contains(['{', '}', ' ']) {
+            return Err(invalid(format!(
+                "set-key-state takes an event name (e.g. set-key-state:NavigationUpdated), not \"{event}\""
+            )));
+        }
+    } else if let Some(template) = &spec.group {
+        if !action.is_group_action() {
+            return Err(invalid(format!(
+                "action '{}' takes no group template (only join-group, leave-group, \
+                 send-to-group and join-key-group do)",
+                spec.action
+            )));
+        }
+        let pieces = actions::parse_template(template)
+            .map_err(|reason| invalid(format!("group \"{template}\": {reason}")))?;
+        let has = |want: fn(&actions::Piece<'_>) -> bool| pieces.iter().any(want);
+        let uses_arg = has(|p| matches!(p, actions::Piece::Arg(_)));
+        let uses_vkey = has(|p| matches!(p, actions::Piece::VKey));
+        let problem = match action {
+            Action::SendToGroup if !uses_arg => {
+                Some("send-to-group needs {0} (its first argument) in the group")
+            }
+            Action::JoinKeyGroup if uses_arg => {
+                Some("join-key-group takes no argument, so {0} cannot be filled; use join-group")
+            }
+            Action::JoinKeyGroup if !uses_vkey => Some("join-key-group needs {vkey} in the group"),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(invalid(format!("group \"{template}\": {problem}")));
+        }
+    }
+    let template = spec.group.as_deref();
+    let params = method_params(action, template);
+    if !spec.allowed.is_empty() && params.first().is_none_or(|p| *p == Param::Upload) {
+        return Err(invalid(format!(
+            "allowed needs a method that takes an argument; '{}' with this group takes none",
+            spec.action
+        )));
+    }
+    if spec.reply.is_some()
+        && (action.reply() == Reply::Stream
+            || matches!(action, Action::InvokeCaller | Action::ConcatUpload))
+    {
+        return Err(invalid(format!(
+            "reply needs an action that completes at once; '{}' does not",
+            spec.action
+        )));
+    }
+    if action == Action::ReplyEvent && spec.reply.is_none() {
+        return Err(invalid(
+            "reply-event needs the event to send: write the method as a table with \
+             reply = \"EventName\""
+                .to_owned(),
+        ));
+    }
+    Ok(Method {
+        name: name.to_owned(),
+        action,
+        group_template: spec.group.clone(),
+        allowed: spec.allowed.clone(),
+        reply: spec.reply.clone(),
+        admin: spec.admin,
+    })
 }
 
 /// The hubs a server serves, by path.
@@ -515,7 +595,7 @@ mod tests {
             (method.action, method.group_template.as_deref()),
             (Action::JoinGroup, Some("image-{0}"))
         );
-        for bad in ["echo:x-{0}", "join-group:no-placeholder"] {
+        for bad in ["echo:x-{0}", "join-group:image-{1}"] {
             let config = Config::from_toml_str(
                 &format!("[hubs.img]\npath = \"/i\"\nmethods = {{ M = \"{bad}\" }}\n"),
                 "t",
@@ -554,5 +634,118 @@ mod tests {
         assert_eq!(hub.method("echo").map(|m| m.action), Some(Action::Echo));
         assert_eq!(hub.method("ECHO").map(|m| m.name.as_str()), Some("Echo"));
         assert!(hub.method("Nope").is_none());
+    }
+
+    /// The definitions of a config holding only `[hubs.h]` (path `/h`) with `methods`.
+    fn only_hub(methods: &str) -> Result<HubDefinition, HubConfigError> {
+        let text = format!("[seed]\nenabled = false\n[hubs.h]\npath = \"/h\"\n{methods}");
+        let config = Config::from_toml_str(&text, "t").unwrap();
+        definitions(&config).map(|mut hubs| hubs.remove(0))
+    }
+
+    #[test]
+    fn a_method_table_sets_group_allowed_values_reply_and_admin() {
+        let hub = only_hub(
+            "[hubs.h.methods.SubscribeToAnalytics]\naction = \"join-group\"\n\
+             group = \"analytics-{0}-{vkey}\"\nallowed = [\"usage\", \"cost\"]\n\
+             reply = \"SubscribedToAnalytics\"\nadmin = true\n\
+             [hubs.h.methods]\nUnsubscribeFromTask = \"leave-group:task-{0}\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            hub.method("subscribetoanalytics"),
+            Some(&Method {
+                name: "SubscribeToAnalytics".into(),
+                action: Action::JoinGroup,
+                group_template: Some("analytics-{0}-{vkey}".into()),
+                allowed: vec!["usage".into(), "cost".into()],
+                reply: Some("SubscribedToAnalytics".into()),
+                admin: true,
+            })
+        );
+        let leave = hub.method("UnsubscribeFromTask").unwrap();
+        assert_eq!(
+            (leave.action, leave.group_template.as_deref(), leave.admin),
+            (Action::LeaveGroup, Some("task-{0}"), false)
+        );
+    }
+
+    #[test]
+    fn methods_their_action_cannot_run_as_written_are_config_errors() {
+        for (methods, says) in [
+            (
+                "methods = { M = \"join-group:task-{1}\" }\n",
+                "hubs.h.methods.M: group \"task-{1}\": placeholder {1} cannot be filled",
+            ),
+            (
+                "methods = { M = \"join-group:x-{0|shout}\" }\n",
+                "unknown transform 'shout'",
+            ),
+            (
+                "methods = { M = \"echo:x-{0}\" }\n",
+                "hubs.h.methods.M: action 'echo' takes no group template",
+            ),
+            (
+                "methods = { M = \"send-to-group:fixed\" }\n",
+                "send-to-group needs {0}",
+            ),
+            (
+                "methods = { M = \"join-key-group:x-{0}\" }\n",
+                "join-key-group takes no argument",
+            ),
+            (
+                "methods = { M = \"reply-event\" }\n",
+                "reply-event needs the event to send",
+            ),
+            (
+                "methods.M = { action = \"count-to\", reply = \"Done\" }\n",
+                "reply needs an action that completes at once",
+            ),
+            (
+                "methods.M = { action = \"join-group\", group = \"fixed\", allowed = [\"a\"] }\n",
+                "allowed needs a method that takes an argument",
+            ),
+            (
+                "methods.M = { action = \"shout\" }\n",
+                "hubs.h.methods.M: unknown action 'shout'",
+            ),
+        ] {
+            let error = only_hub(methods).unwrap_err().to_string();
+            assert!(error.contains(says), "{methods}: {error}");
+        }
+    }
+
+    #[test]
+    fn join_group_with_a_fixed_or_key_only_group_takes_no_argument() {
+        let hub = only_hub(
+            "methods = { Threat = \"join-group:threat-level-subscribers\", Mine = \"join-group:vkey-{vkey}-x\", Task = \"join-group:task-{0}\" }\n",
+        )
+        .unwrap();
+        let params = |name: &str| {
+            let m = hub.method(name).unwrap();
+            method_params(m.action, m.group_template.as_deref())
+        };
+        assert_eq!(
+            (params("Threat"), params("Mine"), params("Task")),
+            (&[][..], &[][..], &[Param::Str][..])
+        );
+    }
+
+    #[test]
+    fn the_documented_hub_example_builds_when_uncommented() {
+        let printed = crate::config::default_config_toml();
+        let example: String = printed
+            .lines()
+            .skip_while(|l| !l.starts_with("# [hubs.chat]"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(example.contains("allowed"), "{example}");
+        let config = Config::from_toml_str(&example, "example").unwrap();
+        let hubs = definitions(&config).unwrap();
+        let chat = hubs.iter().find(|h| h.path == "/hubs/chat").unwrap();
+        assert_eq!(
+            chat.method("subscribe").map(|m| m.reply.as_deref()),
+            Some(Some("Subscribed"))
+        );
     }
 }

@@ -21,7 +21,7 @@ fn hub(
         max_message_size: None,
         methods: methods
             .iter()
-            .map(|(m, a)| ((*m).to_owned(), (*a).to_owned()))
+            .map(|(m, a)| ((*m).to_owned(), (*a).into()))
             .collect(),
         protocols: vec!["json".to_owned(), "messagepack".to_owned()],
         join_on_connect: join.iter().map(|g| (*g).to_owned()).collect(),

@@ -126,6 +126,8 @@ pub struct Session {
     connection_id: String,
     /// The virtual key the connection presented, if any.
     key_id: Option<i64>,
+    /// Whether the connection's principal is an admin (admin key or admin virtual key).
+    admin: bool,
     request_headers: Vec<(String, String)>,
     options: SessionOptions,
     phase: Phase,
@@ -200,6 +202,7 @@ impl Session {
             hub,
             connection_id,
             key_id: None,
+            admin: false,
             request_headers,
             phase: Phase::Handshake {
                 deadline: now + options.handshake_timeout,
@@ -257,6 +260,11 @@ impl Session {
         let result = self.run_waiting();
         self.flush(outbox);
         result
+    }
+
+    /// Records whether the connection's principal is an admin (methods with `admin = true`).
+    pub fn set_admin(&mut self, admin: bool) {
+        self.admin = admin;
     }
 
     /// Whether the connection survives a dropped socket (stateful reconnect is in use).
@@ -603,15 +611,9 @@ impl Session {
             outgoing: &mut self.outgoing,
             effects: &mut self.effects,
             key_id: self.key_id,
+            admin: self.admin,
         };
-        let template = method.group_template.as_deref();
-        match actions::invoke(
-            method.action,
-            &method.name,
-            template,
-            invocation,
-            &mut caller,
-        ) {
+        match actions::invoke_method(&method, invocation, &mut caller) {
             Err(error) => {
                 if let Some(id) = id {
                     let text = self.bind_error_text(&target, &error);

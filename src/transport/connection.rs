@@ -507,6 +507,9 @@ async fn run_hub(
             if let Caller::Key(Principal::VirtualKey { id, .. }) = &caller {
                 session.set_key_id(Some(*id));
             }
+            if let Caller::Key(principal) = &caller {
+                session.set_admin(principal.is_admin());
+            }
             let slot = ctx
                 .sessions
                 .insert(Rc::clone(&upgrade.hub), Box::new(session));
