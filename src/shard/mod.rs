@@ -107,6 +107,10 @@ pub struct ShardContext {
     pub keys: KeyLookup,
     /// Their group memberships.
     pub groups: GroupTable,
+    /// Sessions by user (a virtual key id in decimal), per hub: the same shape as a group table.
+    pub users: GroupTable,
+    /// The hubs by name, for the REST publish API.
+    pub hub_names: crate::http::publish::HubNames,
     /// The other shards' inboxes.
     pub peers: Peers,
 }
@@ -122,8 +126,11 @@ impl ShardContext {
         keys: KeyLookup,
     ) -> Self {
         let max_connections = config.shard_max_connections();
+        let hubs_by_path = Hubs::new(hubs);
         Self {
-            hubs: Hubs::new(hubs),
+            hub_names: crate::http::publish::HubNames::new(hubs, &hubs_by_path),
+            users: GroupTable::default(),
+            hubs: hubs_by_path,
             negotiations: Negotiations::default(),
             sessions: Sessions::default(),
             keys,
@@ -206,6 +213,10 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             }
             Some(ShardMessage::Publish(envelope)) => {
                 crate::hub::endpoint::deliver_local(&ctx, &envelope);
+            }
+            Some(ShardMessage::Manage(request)) => {
+                let found = crate::hub::endpoint::manage_local(&ctx, &request.hub, &request.op);
+                let _ = request.reply.send(found);
             }
             None => return,
         }

@@ -6,6 +6,7 @@
 //! session is short and synchronous (never held across an `await`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -43,13 +44,18 @@ pub struct SessionSlot {
     pub groups: RefCell<Vec<String>>,
     /// Whether it was removed (a late delivery finds it gone).
     removed: Cell<bool>,
+    /// The user it belongs to (its virtual key id in decimal), for the shard's user table.
+    pub user: RefCell<Option<String>>,
+    /// Set when the session was asked to close (REST `DELETE …/connections/{id}`): its next
+    /// wake closes the connection after writing what is queued.
+    closing: Cell<bool>,
 }
 
 impl SessionSlot {
     /// Queues a message for the session and wakes its connection (`now` tells whether its
     /// connection's write has stalled).
     pub fn deliver(&self, message: &Arc<PreparedMessage>, now: Instant) {
-        if self.removed.get() {
+        if self.removed.get() || self.closing.get() {
             return;
         }
         let attached = self.attached.borrow();
@@ -71,6 +77,24 @@ impl SessionSlot {
     pub fn detach(&self) {
         *self.attached.borrow_mut() = None;
     }
+
+    /// Whether it is attached to a connection (`false` while parked for stateful reconnect).
+    pub fn is_attached(&self) -> bool {
+        self.attached.borrow().is_some()
+    }
+
+    /// Queues `message` as the last one and asks the connection to close after writing it.
+    pub fn close_after(&self, message: &Arc<PreparedMessage>, now: Instant) {
+        self.deliver(message, now);
+        // Set after: nothing is delivered behind the Close (the connection runs on this
+        // thread, so it cannot wake in between).
+        self.closing.set(true);
+    }
+
+    /// Whether the session was asked to close ([`Self::close_after`]).
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
 }
 
 /// The shard's sessions.
@@ -78,6 +102,8 @@ impl SessionSlot {
 pub struct Sessions {
     slots: RefCell<Slab<Rc<SessionSlot>>>,
     next_serial: Cell<u64>,
+    /// Public connection id → session, so a send to one connection is O(1) per shard.
+    by_connection_id: RefCell<HashMap<String, SessionKey>>,
 }
 
 impl Sessions {
@@ -100,8 +126,13 @@ impl Sessions {
             attached: RefCell::new(None),
             groups: RefCell::new(Vec::new()),
             removed: Cell::new(false),
+            user: RefCell::new(None),
+            closing: Cell::new(false),
         });
         entry.insert(Rc::clone(&slot));
+        self.by_connection_id
+            .borrow_mut()
+            .insert(slot.connection_id.clone(), slot.key);
         slot
     }
 
@@ -121,9 +152,19 @@ impl Sessions {
         if slots.get(index).is_some_and(|slot| slot.key == key) {
             let slot = slots.remove(index);
             slot.removed.set(true);
+            let mut ids = self.by_connection_id.borrow_mut();
+            if ids.get(&slot.connection_id) == Some(&key) {
+                ids.remove(&slot.connection_id);
+            }
             return Some(slot);
         }
         None
+    }
+
+    /// The live session whose public connection id is `connection_id`.
+    pub fn find(&self, connection_id: &str) -> Option<Rc<SessionSlot>> {
+        let key = *self.by_connection_id.borrow().get(connection_id)?;
+        self.get(key)
     }
 
     /// Every session of `hub` (a snapshot).

@@ -27,7 +27,7 @@ use super::websocket::{self, WebSocketLimits};
 use crate::auth::Principal;
 use crate::http::{self, Route};
 use crate::hub::access::{Caller, admit, unix_now};
-use crate::hub::endpoint::{HubEndpoint, end_session, join_group};
+use crate::hub::endpoint::{HubEndpoint, end_session, join_group, join_user};
 use crate::hub::identity::{home_shard, new_connection_id};
 use crate::hub::session::{Session, SessionOptions};
 use crate::hub::{Action, HubDefinition};
@@ -484,9 +484,11 @@ async fn run_hub(
             let slot = ctx
                 .sessions
                 .insert(Rc::clone(&upgrade.hub), Box::new(session));
-            // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
+            // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`), and
+            // its key id is its user (REST `users/{user}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
                 join_group(ctx, &slot, format!("vkey-{id}"));
+                join_user(ctx, &slot, id.to_string());
             }
             for group in &upgrade.hub.join_on_connect {
                 join_group(ctx, &slot, group.clone());
