@@ -590,3 +590,71 @@ on_both_drivers! {
         assert_eq!(huge.status, 413);
     }
 }
+
+#[test]
+fn the_publish_command_sends_through_the_api_with_a_minted_server_key() {
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+        .args(["keys", "add-server"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    let stdout = String::from_utf8(minted.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [key, hash] = lines[..] else {
+        panic!("key and hash expected: {stdout}")
+    };
+    assert_eq!(hash, hash_key(key));
+
+    let key_hash = hash.to_owned();
+    let Setup { server, .. } = setup_with(DriverKind::Legacy, "cli", move |c| {
+        c.auth.server_key_hashes = vec![key_hash];
+    });
+    let addr = server.addr;
+    let mut all = clients(addr, "chat", None, HubProtocol::Json, 1);
+    let group = "cli group/1";
+    for client in &all {
+        let path = format!(
+            "/api/hubs/chat/groups/cli%20group%2F1/connections/{}",
+            client.id
+        );
+        let put = rest_as(
+            addr,
+            "PUT",
+            &path,
+            "",
+            &format!("Authorization: Bearer {key}\r\n"),
+        );
+        assert_eq!(put.status, 200);
+    }
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+            .args([
+                "publish",
+                "--url",
+                &format!("http://{addr}"),
+                "--hub",
+                "chat",
+            ])
+            .args([
+                "--target",
+                "Notify",
+                "--arguments",
+                r#"["from the cli",{"n":2}]"#,
+            ])
+            .args(extra)
+            .env("HUB_SERVER_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let sent = run(&["--group", group, "--excluded", &all[1].id]);
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(String::from_utf8_lossy(&sent.stdout).trim(), "202");
+    assert_eq!(
+        receive(&mut all[0]),
+        notify(json!(["from the cli", {"n": 2}]))
+    );
+    assert_silent(&mut all[1]);
+    let refused = run(&["--connection", "nope", "--server-key", "wrong"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).starts_with("401 "));
+}

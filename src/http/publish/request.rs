@@ -210,6 +210,36 @@ pub fn parse(method: &Method, path: &str) -> Result<RestRequest, RestError> {
     })
 }
 
+/// The path of a send to `target` on `hub` (each name percent-encoded), e.g.
+/// `/api/hubs/chat/groups/a%20b/:send`: what a client of the API requests.
+pub fn send_path(hub: &str, target: &Target) -> String {
+    let mut path = format!("{PREFIX}{}/", encode_segment(hub));
+    match target {
+        Target::All => {}
+        Target::User(user) => path.push_str(&format!("users/{}/", encode_segment(user))),
+        Target::Group(group) => path.push_str(&format!("groups/{}/", encode_segment(group))),
+        Target::Connection(id) => {
+            path.push_str(&format!("connections/{}/", encode_segment(id)));
+        }
+    }
+    path.push_str(":send");
+    path
+}
+
+/// Percent-encodes every byte of `text` but RFC 3986's unreserved characters, so it is safe
+/// as a path segment or a query value.
+pub fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A name must be 1 to [`MAX_NAME`] characters.
 fn check(what: &'static str, name: &str) -> Result<(), RestError> {
     if name.is_empty() || name.chars().count() > MAX_NAME {
@@ -374,6 +404,26 @@ mod tests {
         );
         let request = parse(&Method::Post, "/api/hubs/image%2Dgeneration/:send").unwrap();
         assert_eq!(request.hub, "image-generation");
+    }
+
+    #[test]
+    fn send_paths_encode_names_and_parse_back() {
+        let targets = [
+            Target::All,
+            Target::User("42".into()),
+            Target::Group("a/b c+d%é:send".into()),
+            Target::Connection("x_-.~y".into()),
+        ];
+        for target in targets {
+            let path = send_path("my hub", &target);
+            let request = parse(&Method::Post, &path).unwrap();
+            assert_eq!(request.hub, "my hub", "{path}");
+            assert_eq!(request.operation, Operation::Send(target), "{path}");
+        }
+        assert_eq!(
+            send_path("chat", &Target::Group("a b".into())),
+            "/api/hubs/chat/groups/a%20b/:send"
+        );
     }
 
     #[test]
