@@ -45,7 +45,8 @@
 //! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
 //!   upgrade ([`transport::connection`]), the WebSocket loop ([`transport::websocket`]).
 //! - [`http`]: routes and plain responses ([`http::health`], [`http::negotiate`] with
-//!   [`http::cors`], the conformance [`http::echo`] endpoint).
+//!   [`http::cors`], the REST publish API [`http::publish`], the conformance [`http::echo`]
+//!   endpoint).
 //! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]) and the per-connection
 //!   [`hub::session::Session`].
 //! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings

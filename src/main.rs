@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use mimalloc::MiMalloc;
 use ringhub::config::{Config, ConfigSources, LogFormat, default_config_toml};
@@ -45,9 +47,44 @@ struct Cli {
 /// Operator commands besides serving.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Manage the virtual keys in the file store (`auth.key_file`).
+    /// Manage the virtual keys in the file store (`auth.key_file`), or mint a server key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Send a message to a hub's clients through a server's REST publish API.
+    Publish(PublishArgs),
+}
+
+/// `ringhub publish …`: one `POST /api/hubs/{hub}[/(groups|users|connections)/{name}]/:send`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("to").args(["group", "user", "connection"])))]
+struct PublishArgs {
+    /// The server's base URL (plain HTTP), e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The hub's name (its `[hubs.NAME]` table name).
+    #[arg(long)]
+    hub: String,
+    /// Send to the members of this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Send to every connection of this user (a virtual key id).
+    #[arg(long)]
+    user: Option<String>,
+    /// Send to this connection id.
+    #[arg(long)]
+    connection: Option<String>,
+    /// The client method to invoke.
+    #[arg(long)]
+    target: String,
+    /// The arguments, a JSON array.
+    #[arg(long, default_value = "[]")]
+    arguments: String,
+    /// Connection ids that must not receive it (repeatable).
+    #[arg(long)]
+    excluded: Vec<String>,
+    /// A server key (its SHA-256 is in the server's `auth.server_key_hashes`).
+    #[arg(long, env = "HUB_SERVER_KEY", hide_env_values = true)]
+    server_key: String,
 }
 
 /// `ringhub keys …`
@@ -65,6 +102,9 @@ enum KeysCommand {
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<humantime::Duration>,
     },
+    /// Mint a server key for the REST publish API: prints the key, then its SHA-256 to add
+    /// to `auth.server_key_hashes`. Nothing is stored.
+    AddServer,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +112,11 @@ fn main() -> ExitCode {
     if cli.print_default_config {
         print!("{}", default_config_toml());
         return ExitCode::SUCCESS;
+    }
+    match &cli.command {
+        Some(Command::Publish(args)) => return publish(args),
+        Some(Command::Keys(KeysCommand::AddServer)) => return add_server_key(),
+        _ => {}
     }
     let config = match load_config(&cli) {
         Ok(config) => config,
@@ -120,6 +165,109 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ringhub keys add-server`.
+fn add_server_key() -> ExitCode {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        eprintln!("ringhub: the operating system's random source failed");
+        return ExitCode::FAILURE;
+    }
+    let key = format!("rhsk_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = ringhub::auth::hash_key(&key);
+    println!("{key}");
+    println!("{hash}");
+    eprintln!(
+        "ringhub: a new server key (first line, shown only once) and its SHA-256 (second line); \
+         add the hash to auth.server_key_hashes, e.g. server_key_hashes = [\"{hash}\"]"
+    );
+    ExitCode::SUCCESS
+}
+
+/// `ringhub publish`: posts one message and prints the answer.
+fn publish(args: &PublishArgs) -> ExitCode {
+    match post_message(args) {
+        Ok((status, body)) => {
+            println!("{status}{}{body}", if body.is_empty() { "" } else { " " });
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("ringhub: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends the request over a plain blocking socket and returns the status and body.
+fn post_message(args: &PublishArgs) -> anyhow::Result<(u16, String)> {
+    use ringhub::http::publish::request::{encode_segment, send_path};
+    use ringhub::hub::actions::Target;
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    let arguments: serde_json::Value =
+        serde_json::from_str(&args.arguments).context("--arguments is not JSON")?;
+    anyhow::ensure!(arguments.is_array(), "--arguments must be a JSON array");
+    let body = serde_json::json!({ "target": args.target, "arguments": arguments }).to_string();
+    let target = match (&args.group, &args.user, &args.connection) {
+        (Some(group), _, _) => Target::Group(group.clone()),
+        (_, Some(user), _) => Target::User(user.clone()),
+        (_, _, Some(id)) => Target::Connection(id.clone()),
+        _ => Target::All,
+    };
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .context("--url must start with http:// (TLS is not supported by this client)")?;
+    let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
+    anyhow::ensure!(!authority.is_empty(), "--url has no host");
+    let mut path = format!("/{}", base.trim_end_matches('/'));
+    if path == "/" {
+        path.clear();
+    }
+    path.push_str(&send_path(&args.hub, &target));
+    for (i, id) in args.excluded.iter().enumerate() {
+        path.push(if i == 0 { '?' } else { '&' });
+        path.push_str("excluded=");
+        path.push_str(&encode_segment(id));
+    }
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let socket = address
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {address}"))?
+        .next()
+        .with_context(|| format!("{address} has no address"))?;
+    let timeout = std::time::Duration::from_secs(30);
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)
+        .with_context(|| format!("cannot connect to {socket}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        args.server_key.trim(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("the server's answer is not HTTP")?;
+    Ok((status, body.to_owned()))
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ringhub::config::ConfigError> {

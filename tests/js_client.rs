@@ -85,9 +85,10 @@ on_both_drivers! {
         let _ = std::fs::remove_dir_all(&keys);
         std::fs::create_dir_all(&keys).unwrap();
         let key_file = keys.join("keys.json");
-        let add = |name: &str| ringhub::auth::keys::add_key(&key_file, name, false, None).unwrap().0;
-        let (key, other, limited) = (add("seed-a"), add("seed-b"), add("seed-limited"));
+        let add = |name: &str| ringhub::auth::keys::add_key(&key_file, name, false, None).unwrap();
+        let ((key, record), (other, _), (limited, _)) = (add("seed-a"), add("seed-b"), add("seed-limited"));
         let per_key_limit = 6;
+        let (admin_key, server_key) = ("seed-suite-admin-key", "seed-suite-server-key");
         let server = TestServer::start(driver, |c| {
             c.auth.key_file = key_file.clone();
             c.workers = std::num::NonZeroUsize::new(2).unwrap();
@@ -95,6 +96,8 @@ on_both_drivers! {
             c.signalr.invocation_burst = 1_000_000;
             c.health.push_interval = std::time::Duration::from_millis(200);
             c.limits.max_connections_per_key = per_key_limit;
+            c.auth.admin_key_hashes = vec![ringhub::auth::keys::hash_key(admin_key)];
+            c.auth.server_key_hashes = vec![ringhub::auth::keys::hash_key(server_key)];
         });
         run_suite(
             &js,
@@ -105,8 +108,12 @@ on_both_drivers! {
                 ("HUB_VIRTUAL_KEY_2", &other),
                 ("HUB_LIMITED_KEY", &limited),
                 ("HUB_PER_KEY_LIMIT", &per_key_limit.to_string()),
+                ("HUB_VIRTUAL_KEY_ID", &record.id.to_string()),
+                ("HUB_ADMIN_KEY", admin_key),
+                ("HUB_SERVER_KEY", server_key),
+                ("HUB_CONFLATE_RATE", &ringhub::config::Config::default().signalr.conflate_rate.to_string()),
             ],
-            10,
+            20,
         );
     }
 }

@@ -5,6 +5,7 @@ pub mod cors;
 pub mod echo;
 pub mod health;
 pub mod negotiate;
+pub mod publish;
 
 use std::rc::Rc;
 
@@ -26,6 +27,8 @@ pub enum Route {
     Negotiate(Rc<HubDefinition>),
     /// `GET {hub}` with a WebSocket upgrade: a SignalR connection.
     Hub(Rc<HubDefinition>),
+    /// `/api/hubs/…`: the REST publish API ([`publish`]).
+    Publish,
     /// Nothing is served at this path.
     NotFound,
 }
@@ -45,6 +48,9 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
     {
         return Route::Negotiate(Rc::clone(hub));
     }
+    if path.starts_with(publish::request::PREFIX) {
+        return Route::Publish;
+    }
     match path {
         "/health" => Route::Health,
         _ => Route::NotFound,
@@ -55,7 +61,7 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
 pub async fn respond(
     route: &Route,
     head: &RequestHead,
-    _body: Bytes,
+    body: Bytes,
     ctx: &ShardContext,
 ) -> Response {
     match route {
@@ -64,6 +70,7 @@ pub async fn respond(
             _ => method_not_allowed("GET, HEAD"),
         },
         Route::Negotiate(hub) => negotiate::respond(hub, head, ctx).await,
+        Route::Publish => publish::respond(head, body, ctx).await,
         Route::Echo | Route::Hub(_) => Response::text(400, "WebSocket upgrade expected"),
         Route::NotFound => Response::json(404, r#"{"error":"not found"}"#),
     }

@@ -114,6 +114,10 @@ pub enum Target {
     All,
     /// The members of a group.
     Group(String),
+    /// Every connection of a user (a virtual key id in decimal).
+    User(String),
+    /// One connection, by its public connection id.
+    Connection(String),
 }
 
 /// Something an action asks the shard to do beyond answering the caller.

@@ -64,6 +64,8 @@ fn scope(target: &Target) -> u64 {
     match target {
         Target::All => hash_of(0u8),
         Target::Group(group) => hash_of((1u8, group)),
+        Target::User(user) => hash_of((2u8, user)),
+        Target::Connection(id) => hash_of((3u8, id)),
     }
 }
 

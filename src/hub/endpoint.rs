@@ -5,10 +5,15 @@
 //! shard (joining and leaving groups, publishing to a group or to everyone). Publishing encodes
 //! the message once per protocol ([`PreparedMessage`]), delivers it to this shard's recipients
 //! and hands the same bytes to every other shard through its inbox.
+//!
+//! The REST API reaches sessions the same way: [`publish_excluding`] for sends, and [`manage`]
+//! for group changes, closes and existence checks, which asks every shard through its inbox and
+//! gathers the answers.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures_channel::oneshot;
 use quanta::Instant;
 use tracing::warn;
 
@@ -16,11 +21,14 @@ use super::HubDefinition;
 use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
 use super::conflation;
-use crate::protocol::signalr::{CompletionOutcome, HubMessage, HubProtocolError, Payload, Value};
-use crate::shard::ShardContext;
-use crate::shard::inbox::{Envelope, ShardMessage};
+use crate::protocol::signalr::{
+    Close, CompletionOutcome, HubMessage, HubProtocolError, Payload, Value,
+};
+use crate::protocol::websocket::CloseCode;
+use crate::shard::inbox::{Envelope, ManageRequest, ShardMessage};
 use crate::shard::key_states::KeyStateUpdate;
 use crate::shard::sessions::SessionSlot;
+use crate::shard::{ShardContext, ShardId};
 use crate::stats::iso8601_now;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
@@ -134,6 +142,7 @@ pub fn apply_key_state(ctx: &ShardContext, update: &Arc<KeyStateUpdate>) {
         let envelope = Envelope {
             hub: update.hub.clone(),
             target: Target::Group(format!("vkey-{}", update.key_id)),
+            excluded: Vec::new(),
             message: Arc::clone(&update.message),
         };
         deliver_local(ctx, &envelope);
@@ -185,7 +194,14 @@ pub fn leave_group(ctx: &ShardContext, slot: &SessionSlot, group: &str) {
     }
 }
 
-/// Forgets a session for good: out of every group (O(its groups)) and out of the table.
+/// Records the session as one of `user`'s connections (the shard's user table).
+pub fn join_user(ctx: &ShardContext, slot: &SessionSlot, user: String) {
+    ctx.users.join(&slot.hub.name, &user, slot.key);
+    *slot.user.borrow_mut() = Some(user);
+}
+
+/// Forgets a session for good: out of every group (O(its groups)), out of the user table and
+/// out of the session table.
 pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
     if let Some(hub) = ctx.stats.hub_index(&slot.hub.name) {
         ctx.stats
@@ -194,6 +210,9 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
     }
     for group in slot.groups.borrow_mut().drain(..) {
         ctx.groups.leave(&slot.hub.name, &group, slot.key);
+    }
+    if let Some(user) = slot.user.borrow_mut().take() {
+        ctx.users.leave(&slot.hub.name, &user, slot.key);
     }
     ctx.sessions.remove(slot.key);
 }
@@ -216,9 +235,21 @@ pub fn prepare(
 
 /// Delivers to this shard's recipients and sends the same bytes to every other shard.
 pub fn publish(ctx: &ShardContext, hub: &str, target: Target, message: Arc<PreparedMessage>) {
+    publish_excluding(ctx, hub, target, Vec::new(), message);
+}
+
+/// [`publish`], skipping the recipients whose connection id is in `excluded`.
+pub fn publish_excluding(
+    ctx: &ShardContext,
+    hub: &str,
+    target: Target,
+    excluded: Vec<String>,
+    message: Arc<PreparedMessage>,
+) {
     let envelope = Arc::new(Envelope {
         hub: hub.to_owned(),
         target,
+        excluded,
         message,
     });
     deliver_local(ctx, &envelope);
@@ -230,25 +261,201 @@ pub fn publish(ctx: &ShardContext, hub: &str, target: Target, message: Arc<Prepa
 pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
     let now = ctx.timers.now();
     let (mut delivered, mut conflated) = (0u64, 0u64);
+    let mut send = |slot: &SessionSlot| {
+        if !envelope.excluded.contains(&slot.connection_id) {
+            conflated += slot.deliver(&envelope.message, now);
+            delivered += 1;
+        }
+    };
     match &envelope.target {
         Target::All => {
             for slot in ctx.sessions.of_hub(&envelope.hub) {
-                conflated += slot.deliver(&envelope.message, now);
-                delivered += 1;
+                send(&slot);
             }
         }
         Target::Group(group) => {
             for key in ctx.groups.members(&envelope.hub, group) {
                 if let Some(slot) = ctx.sessions.get(key) {
-                    conflated += slot.deliver(&envelope.message, now);
-                    delivered += 1;
+                    send(&slot);
                 }
+            }
+        }
+        Target::User(user) => {
+            for key in ctx.users.members(&envelope.hub, user) {
+                if let Some(slot) = ctx.sessions.get(key) {
+                    send(&slot);
+                }
+            }
+        }
+        Target::Connection(id) => {
+            if let Some(slot) = ctx.sessions.find(id).filter(|s| s.hub.name == envelope.hub) {
+                send(&slot);
             }
         }
     }
     let stats = ctx.stats.shard(usize::from(ctx.id.0));
     stats.delivered(delivered);
     stats.conflated(conflated);
+}
+
+/// A management operation on the sessions of one hub, run on every shard by [`manage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manage {
+    /// Add a connection to a group.
+    AddToGroup {
+        /// The connection id.
+        connection: String,
+        /// The group.
+        group: String,
+    },
+    /// Remove a connection from a group.
+    RemoveFromGroup {
+        /// The connection id.
+        connection: String,
+        /// The group.
+        group: String,
+    },
+    /// Add every connection of a user to a group.
+    AddUserToGroup {
+        /// The user.
+        user: String,
+        /// The group.
+        group: String,
+    },
+    /// Remove every connection of a user from a group.
+    RemoveUserFromGroup {
+        /// The user.
+        user: String,
+        /// The group.
+        group: String,
+    },
+    /// Close a connection with a SignalR Close carrying `reason` as its error.
+    Close {
+        /// The connection id.
+        connection: String,
+        /// The error text of the Close message.
+        reason: Option<String>,
+    },
+    /// Whether a connection exists.
+    ConnectionExists(String),
+    /// Whether a group has a member.
+    GroupExists(String),
+    /// Whether a user has a connection.
+    UserExists(String),
+}
+
+impl Manage {
+    /// Whether every shard must run it even after one found a match (user-wide operations).
+    fn is_for_every_shard(&self) -> bool {
+        matches!(
+            self,
+            Self::AddUserToGroup { .. } | Self::RemoveUserFromGroup { .. }
+        )
+    }
+}
+
+/// Runs `op` on this shard's sessions of `hub`; `true` when it found a matching connection
+/// (or group, or user) here.
+pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
+    let connection = |id: &str| ctx.sessions.find(id).filter(|slot| slot.hub.name == hub);
+    let user_sessions = |user: &str| {
+        ctx.users
+            .members(hub, user)
+            .into_iter()
+            .filter_map(|key| ctx.sessions.get(key))
+            .collect::<Vec<_>>()
+    };
+    match op {
+        Manage::AddToGroup {
+            connection: id,
+            group,
+        } => connection(id)
+            .map(|slot| join_group(ctx, &slot, group.clone()))
+            .is_some(),
+        Manage::RemoveFromGroup {
+            connection: id,
+            group,
+        } => connection(id)
+            .map(|slot| leave_group(ctx, &slot, group))
+            .is_some(),
+        Manage::AddUserToGroup { user, group } => {
+            let slots = user_sessions(user);
+            for slot in &slots {
+                join_group(ctx, slot, group.clone());
+            }
+            !slots.is_empty()
+        }
+        Manage::RemoveUserFromGroup { user, group } => {
+            let slots = user_sessions(user);
+            for slot in &slots {
+                leave_group(ctx, slot, group);
+            }
+            !slots.is_empty()
+        }
+        Manage::Close {
+            connection: id,
+            reason,
+        } => {
+            let Some(slot) = connection(id) else {
+                return false;
+            };
+            if !slot.is_attached() {
+                // Parked for stateful reconnect: nobody to tell, so it just ends.
+                end_session(ctx, &slot);
+                return true;
+            }
+            let close = HubMessage::Close(Close {
+                error: reason.clone(),
+                allow_reconnect: false,
+            });
+            match PreparedMessage::new(&close) {
+                Ok(prepared) => slot.close_after(&Arc::new(prepared), ctx.timers.now()),
+                Err(error) => warn!(%error, "a Close message could not be encoded"),
+            }
+            true
+        }
+        Manage::ConnectionExists(id) => connection(id).is_some(),
+        Manage::GroupExists(group) => ctx.groups.has_members(hub, group),
+        Manage::UserExists(user) => !user_sessions(user).is_empty(),
+    }
+}
+
+/// Runs `op` on every shard's sessions of `hub` (this one directly, the others through their
+/// inboxes) and answers whether any shard found a match. Stops early once a match is found,
+/// except for user-wide operations, which every shard must run.
+pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
+    let mut found = manage_local(ctx, hub, &op);
+    if found && !op.is_for_every_shard() {
+        return true;
+    }
+    let mut replies = Vec::new();
+    for shard in 0..ctx.peers.shards() {
+        let Ok(shard) = u16::try_from(shard) else {
+            break;
+        };
+        if shard == ctx.id.0 {
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = ManageRequest {
+            hub: hub.to_owned(),
+            op: op.clone(),
+            reply,
+        };
+        // A stopped shard has nothing to find.
+        if ctx
+            .peers
+            .send(ShardId(shard), ShardMessage::Manage(Box::new(request)))
+            .is_ok()
+        {
+            replies.push(answer);
+        }
+    }
+    for answer in replies {
+        // A shard that stops before answering drops the sender: nothing found there.
+        found |= answer.await.unwrap_or(false);
+    }
+    found
 }
 
 impl WebSocketApp for HubEndpoint<'_> {
@@ -286,7 +493,15 @@ impl WebSocketApp for HubEndpoint<'_> {
     }
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
-        self.slot.session.borrow_mut().on_wake(outbox)
+        self.slot.session.borrow_mut().on_wake(outbox)?;
+        if self.slot.is_closing() {
+            // The Close message was queued last and is in the outbox now.
+            return Err(AppClose {
+                code: CloseCode::NORMAL,
+                reason: String::new(),
+            });
+        }
+        Ok(())
     }
 
     fn on_shutdown(&mut self, outbox: &mut Outbox) {

@@ -56,6 +56,15 @@ impl GroupTable {
             .unwrap_or_default()
     }
 
+    /// Whether `group` has a local member.
+    pub fn has_members(&self, hub: &str, group: &str) -> bool {
+        self.hubs
+            .borrow()
+            .get(hub)
+            .and_then(|groups| groups.get(group))
+            .is_some_and(|members| !members.is_empty())
+    }
+
     /// How many groups of `hub` have local members.
     pub fn group_count(&self, hub: &str) -> usize {
         self.hubs.borrow().get(hub).map_or(0, HashMap::len)
@@ -85,6 +94,7 @@ mod tests {
         assert!(!table.leave("chat", "g", key(1)));
         assert!(table.leave("chat", "g", key(2)));
         assert!(table.members("chat", "g").is_empty());
+        assert!(!table.has_members("chat", "g"));
         assert_eq!(table.group_count("chat"), 0);
     }
 
@@ -97,6 +107,7 @@ mod tests {
         assert_eq!(table.members("a", "g"), vec![key(1)]);
         assert_eq!(table.members("b", "g"), vec![key(2)]);
         assert_eq!(table.members("a", "G"), vec![key(3)]);
+        assert!(table.has_members("b", "g") && !table.has_members("b", "G"));
         assert!(!table.leave("a", "missing", key(1)));
     }
 

@@ -1,8 +1,10 @@
 //! Messages between shards: one lock-free MPSC queue per shard (any shard sends, only the owner
 //! receives), woken through monoio's cross-thread waker.
 //!
-//! Today it carries one thing: a WebSocket that presented a token issued by another shard is
-//! handed to that shard, so a connection's state always lives where it was negotiated.
+//! It carries three things: a WebSocket that presented a token issued by another shard is
+//! handed to that shard, so a connection's state always lives where it was negotiated; a
+//! published message for the shard's recipients; and a management request (REST group and
+//! connection operations, existence checks) answered through a oneshot channel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use super::ShardId;
 use crate::hub::actions::Target;
 use crate::hub::broadcast::PreparedMessage;
+use crate::hub::endpoint::Manage;
 use crate::protocol::http::RequestHead;
 
 /// A connection moving to its home shard, between its request head and the 101.
@@ -36,8 +39,22 @@ pub struct Envelope {
     pub hub: String,
     /// Who on that hub.
     pub target: Target,
+    /// Connection ids among the recipients that must not get it (REST `excluded`).
+    pub excluded: Vec<String>,
     /// The frames, one per protocol.
     pub message: Arc<PreparedMessage>,
+}
+
+/// A management operation for one shard's sessions (REST group and connection operations),
+/// with where to answer whether it found (or changed) anything there.
+#[derive(Debug)]
+pub struct ManageRequest {
+    /// The hub.
+    pub hub: String,
+    /// What to do.
+    pub op: Manage,
+    /// Receives `true` when the shard found a matching connection, group or user.
+    pub reply: futures_channel::oneshot::Sender<bool>,
 }
 
 /// What one shard can send another.
@@ -49,6 +66,8 @@ pub enum ShardMessage {
     Publish(Arc<Envelope>),
     /// A key's new state: keep it (if newest) and tell the key's connections.
     KeyState(Arc<super::key_states::KeyStateUpdate>),
+    /// Run a management operation on this shard's sessions and answer.
+    Manage(Box<ManageRequest>),
 }
 
 /// Senders to every shard's inbox, indexed by shard.
@@ -87,6 +106,11 @@ impl Peers {
     /// The next number in the process-wide order of state updates.
     pub fn next_sequence(&self) -> u64 {
         self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
     }
 
     /// Sends a message made by `make` to every shard but `except` (stopped shards are skipped).

@@ -110,6 +110,10 @@ pub struct ShardContext {
     pub keys: KeyLookup,
     /// Their group memberships.
     pub groups: GroupTable,
+    /// Sessions by user (a virtual key id in decimal), per hub: the same shape as a group table.
+    pub users: GroupTable,
+    /// The hubs by name, for the REST publish API.
+    pub hub_names: crate::http::publish::HubNames,
     /// The other shards' inboxes.
     pub peers: Peers,
     /// Per-key hub state (NavigationState), replicated from every shard.
@@ -152,6 +156,7 @@ impl ShardContext {
         } = parts;
         let max_connections = config.shard_max_connections();
         let totals = stats.totals();
+        let hubs_by_path = Hubs::new(&hubs);
         Self {
             key_states: key_states::KeyStates::default(),
             message_rate: std::cell::Cell::new(RateSample::new(
@@ -159,7 +164,9 @@ impl ShardContext {
             )),
             stats,
             quota,
-            hubs: Hubs::new(&hubs),
+            hub_names: crate::http::publish::HubNames::new(&hubs, &hubs_by_path),
+            users: GroupTable::default(),
+            hubs: hubs_by_path,
             negotiations: Negotiations::default(),
             sessions: Sessions::default(),
             keys,
@@ -246,6 +253,10 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             }
             Some(ShardMessage::KeyState(update)) => {
                 crate::hub::endpoint::apply_key_state(&ctx, &update);
+            }
+            Some(ShardMessage::Manage(request)) => {
+                let found = crate::hub::endpoint::manage_local(&ctx, &request.hub, &request.op);
+                let _ = request.reply.send(found);
             }
             None => return,
         }

@@ -6,6 +6,7 @@
 //! session is short and synchronous (never held across an `await`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -46,6 +47,11 @@ pub struct SessionSlot {
     removed: Cell<bool>,
     /// Its place in the connection quotas, given back when it is removed.
     permit: RefCell<Option<QuotaPermit>>,
+    /// The user it belongs to (its virtual key id in decimal), for the shard's user table.
+    pub user: RefCell<Option<String>>,
+    /// Set when the session was asked to close (REST `DELETE …/connections/{id}`): its next
+    /// wake closes the connection after writing what is queued.
+    closing: Cell<bool>,
 }
 
 impl SessionSlot {
@@ -53,7 +59,7 @@ impl SessionSlot {
     /// connection's write has stalled). Returns how many waiting progress events the message
     /// replaced (conflation).
     pub fn deliver(&self, message: &Arc<PreparedMessage>, now: Instant) -> u64 {
-        if self.removed.get() {
+        if self.removed.get() || self.closing.get() {
             return 0;
         }
         let attached = self.attached.borrow();
@@ -82,6 +88,24 @@ impl SessionSlot {
     pub fn detach(&self) {
         *self.attached.borrow_mut() = None;
     }
+
+    /// Whether it is attached to a connection (`false` while parked for stateful reconnect).
+    pub fn is_attached(&self) -> bool {
+        self.attached.borrow().is_some()
+    }
+
+    /// Queues `message` as the last one and asks the connection to close after writing it.
+    pub fn close_after(&self, message: &Arc<PreparedMessage>, now: Instant) {
+        self.deliver(message, now);
+        // Set after: nothing is delivered behind the Close (the connection runs on this
+        // thread, so it cannot wake in between).
+        self.closing.set(true);
+    }
+
+    /// Whether the session was asked to close ([`Self::close_after`]).
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
 }
 
 /// The shard's sessions.
@@ -89,6 +113,8 @@ impl SessionSlot {
 pub struct Sessions {
     slots: RefCell<Slab<Rc<SessionSlot>>>,
     next_serial: Cell<u64>,
+    /// Public connection id → session, so a send to one connection is O(1) per shard.
+    by_connection_id: RefCell<HashMap<String, SessionKey>>,
 }
 
 impl Sessions {
@@ -112,8 +138,13 @@ impl Sessions {
             groups: RefCell::new(Vec::new()),
             removed: Cell::new(false),
             permit: RefCell::new(None),
+            user: RefCell::new(None),
+            closing: Cell::new(false),
         });
         entry.insert(Rc::clone(&slot));
+        self.by_connection_id
+            .borrow_mut()
+            .insert(slot.connection_id.clone(), slot.key);
         slot
     }
 
@@ -134,9 +165,19 @@ impl Sessions {
             let slot = slots.remove(index);
             slot.removed.set(true);
             slot.permit.borrow_mut().take();
+            let mut ids = self.by_connection_id.borrow_mut();
+            if ids.get(&slot.connection_id) == Some(&key) {
+                ids.remove(&slot.connection_id);
+            }
             return Some(slot);
         }
         None
+    }
+
+    /// The live session whose public connection id is `connection_id`.
+    pub fn find(&self, connection_id: &str) -> Option<Rc<SessionSlot>> {
+        let key = *self.by_connection_id.borrow().get(connection_id)?;
+        self.get(key)
     }
 
     /// Every session of `hub` (a snapshot).

@@ -27,7 +27,7 @@ use super::websocket::{self, WebSocketLimits};
 use crate::auth::Principal;
 use crate::http::{self, Route};
 use crate::hub::access::{Caller, admit, unix_now};
-use crate::hub::endpoint::{HubEndpoint, end_session, join_group};
+use crate::hub::endpoint::{HubEndpoint, end_session, join_group, join_user};
 use crate::hub::identity::{home_shard, new_connection_id};
 use crate::hub::quota::QuotaPermit;
 use crate::hub::session::{Session, SessionOptions};
@@ -522,6 +522,8 @@ async fn run_hub(
             // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
                 join_group(ctx, &slot, format!("vkey-{id}"));
+                // Its key id is its user (REST `users/{user}`).
+                join_user(ctx, &slot, id.to_string());
                 // A hub that keeps per-key state sends the current one right after the
                 // handshake (queued now, written when the handshake completes).
                 if upgrade.hub.key_state_event().is_some()

@@ -163,3 +163,219 @@ test("a key at its connection limit gets 429 from negotiate and is admitted agai
   await again.start();
   await Promise.all([again, ...held].map((c) => c.stop()));
 });
+
+// ---- Events pushed by backends through the REST publish API (server key) ----
+
+const serverKey = process.env.HUB_SERVER_KEY;
+const adminKey = process.env.HUB_ADMIN_KEY;
+const keyId = process.env.HUB_VIRTUAL_KEY_ID;
+
+/// POSTs `{target, arguments}` to `/api/hubs/{hub}/{path}:send` with the server key.
+async function publish(hub, path, target, args) {
+  const response = await fetch(`${base}/api/hubs/${hub}/${path}:send`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${serverKey}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ target, arguments: args }),
+  });
+  assert.equal(response.status, 202, await response.text());
+}
+
+/// Counts every `name` event a connection receives, keeping the arguments.
+function record(connection, name) {
+  const got = [];
+  connection.on(name, (...args) => got.push(args.length === 1 ? args[0] : args));
+  return got;
+}
+
+async function eventually(check, ms = 5000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      return check();
+    } catch (error) {
+      if (Date.now() > until) throw error;
+      await sleep(20);
+    }
+  }
+}
+
+for (const protocol of Object.keys(protocols)) {
+  for (const [hub, group, event] of [
+    ["image-generation", "image", "ImageGenerationProgress"],
+    ["video-generation", "video", "VideoGenerationCompleted"],
+  ]) {
+    test(`${protocol}: ${hub} events reach only the task's subscribers, on both shards`, async () => {
+      const task = `task_${protocol}_${hub}`;
+      const subscribers = [0, 1, 2].map(() => build(`/hubs/${hub}`, protocol, key));
+      const bystander = build(`/hubs/${hub}`, protocol, key);
+      await Promise.all([...subscribers, bystander].map((c) => c.start()));
+      await Promise.all(subscribers.map((c) => c.invoke("SubscribeToTask", task)));
+      const heard = subscribers.map((c) => record(c, event));
+      const strayed = record(bystander, event);
+      const payload = { taskId: task, status: "running", progressPercentage: 40 };
+      await publish(hub, `groups/${group}-${task}/`, event, [payload]);
+      await eventually(() => heard.forEach((h) => assert.deepEqual(h, [payload])));
+      // Unsubscribed members hear nothing more.
+      await subscribers[0].invoke("UnsubscribeFromTask", task);
+      await publish(hub, `groups/${group}-${task}/`, event, [{ ...payload, progressPercentage: 50 }]);
+      await eventually(() => assert.equal(heard[1].length, 2));
+      await sleep(50);
+      assert.equal(heard[0].length, 1);
+      assert.equal(strayed.length, 0);
+      await Promise.all([...subscribers, bystander].map((c) => c.stop()));
+    });
+  }
+
+  test(`${protocol}: Notifications reach the key's connections and everyone, never another key`, async () => {
+    const mine = build("/hubs/notifications", protocol, key);
+    const theirs = build("/hubs/notifications", protocol, otherKey);
+    await Promise.all([mine.start(), theirs.start()]);
+    const mineGot = record(mine, "SystemAlert");
+    const theirsGot = record(theirs, "SystemAlert");
+    await publish("notifications", `groups/vkey-${keyId}/`, "SystemAlert", [{ message: "yours" }]);
+    await publish("notifications", "", "SystemAlert", [{ message: "everyone" }]);
+    await eventually(() => assert.deepEqual(mineGot, [{ message: "yours" }, { message: "everyone" }]));
+    await eventually(() => assert.deepEqual(theirsGot, [{ message: "everyone" }]));
+    await Promise.all([mine.stop(), theirs.stop()]);
+  });
+
+  test(`${protocol}: Admin connections are in 'admin' and subscribe to a key's admin group`, async () => {
+    const admin = build("/hubs/admin", protocol, adminKey);
+    await admin.start();
+    await admin.invoke("SubscribeToVirtualKey", String(keyId));
+    const got = record(admin, "VirtualKeyUpdate");
+    await publish("admin", "groups/admin/", "VirtualKeyUpdate", [{ to: "all admins" }]);
+    await publish("admin", `groups/admin-vkey-${keyId}/`, "VirtualKeyUpdate", [{ to: "key watchers" }]);
+    await eventually(() => assert.deepEqual(got, [{ to: "all admins" }, { to: "key watchers" }]));
+    await admin.stop();
+  });
+
+  test(`${protocol}: ContentGeneration subscribers get both the typed and the unified group`, async () => {
+    const client = build("/hubs/content-generation", protocol, key);
+    await client.start();
+    await client.invoke("SubscribeToTask", "t9", "image");
+    await client.invoke("SubscribeToAllTasks");
+    await assert.rejects(client.invoke("SubscribeToTask", "t9", "audio"), /Invalid content type/);
+    const got = record(client, "ContentGenerationProgress");
+    for (const group of ["image-t9", "content-t9", `vkey-${keyId}-content`]) {
+      await publish("content-generation", `groups/${group}/`, "ContentGenerationProgress", [{ group }]);
+    }
+    await eventually(() => assert.equal(got.length, 3));
+    await client.stop();
+  });
+
+  test(`${protocol}: a burst of 1000 progress events is conflated to the rate and ends with the final state`, async () => {
+    const task = `burst_${protocol}`;
+    const client = build("/hubs/image-generation", protocol, key);
+    await client.start();
+    await client.invoke("SubscribeToTask", task);
+    const got = record(client, "ImageProgress");
+    const started = Date.now();
+    for (let i = 0; i < 1000; i++) {
+      await publish("image-generation", `groups/image-${task}/`, "ImageProgress", [
+        { taskId: task, percentage: i / 10, status: "running" },
+      ]);
+    }
+    await publish("image-generation", `groups/image-${task}/`, "ImageProgress", [
+      { taskId: task, percentage: 100, status: "completed" },
+    ]);
+    await eventually(() => assert.equal(got.at(-1)?.status, "completed"));
+    const seconds = (Date.now() - started) / 1000;
+    await sleep(300);
+    const rate = Number(process.env.HUB_CONFLATE_RATE);
+    // At most one per interval (plus the first and the final), never a backlog.
+    assert.ok(got.length <= Math.ceil(seconds * rate) + 2, `${got.length} events in ${seconds}s`);
+    assert.equal(got.at(-1).status, "completed", "nothing stale follows the final");
+    for (let i = 1; i < got.length; i++) {
+      assert.ok(got[i].percentage >= got[i - 1].percentage, "never out of order");
+    }
+    await client.stop();
+  });
+}
+
+import net from "node:net";
+import crypto from "node:crypto";
+
+/// A raw SignalR JSON client that subscribes to a task and then stops reading its socket.
+async function stalledSubscriber(path, token, task) {
+  const url = new URL(`${base}${path}`);
+  const socket = net.connect(Number(url.port), url.hostname);
+  await new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+  const frame = (text) => {
+    const payload = Buffer.from(text);
+    const mask = crypto.randomBytes(4);
+    const header = payload.length < 126
+      ? Buffer.from([0x81, 0x80 | payload.length])
+      : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+    const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+    return Buffer.concat([header, mask, masked]);
+  };
+  socket.write(
+    `GET ${url.pathname}?access_token=${token} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}\r\n` +
+      "Sec-WebSocket-Version: 13\r\n\r\n",
+  );
+  let seen = "";
+  await new Promise((resolve) => {
+    const onData = (chunk) => {
+      seen += chunk.toString("latin1");
+      if (seen.includes("\x1e")) {
+        socket.off("data", onData);
+        resolve();
+      }
+    };
+    socket.on("data", onData);
+    socket.write(frame('{"protocol":"json","version":1}\x1e'));
+  });
+  const subscribed = new Promise((resolve) => {
+    const onData = (chunk) => {
+      if (chunk.toString("latin1").includes('"invocationId":"1"')) {
+        socket.off("data", onData);
+        resolve();
+      }
+    };
+    socket.on("data", onData);
+  });
+  socket.write(frame(`{"type":1,"invocationId":"1","target":"SubscribeToTask","arguments":["${task}"]}\x1e`));
+  await subscribed;
+  socket.pause(); // From here on nothing is read: the kernel buffers fill, then ringhub's queue.
+  // Reading again later drains what was buffered; a socket ringhub gave up on then ends.
+  const drain = (ms) =>
+    new Promise((resolve) => {
+      let bytes = 0;
+      const timer = setTimeout(() => resolve({ ended: false, bytes }), ms);
+      socket.on("data", (chunk) => (bytes += chunk.length));
+      socket.once("close", () => {
+        clearTimeout(timer);
+        resolve({ ended: true, bytes });
+      });
+      socket.resume();
+    });
+  return { socket, drain };
+}
+
+for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: a stalled subscriber is closed while a fast one on the same group receives everything`, async () => {
+    const task = `slow_${protocol}`;
+    const fast = build("/hubs/image-generation", protocol, key);
+    await fast.start();
+    await fast.invoke("SubscribeToTask", task);
+    const got = record(fast, "ImageGenerationCompleted");
+    const slow = await stalledSubscriber("/hubs/image-generation", otherKey, task);
+    const blob = "x".repeat(16 * 1024);
+    const total = 600; // ~10 MB: more than the socket buffers and the 1 MiB queue bound.
+    for (let i = 0; i < total; i++) {
+      await publish("image-generation", `groups/image-${task}/`, "ImageGenerationCompleted", [{ i, blob }]);
+    }
+    await eventually(() => assert.equal(got.length, total), 20000);
+    assert.deepEqual(got.map((g) => g.i), Array.from({ length: total }, (_, i) => i));
+    // ringhub gives up on the stalled socket (queue over signalr.max_outbound while its write
+    // is blocked, or a write stalled past websocket.send_timeout).
+    await sleep(1000);
+    const { ended, bytes } = await slow.drain(15000);
+    assert.ok(ended, "the stalled subscriber was closed by the server");
+    assert.ok(bytes < total * blob.length, `it did not get everything (${bytes} bytes)`);
+    slow.socket.destroy();
+    await fast.stop();
+  });
+}
