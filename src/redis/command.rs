@@ -97,10 +97,7 @@ impl CommandConnection {
     /// The future fails with [`RedisError::Down`] at once while the link is down,
     /// [`RedisError::Timeout`] after `command_timeout`, [`RedisError::Server`] for an error
     /// reply, or the link's error when it is lost before the reply.
-    pub fn send(
-        &self,
-        args: &[&[u8]],
-    ) -> impl Future<Output = Result<Value, RedisError>> + 'static {
+    pub fn send(&self, args: &[&[u8]]) -> impl Future<Output = Result<Value, RedisError>> + use<> {
         let queued = self.shared.queue(args);
         let shared = Rc::clone(&self.shared);
         async move {
