@@ -322,6 +322,28 @@ on_both_drivers! {
         });
     }
 
+    fn a_command_without_an_answer_times_out_and_the_link_is_replaced(driver) {
+        let redis = RedisServer::start();
+        let url = RedisUrl::parse(&redis.url()).unwrap();
+        let options = ClientOptions {
+            command_timeout: Duration::from_millis(200),
+            ..ClientOptions::default()
+        };
+        block_on(driver, async {
+            let connection = CommandConnection::open(url, options);
+            assert!(connection.command(&[b"PING"]).await.is_ok());
+            // Redis holds every client's commands for 600 ms.
+            redis.command(&["CLIENT", "PAUSE", "600"]);
+            let started = Instant::now();
+            assert_eq!(
+                connection.command(&[b"PING"]).await,
+                Err(RedisError::Timeout(Duration::from_millis(200)))
+            );
+            assert!(started.elapsed() < Duration::from_millis(500));
+            wait_for_async(|| async { connection.command(&[b"PING"]).await.is_ok() }).await;
+        });
+    }
+
     fn commands_fail_fast_while_redis_is_down_and_work_again_after_it_returns(driver) {
         let mut redis = RedisServer::start();
         let url = RedisUrl::parse(&redis.url()).unwrap();
