@@ -208,7 +208,7 @@ async fn drive(shared: Rc<Shared>) {
 
 /// Subscribes every wanted channel on a fresh link, then runs it until it fails.
 async fn serve(shared: &Shared, stream: TcpStream, mut reader: ReplyReader) -> RedisError {
-    let mut confirming = {
+    let mut confirming: BTreeSet<Bytes> = {
         let wanted = shared.wanted.borrow();
         let mut outbound = shared.outbound.borrow_mut();
         outbound.clear();
@@ -220,10 +220,10 @@ async fn serve(shared: &Shared, stream: TcpStream, mut reader: ReplyReader) -> R
                 return error;
             }
         }
-        wanted.len()
+        wanted.clone()
     };
     shared.linked.set(true);
-    if confirming == 0 {
+    if confirming.is_empty() {
         mark_up(shared);
     }
     let (mut read_half, mut write_half) = stream.into_split();
@@ -246,12 +246,13 @@ fn mark_up(shared: &Shared) {
     shared.emit(SubscriberEvent::Up);
 }
 
-/// Delivers messages; counts down the confirmations of the link's first `SUBSCRIBE`.
+/// Delivers messages; the link is up once every channel of its first `SUBSCRIBE` (in
+/// `confirming`) is confirmed.
 async fn read_pushes(
     shared: &Shared,
     read_half: &mut OwnedReadHalf<TcpStream>,
     reader: &mut ReplyReader,
-    confirming: &mut usize,
+    confirming: &mut BTreeSet<Bytes>,
 ) -> Result<Infallible, RedisError> {
     loop {
         while let Some(reply) = reader.next_frame()? {
@@ -263,9 +264,8 @@ async fn read_pushes(
                         shared.emit(SubscriberEvent::Message { channel, payload });
                     }
                 }
-                Push::Subscribed(_) if *confirming > 0 => {
-                    *confirming -= 1;
-                    if *confirming == 0 {
+                Push::Subscribed(channel) if confirming.remove(&channel) => {
+                    if confirming.is_empty() {
                         mark_up(shared);
                     }
                 }
