@@ -54,6 +54,8 @@
 //!   ([`protocol::signalr`]).
 //! - [`auth`]: keys: where a request's key is read from ([`auth::token`]) and the virtual-key
 //!   store ([`auth::keys`]).
+//! - [`redis`]: a core-local Redis client (RESP2 over monoio): pipelined
+//!   [`redis::CommandConnection`]s and [`redis::Subscriber`]s that reconnect with backoff.
 //! - [`sys`]: the one module allowed `unsafe`.
 
 pub mod auth;
@@ -61,6 +63,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod protocol;
+pub mod redis;
 pub mod server;
 pub mod shard;
 pub mod stats;

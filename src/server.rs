@@ -13,11 +13,12 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::auth::KeyLookup;
 use crate::auth::keys::KeyStore;
+use crate::auth::{KeyLookup, RedisKeyStore};
 use crate::config::{Config, DriverKind, KeyStoreKind};
 use crate::hub::HubDefinition;
 use crate::hub::quota::ConnectionQuota;
+use crate::redis::{RedisError, RedisUrl};
 use crate::shard::SharedParts;
 use crate::shard::inbox::{Inbox, Peers};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
@@ -52,6 +53,9 @@ pub enum ServerError {
     /// The key store could not be read.
     #[error("{0}")]
     Keys(#[from] crate::auth::AuthError),
+    /// `auth.redis_url` is not a usable `redis://` URL.
+    #[error("auth.redis_url: {0}")]
+    RedisUrl(RedisError),
     /// A configured hub is invalid.
     #[error(transparent)]
     Hubs(#[from] crate::hub::HubConfigError),
@@ -130,17 +134,12 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         }
     }
     let hubs: Arc<[HubDefinition]> = crate::hub::definitions(&config)?.into();
-    let keys = Arc::new(match config.auth.store {
-        KeyStoreKind::File => KeyStore::load(&config.auth.key_file)?,
-        // Landing in steps: until the Redis store exists, asking for it is a startup error
-        // rather than a server that rejects every key.
-        KeyStoreKind::Redis => {
-            return Err(crate::auth::AuthError::Store(
-                "auth.store = \"redis\" is not available in this build".to_owned(),
-            )
-            .into());
-        }
-    });
+    let keys = match config.auth.store {
+        KeyStoreKind::File => SharedKeys::File(Arc::new(KeyStore::load(&config.auth.key_file)?)),
+        KeyStoreKind::Redis => SharedKeys::Redis(
+            RedisUrl::parse(&config.auth.redis_url).map_err(ServerError::RedisUrl)?,
+        ),
+    };
     let driver = choose_driver(&config)?;
     let workers = config.workers.get();
     let listeners = bind_listeners(config.listen, workers).map_err(|source| ServerError::Bind {
@@ -169,7 +168,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let peers = peers.clone();
         let hubs = Arc::clone(&hubs);
-        let keys = Arc::clone(&keys);
+        let keys = keys.clone();
         let stats = Arc::clone(&stats);
         let quota = Arc::clone(&quota);
         let name = format!("shard-{index}");
@@ -190,16 +189,15 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
             run_shard(
                 id,
                 driver,
-                listener,
-                inbox,
+                (listener, inbox),
                 SharedParts {
                     config: Arc::clone(&config),
                     peers,
                     hubs,
-                    keys: KeyLookup::File(keys),
                     stats,
                     quota,
                 },
+                keys,
                 stop_rx,
                 ready,
             )
@@ -245,6 +243,27 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     Ok(handle)
 }
 
+/// The key store as the process holds it; each shard makes its [`KeyLookup`] from it.
+#[derive(Debug, Clone)]
+enum SharedKeys {
+    /// The file store, loaded once and shared read-only.
+    File(Arc<KeyStore>),
+    /// The Redis store: each shard opens its own connections to this URL.
+    Redis(RedisUrl),
+}
+
+impl SharedKeys {
+    /// This shard's lookup (built on the shard's thread: a Redis store is `!Send`).
+    fn for_shard(self, config: &Config) -> KeyLookup {
+        match self {
+            Self::File(store) => KeyLookup::File(store),
+            Self::Redis(url) => {
+                KeyLookup::Redis(Rc::new(RedisKeyStore::new(url, config.auth.cache_ttl)))
+            }
+        }
+    }
+}
+
 /// Picks the driver once for all shards; `auto` falls back to epoll with one log line.
 fn choose_driver(config: &Config) -> Result<ActiveDriver, ServerError> {
     let probe = || {
@@ -281,9 +300,9 @@ fn choose_driver(config: &Config) -> Result<ActiveDriver, ServerError> {
 fn run_shard(
     id: ShardId,
     driver: ActiveDriver,
-    listener: std::net::TcpListener,
-    inbox: Inbox,
+    (listener, inbox): (std::net::TcpListener, Inbox),
     parts: SharedParts,
+    keys: SharedKeys,
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<(), ShardError>>,
 ) -> Result<(), ShardError> {
@@ -293,14 +312,21 @@ fn run_shard(
         source,
     };
     let config = Arc::clone(&parts.config);
-    let ctx = Rc::new(ShardContext::new(id, driver, parts));
+    let keys = keys.for_shard(&config);
+    let ctx = Rc::new(ShardContext::new(id, driver, parts, keys));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {
         ($builder:expr) => {
             match $builder.enable_timer().build() {
                 Ok(mut runtime) => {
                     let _ = ready.send(Ok(()));
-                    runtime.block_on(shard::run(ctx, listener, inbox, stop))
+                    runtime.block_on(async {
+                        // Connects now, so the first request finds the subscriber up.
+                        if let KeyLookup::Redis(store) = &ctx.keys {
+                            store.start();
+                        }
+                        shard::run(ctx, listener, inbox, stop).await
+                    })
                 }
                 Err(source) => {
                     let _ = ready.send(Err(runtime_error(source)));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
-# and integration tests (both monoio drivers, the official @microsoft/signalr client suite), the
+# and integration tests (both monoio drivers, the official @microsoft/signalr client suite, the
+# Redis key store against a real redis-server), the
 # benches (run once), and Autobahn|Testsuite
 # against the release binary. Installs what it needs (Python tools into target/), starts every
 # service it needs on free ports, and stops them afterwards.
@@ -45,6 +46,20 @@ if [[ ! -x "$pyvenv/bin/python" ]] \
   "$pyvenv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
   cp tests/python/requirements.txt "$pyvenv/requirements.txt"
 fi
+
+step "redis-server (tests/redis_keys.rs starts its own on a free port)"
+if ! command -v redis-server >/dev/null; then
+  if [[ $EUID -eq 0 ]]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+    # Only the binary is wanted: the tests start their own servers.
+    service redis-server stop >/dev/null 2>&1 || true
+  else
+    echo "redis-server (7+) is required for tests/redis_keys.rs; install it (apt-get install redis-server) or run as root" >&2
+    exit 1
+  fi
+fi
+redis-server --version
 
 step "unit and integration tests (io_uring and legacy drivers, official JS client)"
 cargo test --locked

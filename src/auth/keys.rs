@@ -202,7 +202,8 @@ impl KeyStore {
     ///
     /// A token whose hash is in `admin_hashes` (hex, any case) is [`Principal::AdminKey`],
     /// whatever its shape. Otherwise it must be a virtual key found in the store, enabled and
-    /// not expired (`expires_at <= now_unix` is expired).
+    /// not expired (`expires_at <= now_unix` is expired): [`presented_key`], then
+    /// [`KeyRecord::principal`].
     ///
     /// # Errors
     /// [`AuthError::MissingToken`] for an empty token; [`AuthError::Malformed`],
@@ -213,34 +214,69 @@ impl KeyStore {
         admin_hashes: &[String],
         now_unix: u64,
     ) -> Result<Principal, AuthError> {
-        if token.is_empty() {
-            return Err(AuthError::MissingToken);
-        }
-        let hash = hash_key(token);
-        if admin_hashes
-            .iter()
-            .any(|admin| admin.trim().eq_ignore_ascii_case(&hash))
-        {
+        let PresentedKey::Virtual { hash } = presented_key(token, admin_hashes)? else {
             return Ok(Principal::AdminKey);
-        }
-        if !is_virtual_key(token) {
-            return Err(AuthError::Malformed);
-        }
-        let record = self
-            .by_hash
+        };
+        self.by_hash
             .get(&hash)
             .and_then(|&index| self.records.get(index))
-            .ok_or(AuthError::UnknownKey)?;
-        if !record.enabled {
+            .ok_or(AuthError::UnknownKey)?
+            .principal(now_unix)
+    }
+}
+
+/// What a presented token is, before any store is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresentedKey {
+    /// One of the configured admin keys.
+    Admin,
+    /// A token shaped like a virtual key; the store decides the rest.
+    Virtual {
+        /// Its SHA-256, lowercase hex ([`hash_key`]).
+        hash: String,
+    },
+}
+
+/// The checks every key store makes first: a token whose hash is in `admin_hashes` (hex, any
+/// case) is an admin key, whatever its shape; anything else must be shaped like a virtual key.
+///
+/// # Errors
+/// [`AuthError::MissingToken`] for an empty token, [`AuthError::Malformed`] for a token that
+/// is neither an admin key nor shaped like a virtual key.
+pub fn presented_key(token: &str, admin_hashes: &[String]) -> Result<PresentedKey, AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    let hash = hash_key(token);
+    if admin_hashes
+        .iter()
+        .any(|admin| admin.trim().eq_ignore_ascii_case(&hash))
+    {
+        return Ok(PresentedKey::Admin);
+    }
+    if !is_virtual_key(token) {
+        return Err(AuthError::Malformed);
+    }
+    Ok(PresentedKey::Virtual { hash })
+}
+
+impl KeyRecord {
+    /// Who this key is at `now_unix` (unix seconds): its principal when it is enabled and not
+    /// expired (`expires_at <= now_unix` is expired).
+    ///
+    /// # Errors
+    /// [`AuthError::Disabled`], [`AuthError::Expired`].
+    pub fn principal(&self, now_unix: u64) -> Result<Principal, AuthError> {
+        if !self.enabled {
             return Err(AuthError::Disabled);
         }
-        if record.expires_at.is_some_and(|expiry| expiry <= now_unix) {
+        if self.expires_at.is_some_and(|expiry| expiry <= now_unix) {
             return Err(AuthError::Expired);
         }
         Ok(Principal::VirtualKey {
-            id: record.id,
-            name: record.name.clone(),
-            admin: record.admin,
+            id: self.id,
+            name: self.name.clone(),
+            admin: self.admin,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! - [`token`]: where a request carries its key (query `access_token`, query `api_key`,
 //!   `Authorization: Bearer`, `X-API-Key`, in that order);
 //! - [`keys`]: the key format, SHA-256 hashing, key generation, the file-backed [`KeyStore`]
-//!   and the parser for Conduit's Redis `vkey:<hash>` entity.
+//!   and the parser for Conduit's Redis `vkey:<hash>` entity;
+//! - [`redis_store`]: the Redis-backed [`RedisKeyStore`], a per-shard cache of Conduit's
+//!   `vkey:<hash>` entries kept fresh by its invalidation channels.
 //!
 //! Raw keys are never stored, logged or put in an error text: only their SHA-256 hashes are
 //! kept, and every [`AuthError`] text is fixed or describes the store, not the key.
@@ -14,13 +16,17 @@
 use thiserror::Error;
 
 pub mod keys;
+pub mod redis_store;
 pub mod token;
 
 pub use keys::{
-    KeyRecord, KeyStore, add_key, conduit_record, generate_virtual_key, hash_key, is_virtual_key,
+    KeyRecord, KeyStore, PresentedKey, add_key, conduit_record, generate_virtual_key, hash_key,
+    is_virtual_key, presented_key,
 };
+pub use redis_store::RedisKeyStore;
 pub use token::extract;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Where a shard looks virtual keys up (admin keys are always configured hashes).
@@ -28,6 +34,8 @@ use std::sync::Arc;
 pub enum KeyLookup {
     /// The file store, loaded once and shared read-only by every shard.
     File(Arc<KeyStore>),
+    /// Conduit's Redis entries, through this shard's own connections and cache.
+    Redis(Rc<RedisKeyStore>),
 }
 
 impl KeyLookup {
@@ -44,6 +52,7 @@ impl KeyLookup {
     ) -> Result<Principal, AuthError> {
         match self {
             Self::File(store) => store.authenticate(presented, admin_hashes, now_unix),
+            Self::Redis(store) => store.authenticate(presented, admin_hashes, now_unix).await,
         }
     }
 }

@@ -15,7 +15,7 @@
 //! rest of the server answers.
 //!
 //! A send's message is encoded once per protocol ([`PreparedMessage`](crate::hub::broadcast::PreparedMessage)) and handed to
-//! [`publish_excluding`], which delivers it here and on every other shard; the other operations
+//! [`publish_in_order`], which routes it through its target's owner shard to every shard, in order; the other operations
 //! run on every shard through [`manage`].
 
 pub mod request;
@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::auth::hash_key;
 use crate::hub::access::unix_now;
-use crate::hub::endpoint::{Manage, manage, prepare, publish_excluding};
+use crate::hub::endpoint::{Manage, manage, prepare, publish_in_order};
 use crate::hub::{HubDefinition, Hubs};
 use crate::protocol::http::{RequestHead, Response};
 use crate::protocol::signalr::negotiate::error_document;
@@ -202,7 +202,7 @@ async fn handle(head: &RequestHead, body: &[u8], ctx: &ShardContext) -> Result<u
             let message = request::parse_body(body)?;
             // Encoded once, tagged for conflation (progress events).
             let prepared = prepare(ctx, &target, &message).map_err(|_| RestError::Encode)?;
-            publish_excluding(ctx, name, target, options.excluded, prepared);
+            publish_in_order(ctx, name, target, options.excluded, prepared);
             Ok(202)
         }
         Operation::AddToGroup { group, connection } => found(

@@ -108,7 +108,7 @@ pub enum Query {
 }
 
 /// Who a published message is for, on the caller's hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Every connection of the hub.
     All,

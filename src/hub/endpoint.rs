@@ -6,7 +6,7 @@
 //! the message once per protocol ([`PreparedMessage`]), delivers it to this shard's recipients
 //! and hands the same bytes to every other shard through its inbox.
 //!
-//! The REST API reaches sessions the same way: [`publish_excluding`] for sends, and [`manage`]
+//! The REST API reaches sessions the same way: [`publish_in_order`] for sends, and [`manage`]
 //! for group changes, closes and existence checks, which asks every shard through its inbox and
 //! gathers the answers.
 
@@ -21,6 +21,7 @@ use super::HubDefinition;
 use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
 use super::conflation;
+use crate::hub::identity::home_shard;
 use crate::protocol::signalr::{
     Close, CompletionOutcome, HubMessage, HubProtocolError, Payload, Value,
 };
@@ -32,6 +33,7 @@ use crate::shard::{ShardContext, ShardId};
 use crate::stats::iso8601_now;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
+use std::hash::{Hash, Hasher};
 
 /// A session and its shard, as the WebSocket loop drives them.
 #[derive(Debug)]
@@ -252,9 +254,52 @@ pub fn publish_excluding(
         excluded,
         message,
     });
-    deliver_local(ctx, &envelope);
+    fan_out(ctx, &envelope);
+}
+
+/// Delivers an envelope here and hands it to every other shard.
+pub fn fan_out(ctx: &ShardContext, envelope: &Arc<Envelope>) {
+    deliver_local(ctx, envelope);
     ctx.peers
-        .send_to_others(ctx.id, || ShardMessage::Publish(Arc::clone(&envelope)));
+        .send_to_others(ctx.id, || ShardMessage::Publish(Arc::clone(envelope)));
+}
+
+/// [`publish_excluding`] for a publisher outside any connection (the REST API), whose
+/// consecutive requests may land on different shards: every message to one target goes
+/// through one shard's inbox (the target's **owner**: a connection's home shard, else a hash
+/// of hub and target), which fans it out. Inboxes are FIFO, so a publisher that waits for
+/// each answer before sending the next is delivered in its order everywhere.
+pub fn publish_in_order(
+    ctx: &ShardContext,
+    hub: &str,
+    target: Target,
+    excluded: Vec<String>,
+    message: Arc<PreparedMessage>,
+) {
+    let shards = ctx.peers.shards();
+    let owner = match &target {
+        Target::Connection(id) => home_shard(id, shards),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (hub, &target).hash(&mut hasher);
+        // invariant: the remainder is below the shard count, which fits a u16.
+        ShardId(u16::try_from(hasher.finish() % shards.max(1) as u64).unwrap_or(0))
+    });
+    let envelope = Arc::new(Envelope {
+        hub: hub.to_owned(),
+        target,
+        excluded,
+        message,
+    });
+    // Even the owner itself takes it from its inbox, behind what other shards queued there.
+    if let Err(ShardMessage::FanOut(envelope)) =
+        ctx.peers.send(owner, ShardMessage::FanOut(envelope))
+    {
+        // The owner has stopped (shutting down): deliver from here rather than lose it.
+        fan_out(ctx, &envelope);
+    }
 }
 
 /// Delivers an envelope to the recipients on this shard.

@@ -64,6 +64,9 @@ pub enum ShardMessage {
     Adopt(Box<Handoff>),
     /// Deliver to this shard's recipients.
     Publish(Arc<Envelope>),
+    /// Deliver here and hand to every other shard: this shard owns the message's target
+    /// (publishes from outside a connection are ordered through their target's owner).
+    FanOut(Arc<Envelope>),
     /// A key's new state: keep it (if newest) and tell the key's connections.
     KeyState(Arc<super::key_states::KeyStateUpdate>),
     /// Run a management operation on this shard's sessions and answer.

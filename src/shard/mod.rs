@@ -135,8 +135,6 @@ pub struct SharedParts {
     pub peers: Peers,
     /// The validated hub definitions.
     pub hubs: Arc<[HubDefinition]>,
-    /// Where keys are looked up.
-    pub keys: KeyLookup,
     /// The counters.
     pub stats: Arc<Stats>,
     /// The connection quotas.
@@ -145,12 +143,11 @@ pub struct SharedParts {
 
 impl ShardContext {
     /// A fresh context for shard `id`.
-    pub fn new(id: ShardId, driver: ActiveDriver, parts: SharedParts) -> Self {
+    pub fn new(id: ShardId, driver: ActiveDriver, parts: SharedParts, keys: KeyLookup) -> Self {
         let SharedParts {
             config,
             peers,
             hubs,
-            keys,
             stats,
             quota,
         } = parts;
@@ -250,6 +247,9 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             }
             Some(ShardMessage::Publish(envelope)) => {
                 crate::hub::endpoint::deliver_local(&ctx, &envelope);
+            }
+            Some(ShardMessage::FanOut(envelope)) => {
+                crate::hub::endpoint::fan_out(&ctx, &envelope);
             }
             Some(ShardMessage::KeyState(update)) => {
                 crate::hub::endpoint::apply_key_state(&ctx, &update);

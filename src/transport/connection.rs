@@ -791,12 +791,10 @@ mod tests {
                     config: Arc::new(config),
                     peers: crate::shard::inbox::Peers::create(1).0,
                     hubs: Vec::new().into(),
-                    keys: crate::auth::KeyLookup::File(Arc::new(
-                        crate::auth::keys::KeyStore::empty(),
-                    )),
                     stats: crate::stats::Stats::new(Vec::new(), 1),
                     quota: crate::hub::quota::ConnectionQuota::new(0, 0),
                 },
+                crate::auth::KeyLookup::File(Arc::new(crate::auth::keys::KeyStore::empty())),
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());

@@ -1,0 +1,292 @@
+//! The command connection: pipelined commands on one link, replies matched in order, a timeout
+//! per command, and reconnection with capped backoff during which commands fail at once.
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::link::{self, Backoff, Doorbell};
+use super::resp::{InFlight, ReplyReader, encode_command};
+use super::{ClientOptions, RedisError, RedisUrl, Value};
+
+/// Where a connection's link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// An attempt to connect is under way: commands are queued and sent once it succeeds
+    /// (or fail with it).
+    Connecting,
+    /// Connected: commands go out at once.
+    Up,
+    /// Waiting out the backoff after a failure: commands fail at once with
+    /// [`RedisError::Down`].
+    Down,
+}
+
+/// Who waits for a reply.
+type Waiter = oneshot::Sender<Result<Value, RedisError>>;
+
+/// A pipelined command connection owned by one shard. Dropping it closes the link and stops
+/// its task.
+pub struct CommandConnection {
+    shared: Rc<Shared>,
+}
+
+/// State shared by the handle, the callers' futures and the driver task.
+struct Shared {
+    url: RedisUrl,
+    options: ClientOptions,
+    state: Cell<LinkState>,
+    /// Why the link last went down (the text of [`RedisError::Down`]).
+    last_error: RefCell<String>,
+    /// Encoded commands not yet written.
+    outbound: RefCell<BytesMut>,
+    /// One waiter per command in `outbound` or on the wire, in order.
+    in_flight: RefCell<InFlight<Waiter>>,
+    /// Wakes the driver: commands queued, a reconnect asked for, or the handle dropped.
+    doorbell: Doorbell,
+    /// A command timed out: replace the link.
+    replace_link: Cell<bool>,
+    closed: Cell<bool>,
+}
+
+impl CommandConnection {
+    /// Starts connecting to `url` (selecting its database) on a task of the current monoio
+    /// runtime; commands sent meanwhile wait for the first attempt.
+    ///
+    /// # Panics
+    /// Outside a monoio runtime (as `monoio::spawn` does).
+    pub fn open(url: RedisUrl, options: ClientOptions) -> Self {
+        let shared = Rc::new(Shared {
+            url,
+            options,
+            state: Cell::new(LinkState::Connecting),
+            last_error: RefCell::new(String::new()),
+            outbound: RefCell::new(BytesMut::new()),
+            in_flight: RefCell::new(InFlight::default()),
+            doorbell: Doorbell::default(),
+            replace_link: Cell::new(false),
+            closed: Cell::new(false),
+        });
+        monoio::spawn(drive(Rc::clone(&shared)));
+        Self { shared }
+    }
+
+    /// Where the link is.
+    pub fn state(&self) -> LinkState {
+        self.shared.state.get()
+    }
+
+    /// Whether the link is connected.
+    pub fn is_up(&self) -> bool {
+        self.state() == LinkState::Up
+    }
+
+    /// Queues the command `args` (name first) now and returns its reply's future. Commands
+    /// queued before the connection's task next runs are written together, so calling this
+    /// several times before awaiting pipelines them. Dropping the future discards the reply
+    /// (fire-and-forget).
+    ///
+    /// The future fails with [`RedisError::Down`] at once while the link is down,
+    /// [`RedisError::Timeout`] after `command_timeout`, [`RedisError::Server`] for an error
+    /// reply, or the link's error when it is lost before the reply.
+    pub fn send(&self, args: &[&[u8]]) -> impl Future<Output = Result<Value, RedisError>> + use<> {
+        let queued = self.shared.queue(args);
+        let shared = Rc::clone(&self.shared);
+        async move {
+            let reply = queued?;
+            let timeout = shared.options.command_timeout;
+            match monoio::time::timeout(timeout, reply).await {
+                Ok(Ok(result)) => result,
+                // The driver dropped the waiter without answering: the link is gone.
+                Ok(Err(oneshot::Canceled)) => {
+                    Err(RedisError::Down(shared.last_error.borrow().clone()))
+                }
+                Err(_) => {
+                    shared.replace_link.set(true);
+                    shared.doorbell.ring();
+                    Err(RedisError::Timeout(timeout))
+                }
+            }
+        }
+    }
+
+    /// Sends the command `args` and waits for its reply (see [`Self::send`]).
+    ///
+    /// # Errors
+    /// See [`Self::send`].
+    pub async fn command(&self, args: &[&[u8]]) -> Result<Value, RedisError> {
+        self.send(args).await
+    }
+
+    /// `GET key`: the value, or `None` for a missing key.
+    ///
+    /// # Errors
+    /// See [`Self::send`]; [`RedisError::UnexpectedReply`] when the key holds a non-string.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, RedisError> {
+        match self.command(&[b"GET", key]).await? {
+            Value::Data(data) => Ok(Some(data)),
+            Value::Nil => Ok(None),
+            _ => Err(RedisError::UnexpectedReply { command: "GET" }),
+        }
+    }
+
+    /// `PUBLISH channel payload`: how many subscribers received it.
+    ///
+    /// # Errors
+    /// See [`Self::send`].
+    pub async fn publish(&self, channel: &[u8], payload: &[u8]) -> Result<i64, RedisError> {
+        match self.command(&[b"PUBLISH", channel, payload]).await? {
+            Value::Int(receivers) => Ok(receivers),
+            _ => Err(RedisError::UnexpectedReply { command: "PUBLISH" }),
+        }
+    }
+}
+
+impl fmt::Debug for CommandConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandConnection")
+            .field("url", &self.shared.url)
+            .field("state", &self.shared.state.get())
+            .field("in_flight", &self.shared.in_flight.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CommandConnection {
+    fn drop(&mut self) {
+        self.shared.closed.set(true);
+        self.shared.doorbell.ring();
+    }
+}
+
+impl Shared {
+    /// Encodes `args` behind the queued commands and registers their caller.
+    fn queue(
+        &self,
+        args: &[&[u8]],
+    ) -> Result<oneshot::Receiver<Result<Value, RedisError>>, RedisError> {
+        if self.closed.get() {
+            return Err(RedisError::Closed);
+        }
+        if self.state.get() == LinkState::Down {
+            return Err(RedisError::Down(self.last_error.borrow().clone()));
+        }
+        encode_command(&mut self.outbound.borrow_mut(), args)?;
+        let (sender, receiver) = oneshot::channel();
+        self.in_flight.borrow_mut().push(sender);
+        self.doorbell.ring();
+        Ok(receiver)
+    }
+
+    /// The link is gone: every waiting caller gets `error`, queued bytes are dropped.
+    fn fail_all(&self, error: &RedisError) {
+        self.outbound.borrow_mut().clear();
+        let waiters: Vec<Waiter> = self.in_flight.borrow_mut().drain().collect();
+        for waiter in waiters {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+}
+
+/// The connection's task: connect, serve the link until it fails, wait out the backoff, again.
+async fn drive(shared: Rc<Shared>) {
+    let options = &shared.options;
+    let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
+    let mut was_up = false;
+    while !shared.closed.get() {
+        shared.state.set(LinkState::Connecting);
+        let error = match link::open(&shared.url, options, true).await {
+            Ok((stream, reader)) => {
+                backoff.reset();
+                shared.replace_link.set(false);
+                shared.state.set(LinkState::Up);
+                if was_up {
+                    info!(redis = %shared.url, "Redis command connection re-established");
+                }
+                was_up = true;
+                serve(&shared, stream, reader).await
+            }
+            Err(error) => error,
+        };
+        shared.state.set(LinkState::Down);
+        *shared.last_error.borrow_mut() = error.to_string();
+        shared.fail_all(&error);
+        if shared.closed.get() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        if was_up {
+            warn!(redis = %shared.url, %error, ?delay, "Redis command connection lost; reconnecting");
+            was_up = false;
+        } else {
+            debug!(redis = %shared.url, %error, ?delay, "Redis command connection attempt failed");
+        }
+        // Woken early only to notice the handle was dropped.
+        let sleep = monoio::time::sleep(delay);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            monoio::select! {
+                () = &mut sleep => break,
+                () = shared.doorbell.wait() => if shared.closed.get() { return },
+            }
+        }
+    }
+}
+
+/// Runs one link until it fails; returns why.
+async fn serve(shared: &Shared, stream: TcpStream, mut reader: ReplyReader) -> RedisError {
+    let (mut read_half, mut write_half) = stream.into_split();
+    let result = monoio::select! {
+        result = read_replies(shared, &mut read_half, &mut reader) => result,
+        result = write_commands(shared, &mut write_half) => result,
+    };
+    match result {
+        Err(error) => error,
+        Ok(never) => match never {},
+    }
+}
+
+/// Hands each reply to the oldest waiting caller.
+async fn read_replies(
+    shared: &Shared,
+    read_half: &mut OwnedReadHalf<TcpStream>,
+    reader: &mut ReplyReader,
+) -> Result<Infallible, RedisError> {
+    loop {
+        while let Some(reply) = reader.next_frame()? {
+            let (waiter, reply) = shared.in_flight.borrow_mut().complete(reply)?;
+            // A caller that gave up (timeout, dropped future) no longer listens.
+            let _ = waiter.send(reply.into_result());
+        }
+        link::read_more(read_half, reader).await?;
+    }
+}
+
+/// Writes whatever is queued, all of it in one write.
+async fn write_commands(
+    shared: &Shared,
+    write_half: &mut OwnedWriteHalf<TcpStream>,
+) -> Result<Infallible, RedisError> {
+    loop {
+        if shared.closed.get() {
+            return Err(RedisError::Closed);
+        }
+        if shared.replace_link.get() {
+            return Err(RedisError::Timeout(shared.options.command_timeout));
+        }
+        let queued = shared.outbound.borrow_mut().split().freeze();
+        if queued.is_empty() {
+            shared.doorbell.wait().await;
+        } else {
+            link::write_all(write_half, queued).await?;
+        }
+    }
+}
