@@ -1,5 +1,7 @@
 //! The wire format of the ASP.NET Core Redis backplane (`Microsoft.AspNetCore.SignalR.
-//! StackExchangeRedis`), sans-IO: channel names ([`channels`]) and server names ([`ServerName`]).
+//! StackExchangeRedis`), sans-IO: channel names ([`channels`]), the four MessagePack payloads
+//! ([`message`]), server names ([`ServerName`]) and the re-encoding of a serialized hub message
+//! for a protocol its publisher did not include ([`mod@transcode`]).
 //!
 //! A ringhub node that speaks this format is one more server of a .NET SignalR farm: it
 //! subscribes to and publishes on the same Redis channels, and its payloads are byte-identical to
@@ -16,12 +18,19 @@
 //! vectors the unit tests here repeat).
 
 pub mod channels;
+pub mod message;
+pub mod transcode;
 
 use thiserror::Error;
 
 use super::signalr::HubProtocolError;
 
 pub use channels::{Channel, Channels};
+pub use message::{
+    Ack, BackplaneInvocation, ClientResultRoute, GroupAction, GroupCommand, ProtocolName,
+    ReturnedCompletion, Serialization,
+};
+pub use transcode::transcode;
 
 /// Why a backplane payload could not be decoded (or a serialized hub message re-encoded).
 /// Where .NET has a text for the same failure, the message repeats it.
