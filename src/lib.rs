@@ -50,8 +50,8 @@
 //! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]) and the per-connection
 //!   [`hub::session::Session`].
 //! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
-//!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]) and SignalR
-//!   ([`protocol::signalr`]).
+//!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]), SignalR
+//!   ([`protocol::signalr`]) and the ASP.NET Core Redis backplane ([`protocol::backplane`]).
 //! - [`auth`]: keys: where a request's key is read from ([`auth::token`]) and the virtual-key
 //!   store ([`auth::keys`]).
 //! - [`redis`]: a core-local Redis client (RESP2 over monoio): pipelined

@@ -1,6 +1,7 @@
 //! Sans-IO protocol codecs: bytes in, typed values out. Nothing here imports monoio, holds an
 //! `Rc` or reads a clock, so every rule can be tested with byte literals and fuzzed.
 
+pub mod backplane;
 pub mod http;
 pub mod query;
 pub mod signalr;
