@@ -87,6 +87,17 @@ on_both_drivers! {
         let key_file = keys.join("keys.json");
         let add = |name: &str| ringhub::auth::keys::add_key(&key_file, name, false, None).unwrap();
         let ((key, record), (other, _), (limited, _)) = (add("seed-a"), add("seed-b"), add("seed-limited"));
+        // A disabled and an expired key, for the auth matrix.
+        let (disabled, expired) = ("condt_DisabledDisabledDisabledDisabled", "condt_ExpiredExpiredExpiredExpired1234");
+        let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+        let keys = file["keys"].as_array_mut().unwrap();
+        for (id, key, enabled, expires_at) in [(100, disabled, false, None), (101, expired, true, Some(1))] {
+            let record = ringhub::auth::KeyRecord {
+                id, name: format!("matrix-{id}"), hash: ringhub::auth::keys::hash_key(key), enabled, expires_at, admin: false,
+            };
+            keys.push(serde_json::to_value(record).unwrap());
+        }
+        std::fs::write(&key_file, file.to_string()).unwrap();
         let per_key_limit = 6;
         let (admin_key, server_key) = ("seed-suite-admin-key", "seed-suite-server-key");
         let server = TestServer::start(driver, |c| {
@@ -111,6 +122,8 @@ on_both_drivers! {
                 ("HUB_VIRTUAL_KEY_ID", &record.id.to_string()),
                 ("HUB_ADMIN_KEY", admin_key),
                 ("HUB_SERVER_KEY", server_key),
+                ("HUB_DISABLED_KEY", disabled),
+                ("HUB_EXPIRED_KEY", expired),
                 ("HUB_CONFLATE_RATE", &ringhub::config::Config::default().signalr.conflate_rate.to_string()),
             ],
             20,

@@ -14,6 +14,9 @@ const key = process.env.HUB_VIRTUAL_KEY;
 const otherKey = process.env.HUB_VIRTUAL_KEY_2;
 const limitedKey = process.env.HUB_LIMITED_KEY;
 const perKeyLimit = Number(process.env.HUB_PER_KEY_LIMIT);
+const serverKey = process.env.HUB_SERVER_KEY;
+const adminKey = process.env.HUB_ADMIN_KEY;
+const keyId = process.env.HUB_VIRTUAL_KEY_ID;
 
 const protocols = {
   json: () => new signalR.JsonHubProtocol(),
@@ -129,10 +132,32 @@ for (const protocol of Object.keys(protocols)) {
   });
 }
 
-test("NavigationState, like every virtual-key hub, refuses a connection without a key", async () => {
-  const anonymous = build("/hubs/navigation-state", "json", undefined);
-  await assert.rejects(anonymous.start(), /401/);
-});
+for (const protocol of Object.keys(protocols)) {
+  test(`${protocol}: the auth matrix of the seed hubs`, async () => {
+    const refused = async (path, token, status) => {
+      const connection = build(path, protocol, token);
+      await assert.rejects(connection.start(), new RegExp(String(status)), `${path} with ${token}`);
+    };
+    for (const path of ["/hubs/navigation-state", "/hubs/image-generation", "/hubs/notifications"]) {
+      await refused(path, undefined, 401); // no token
+      await refused(path, "condt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 401); // unknown key
+      await refused(path, "not-a-key", 401); // malformed
+      await refused(path, process.env.HUB_DISABLED_KEY, 401);
+      await refused(path, process.env.HUB_EXPIRED_KEY, 401);
+    }
+    await refused("/hubs/admin", key, 403); // a virtual key on the Admin hub
+    for (const [path, token] of [
+      ["/hubs/admin", adminKey],
+      ["/hubs/navigation-state", adminKey], // admin keys go wherever virtual keys go
+      ["/hubs/health", undefined], // anonymous
+      ["/hubs/health", key],
+    ]) {
+      const connection = build(path, protocol, token);
+      await connection.start();
+      await connection.stop();
+    }
+  });
+}
 
 test("a key at its connection limit gets 429 from negotiate and is admitted again after one leaves", async () => {
   assert.ok(perKeyLimit > 0, "HUB_PER_KEY_LIMIT must be set");
@@ -166,9 +191,6 @@ test("a key at its connection limit gets 429 from negotiate and is admitted agai
 
 // ---- Events pushed by backends through the REST publish API (server key) ----
 
-const serverKey = process.env.HUB_SERVER_KEY;
-const adminKey = process.env.HUB_ADMIN_KEY;
-const keyId = process.env.HUB_VIRTUAL_KEY_ID;
 
 /// POSTs `{target, arguments}` to `/api/hubs/{hub}/{path}:send` with the server key.
 async function publish(hub, path, target, args) {
