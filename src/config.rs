@@ -235,6 +235,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The Health hub.
     pub health: HealthConfig,
+    /// How shards (and instances) reach each other's connections.
+    pub backplane: BackplaneConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -418,6 +420,9 @@ pub struct HubConfig {
     pub protocols: Vec<String>,
     /// Groups every connection joins when it connects (e.g. `["admin"]`); none by default.
     pub join_on_connect: Vec<String>,
+    /// The hub's name on the Redis backplane (ASP.NET uses the hub class's full name, e.g.
+    /// `ConduitLLM.Http.Hubs.ImageGenerationHub`); the table name when unset.
+    pub redis_name: Option<String>,
 }
 
 /// One hub method of a `[hubs.NAME]` table: a built-in action plus optional modifiers. The
@@ -514,6 +519,33 @@ pub enum KeyStoreKind {
     Redis,
 }
 
+/// Which backplane carries messages between shards and instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneKind {
+    /// Per-shard inboxes inside one process (one instance).
+    InProcess,
+    /// The ASP.NET Core Redis backplane: every shard is a participant with its own
+    /// connections; .NET SignalR servers on the same Redis and prefix share it.
+    Redis,
+}
+
+/// The `[backplane]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackplaneConfig {
+    /// Which backplane.
+    pub kind: BackplaneKind,
+    /// The Redis server (`redis://[user:pass@]host[:port][/db]`).
+    pub redis_url: String,
+    /// Prepended to every channel name with no separator (ASP.NET's `ChannelPrefix`, e.g.
+    /// Conduit's `conduit_signalr:`).
+    pub channel_prefix: String,
+    /// Publishes a shard may have waiting for Redis; beyond it (Redis slow or down) messages
+    /// are dropped and counted, so client traffic never waits for Redis.
+    pub publish_queue: usize,
+    /// A group command for a connection on another server waits this long for its ack.
+    pub ack_timeout: Duration,
+}
+
 /// The Health hub's periodic snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -564,6 +596,7 @@ struct RawConfig {
     signalr: RawSignalR,
     auth: RawAuth,
     health: RawHealth,
+    backplane: RawBackplane,
     cors: RawCors,
     diagnostics: RawDiagnostics,
     seed: RawSeed,
@@ -598,6 +631,15 @@ struct RawAuth {
     cache_ttl: &'static str,
     admin_key_hashes: Vec<&'static str>,
     server_key_hashes: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawBackplane {
+    kind: &'static str,
+    redis_url: &'static str,
+    channel_prefix: &'static str,
+    publish_queue: u64,
+    ack_timeout: &'static str,
 }
 
 #[derive(Serialize)]
@@ -744,6 +786,13 @@ impl Default for RawConfig {
             health: RawHealth {
                 push_interval: "5s",
             },
+            backplane: RawBackplane {
+                kind: "in-process",
+                redis_url: "redis://127.0.0.1:6379",
+                channel_prefix: "",
+                publish_queue: 10_000,
+                ack_timeout: "5s",
+            },
             cors: RawCors {
                 allowed_origins: Vec::new(),
             },
@@ -816,6 +865,12 @@ auth.admin_key_hashes|SHA-256 (lowercase hex) of admin keys, e.g. from: printf %
 auth.server_key_hashes|SHA-256 (lowercase hex) of server keys, which backends present to the REST publish API.
 health|The Health hub.
 health.push_interval|HealthStatus is pushed to Health hub connections this often.
+backplane|How shards and instances reach each other's connections.
+backplane.kind|\"in-process\" (one instance) or \"redis\" (ASP.NET Core's Redis backplane; shared with .NET servers).
+backplane.redis_url|Redis of the backplane: redis://[user:pass@]host[:port][/db].
+backplane.channel_prefix|Prepended to every channel name, e.g. \"conduit_signalr:\" (ASP.NET's ChannelPrefix).
+backplane.publish_queue|Publishes a shard may have waiting for Redis; more are dropped and counted.
+backplane.ack_timeout|A group change for a connection on another server waits this long for its ack.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -1139,6 +1194,18 @@ impl Merged {
                     Ok(names)
                 })?,
             };
+            let redis_name = match fields.get("redis_name") {
+                None => None,
+                Some(_) => Some(self.get(&join(&key, "redis_name"), |v| {
+                    let name = non_empty_string(v)?;
+                    if name.contains([':', ' ']) {
+                        return Err(
+                            "must not contain ':' or spaces (it is part of channel names)".into(),
+                        );
+                    }
+                    Ok(name)
+                })?),
+            };
             out.push(HubConfig {
                 name: name.clone(),
                 path,
@@ -1147,6 +1214,7 @@ impl Merged {
                 methods,
                 protocols,
                 join_on_connect,
+                redis_name,
             });
         }
         Ok(out)
@@ -1216,13 +1284,14 @@ impl Merged {
 }
 
 /// The keys a `[hubs.NAME]` table may have.
-const HUB_KEYS: [&str; 6] = [
+const HUB_KEYS: [&str; 7] = [
     "path",
     "auth",
     "max_message_size",
     "methods",
     "protocols",
     "join_on_connect",
+    "redis_name",
 ];
 
 /// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
@@ -1591,6 +1660,24 @@ impl Config {
             },
             health: HealthConfig {
                 push_interval: m.get("health.push_interval", duration)?,
+            },
+            backplane: BackplaneConfig {
+                kind: m.get("backplane.kind", |v| match string(v)?.as_str() {
+                    "in-process" => Ok(BackplaneKind::InProcess),
+                    "redis" => Ok(BackplaneKind::Redis),
+                    _ => Err("expected \"in-process\" or \"redis\"".to_owned()),
+                })?,
+                redis_url: m.get("backplane.redis_url", |v| {
+                    let url = non_empty_string(v)?;
+                    if url.starts_with("redis://") {
+                        Ok(url)
+                    } else {
+                        Err("expected a redis:// URL".to_owned())
+                    }
+                })?,
+                channel_prefix: m.get("backplane.channel_prefix", string)?,
+                publish_queue: m.get("backplane.publish_queue", positive)?.get(),
+                ack_timeout: m.get("backplane.ack_timeout", duration)?,
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
@@ -2110,7 +2197,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 52);
+        assert_eq!(keys.len(), 57);
         for key in keys {
             let comment = comment_above
                 .get(&key)
@@ -2170,6 +2257,7 @@ mod tests {
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                redis_name: None,
             }]
         );
         assert!(Config::default().hubs.is_empty());

@@ -40,6 +40,9 @@
 //! - [`server`]: process lifecycle: driver choice, one `SO_REUSEPORT` socket and one pinned
 //!   thread per shard, graceful stop.
 //! - [`shard`]: one core's state ([`shard::ShardContext`]) and main task ([`shard::run`]).
+//! - [`backplane`]: how sends reach other shards and instances: per-shard inboxes in
+//!   process, or one ASP.NET-compatible Redis participant per shard ([`backplane::redis`], on
+//!   the core-local client [`redis`] and the sans-IO codec [`protocol::backplane`]).
 //! - [`stats`]: counters each shard writes alone and anyone sums without a lock (the Health
 //!   hub's snapshot).
 //! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
@@ -59,6 +62,7 @@
 //! - [`sys`]: the one module allowed `unsafe`.
 
 pub mod auth;
+pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod hub;

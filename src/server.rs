@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 
 use crate::auth::keys::KeyStore;
 use crate::auth::{KeyLookup, RedisKeyStore};
-use crate::config::{Config, DriverKind, KeyStoreKind};
+use crate::backplane::Backplane;
+use crate::backplane::redis::RedisBackplane;
+use crate::config::{BackplaneKind, Config, DriverKind, KeyStoreKind};
 use crate::hub::HubDefinition;
 use crate::hub::quota::ConnectionQuota;
 use crate::redis::{RedisError, RedisUrl};
@@ -157,7 +159,14 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     };
 
     let (peers, inboxes) = Peers::create(workers);
-    let stats = Stats::new(hubs.iter().map(|h| h.name.clone()).collect(), workers);
+    let stats = Stats::with_backplane(
+        hubs.iter().map(|h| h.name.clone()).collect(),
+        workers,
+        match config.backplane.kind {
+            BackplaneKind::InProcess => "in-process",
+            BackplaneKind::Redis => "redis",
+        },
+    );
     let quota = ConnectionQuota::new(
         config.limits.max_hub_connections,
         config.limits.max_connections_per_key,
@@ -313,7 +322,27 @@ fn run_shard(
     };
     let config = Arc::clone(&parts.config);
     let keys = keys.for_shard(&config);
-    let ctx = Rc::new(ShardContext::new(id, driver, parts, keys));
+    let backplane = match config.backplane.kind {
+        BackplaneKind::InProcess => Backplane::InProcess,
+        BackplaneKind::Redis => {
+            let hubs: Vec<(String, String)> = parts
+                .hubs
+                .iter()
+                .map(|h| (h.name.clone(), h.redis_name.clone()))
+                .collect();
+            match RedisBackplane::new(&config.backplane, &hubs) {
+                Ok(redis) => Backplane::Redis(Rc::new(redis)),
+                Err(reason) => {
+                    let _ = ready.send(Err(ShardError::Backplane {
+                        shard: id.0,
+                        reason,
+                    }));
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let ctx = Rc::new(ShardContext::new(id, driver, parts, keys, backplane));
     // The two drivers give runtimes of different types; the steps are the same.
     macro_rules! run_on {
         ($builder:expr) => {

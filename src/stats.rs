@@ -5,7 +5,7 @@
 //! two can never disagree.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::protocol::signalr::Value;
@@ -21,6 +21,10 @@ pub struct ShardStats {
     deliveries: AtomicU64,
     /// Progress events replaced by a newer one before they were sent (conflation).
     conflated: AtomicU64,
+    /// Sends the backplane dropped (Redis down or too slow).
+    backplane_dropped: AtomicU64,
+    /// Whether this shard's backplane participant is up (always, in process).
+    backplane_up: AtomicBool,
 }
 
 impl ShardStats {
@@ -30,7 +34,19 @@ impl ShardStats {
             messages_in: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
+            backplane_dropped: AtomicU64::new(0),
+            backplane_up: AtomicBool::new(true),
         }
+    }
+
+    /// `n` sends were dropped by the backplane.
+    pub fn backplane_dropped(&self, n: u64) {
+        Self::add(&self.backplane_dropped, n);
+    }
+
+    /// Records whether this shard's backplane is up.
+    pub fn set_backplane_up(&self, up: bool) {
+        self.backplane_up.store(up, Ordering::Relaxed);
     }
 
     /// Only the owning shard calls the `add`s, so a load and a store are enough.
@@ -78,7 +94,7 @@ pub struct Stats {
     hubs: Vec<String>,
     shards: Box<[ShardStats]>,
     started: Instant,
-    /// `"in-process"` today; the Redis backplane reports its own state.
+    /// `"in-process"` or `"redis"`.
     backplane: &'static str,
 }
 
@@ -93,17 +109,24 @@ pub struct Totals {
     pub deliveries: u64,
     /// Progress events conflated away.
     pub conflated: u64,
+    /// Sends the backplane dropped.
+    pub backplane_dropped: u64,
 }
 
 impl Stats {
     /// Counters for `shards` shards serving `hubs`.
     pub fn new(hubs: Vec<String>, shards: usize) -> Arc<Self> {
+        Self::with_backplane(hubs, shards, "in-process")
+    }
+
+    /// Counters for a server whose backplane is `backplane` (`"in-process"` or `"redis"`).
+    pub fn with_backplane(hubs: Vec<String>, shards: usize, backplane: &'static str) -> Arc<Self> {
         let count = hubs.len();
         Arc::new(Self {
             hubs,
             shards: (0..shards).map(|_| ShardStats::new(count)).collect(),
             started: Instant::now(),
-            backplane: "in-process",
+            backplane,
         })
     }
 
@@ -116,6 +139,13 @@ impl Stats {
     /// The index of hub `name` (hubs are few; looked up at connect and disconnect only).
     pub fn hub_index(&self, name: &str) -> Option<usize> {
         self.hubs.iter().position(|h| h == name)
+    }
+
+    /// Whether every shard's backplane participant is up.
+    pub fn backplane_up(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.backplane_up.load(Ordering::Relaxed))
     }
 
     /// Seconds since the process started serving.
@@ -152,6 +182,7 @@ impl Stats {
             messages_in: sum(|s| &s.messages_in),
             deliveries: sum(|s| &s.deliveries),
             conflated: sum(|s| &s.conflated),
+            backplane_dropped: sum(|s| &s.backplane_dropped),
         }
     }
 
@@ -177,7 +208,14 @@ impl Stats {
             (s("messagesDelivered"), int(totals.deliveries)),
             (
                 s("backplane"),
-                Value::Map(vec![(s("kind"), s(self.backplane)), (s("state"), s("up"))]),
+                Value::Map(vec![
+                    (s("kind"), s(self.backplane)),
+                    (
+                        s("state"),
+                        s(if self.backplane_up() { "up" } else { "down" }),
+                    ),
+                    (s("dropped"), int(totals.backplane_dropped)),
+                ]),
             ),
             (s("shards"), int(self.shards.len() as u64)),
             (s("timestamp"), s(&timestamp)),

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
@@ -38,6 +37,7 @@ on_both_drivers! {
                 methods: vec![("Shout".into(), "echo".into())],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                redis_name: None,
             });
             c.hubs.push(ringhub::config::HubConfig {
                 name: "tasks".into(),
@@ -51,6 +51,7 @@ on_both_drivers! {
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                redis_name: None,
             });
             for only in ["json", "messagepack"] {
                 c.hubs.push(ringhub::config::HubConfig {
@@ -61,10 +62,11 @@ on_both_drivers! {
                     methods: vec![("Echo".into(), "echo".into())],
                     protocols: vec![only.into()],
                     join_on_connect: Vec::new(),
+                    redis_name: None,
                 });
             }
         });
-        run_suite(
+        run_js_suite(
             &js,
             "diagnostics.test.mjs",
             &server,
@@ -110,7 +112,7 @@ on_both_drivers! {
             c.auth.admin_key_hashes = vec![ringhub::auth::keys::hash_key(admin_key)];
             c.auth.server_key_hashes = vec![ringhub::auth::keys::hash_key(server_key)];
         });
-        run_suite(
+        run_js_suite(
             &js,
             "seed-hubs.test.mjs",
             &server,
@@ -129,40 +131,4 @@ on_both_drivers! {
             20,
         );
     }
-}
-
-/// Runs one `node --test` suite against `server`; every test must pass and at least
-/// `min_tests` must run.
-fn run_suite(js: &Path, file: &str, server: &TestServer, env: &[(&str, &str)], min_tests: u32) {
-    let output = Command::new("node")
-        .args([
-            "--test",
-            "--test-concurrency=1",
-            "--test-reporter=spec",
-            "--test-force-exit",
-            "--test-timeout=60000",
-        ])
-        .arg(js.join(file))
-        .current_dir(js)
-        .env("HUB_BASE_URL", format!("http://{}", server.addr))
-        .envs(env.iter().copied())
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node --test failed\n{stdout}\n{stderr}"
-    );
-    let count = |label: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(label))
-            .and_then(|n| n.trim().parse::<u32>().ok())
-    };
-    assert_eq!(count("fail"), Some(0), "{stdout}");
-    assert!(
-        count("pass").is_some_and(|n| n >= min_tests),
-        "too few tests ran:\n{stdout}"
-    );
 }

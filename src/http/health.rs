@@ -1,4 +1,6 @@
-//! `GET /health`: the process is up and this shard answers. The body is JSON so load balancers
+//! `GET /health`: the process is up and this shard answers, with the backplane's state.
+//! `GET /health/live`: the process is up. `GET /health/ready`: it should get traffic: the
+//! backplane is up (always, in process); 503 otherwise. The bodies are JSON so load balancers
 //! and humans read the same thing.
 
 use crate::protocol::http::Response;
@@ -16,6 +18,35 @@ pub fn respond(ctx: &ShardContext) -> Response {
             "connections": ctx.connections.len(),
         },
         "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "backplane": backplane(ctx),
     });
     Response::json(200, body.to_string()).header("cache-control", "no-store")
+}
+
+fn backplane(ctx: &ShardContext) -> serde_json::Value {
+    let up = ctx.stats.backplane_up();
+    serde_json::json!({
+        "kind": if ctx.backplane.is_redis() { "redis" } else { "in-process" },
+        "state": if up { "up" } else { "down" },
+        "dropped": ctx.stats.totals().backplane_dropped,
+    })
+}
+
+/// `/health/live`: answering at all is the answer.
+pub fn live() -> Response {
+    Response::json(200, r#"{"status":"live"}"#).header("cache-control", "no-store")
+}
+
+/// `/health/ready`: 200 while every shard's backplane is up, else 503 with the reason.
+pub fn ready(ctx: &ShardContext) -> Response {
+    let (status, text) = if ctx.stats.backplane_up() {
+        (200, "ready")
+    } else {
+        (503, "not ready")
+    };
+    let body = serde_json::json!({
+        "status": text,
+        "backplane": backplane(ctx),
+    });
+    Response::json(status, body.to_string()).header("cache-control", "no-store")
 }

@@ -21,6 +21,10 @@ use crate::shard::ShardContext;
 pub enum Route {
     /// `GET /health`: liveness with a JSON body.
     Health,
+    /// `GET /health/live`: the process is up.
+    Live,
+    /// `GET /health/ready`: the server should get traffic (backplane up).
+    Ready,
     /// The raw WebSocket echo route (conformance testing), when enabled.
     Echo,
     /// `POST {hub}/negotiate` (and its CORS preflight).
@@ -53,6 +57,8 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
     }
     match path {
         "/health" => Route::Health,
+        "/health/live" => Route::Live,
+        "/health/ready" => Route::Ready,
         _ => Route::NotFound,
     }
 }
@@ -67,6 +73,14 @@ pub async fn respond(
     match route {
         Route::Health => match head.method {
             Method::Get | Method::Head => health::respond(ctx),
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        Route::Live => match head.method {
+            Method::Get | Method::Head => health::live(),
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        Route::Ready => match head.method {
+            Method::Get | Method::Head => health::ready(ctx),
             _ => method_not_allowed("GET, HEAD"),
         },
         Route::Negotiate(hub) => negotiate::respond(hub, head, ctx).await,

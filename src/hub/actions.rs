@@ -105,6 +105,9 @@ pub enum Query {
     KeyState,
     /// The health snapshot.
     Health,
+    /// Nothing to look up: the method completes (void) once the groups it joined are
+    /// subscribed on the Redis backplane, so a send right after it returns reaches the caller.
+    Subscribed,
 }
 
 /// Who a published message is for, on the caller's hub.

@@ -31,11 +31,24 @@ impl PreparedMessage {
     /// # Errors
     /// A payload that cannot be transcoded.
     pub fn new(message: &HubMessage) -> Result<Self, HubProtocolError> {
+        let mut payloads = [BytesMut::new(), BytesMut::new()];
+        for protocol in HubProtocol::ALL {
+            protocol.encode(message, &mut payloads[index(protocol)])?;
+        }
+        let [json, msgpack] = payloads;
+        Ok(Self::from_framed(&json, &msgpack, message.is_trackable()))
+    }
+
+    /// Wraps hub messages already framed for each protocol (e.g. received from the Redis
+    /// backplane) in WebSocket frames: `json` and `msgpack` are the payloads of one text and one
+    /// binary frame.
+    pub fn from_framed(json: &[u8], msgpack: &[u8], trackable: bool) -> Self {
         let mut frames = [Bytes::new(), Bytes::new()];
         let mut payload_at = [0; 2];
-        for protocol in HubProtocol::ALL {
-            let mut payload = BytesMut::new();
-            protocol.encode(message, &mut payload)?;
+        for (protocol, payload) in [
+            (HubProtocol::Json, json),
+            (HubProtocol::MessagePack, msgpack),
+        ] {
             let header = FrameHeader {
                 fin: true,
                 opcode: protocol.transfer_format().opcode(),
@@ -45,15 +58,15 @@ impl PreparedMessage {
             let mut frame = BytesMut::with_capacity(header.encoded_len() + payload.len());
             header.encode(&mut frame);
             payload_at[index(protocol)] = frame.len();
-            frame.extend_from_slice(&payload);
+            frame.extend_from_slice(payload);
             frames[index(protocol)] = frame.freeze();
         }
-        Ok(Self {
+        Self {
             frames,
             payload_at,
-            trackable: message.is_trackable(),
+            trackable,
             conflation: None,
-        })
+        }
     }
 
     /// The same message, tagged for conflation.

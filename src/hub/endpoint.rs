@@ -21,7 +21,9 @@ use super::HubDefinition;
 use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
 use super::conflation;
+use crate::backplane::SubscriptionPending;
 use crate::hub::identity::home_shard;
+use crate::protocol::backplane::{GroupAction, GroupCommand};
 use crate::protocol::signalr::{
     Close, CompletionOutcome, HubMessage, HubProtocolError, Payload, Value,
 };
@@ -53,17 +55,24 @@ impl HubEndpoint<'_> {
             if effects.is_empty() {
                 return Ok(());
             }
+            // Subscriptions the joins of this batch started (Redis), for `Query::Subscribed`.
+            let mut pending = Vec::new();
             for effect in effects {
-                self.apply(effect, outbox)?;
+                self.apply(effect, outbox, &mut pending)?;
             }
         }
     }
 
-    fn apply(&self, effect: Effect, outbox: &mut Outbox) -> Result<(), AppClose> {
+    fn apply(
+        &self,
+        effect: Effect,
+        outbox: &mut Outbox,
+        pending: &mut Vec<SubscriptionPending>,
+    ) -> Result<(), AppClose> {
         let ctx = self.ctx;
         let hub = &self.slot.hub.name;
         match effect {
-            Effect::JoinGroup(group) => join_group(ctx, &self.slot, group),
+            Effect::JoinGroup(group) => pending.extend(join_group(ctx, &self.slot, group)),
             Effect::LeaveGroup(group) => leave_group(ctx, &self.slot, &group),
             Effect::Publish { target, message } => match prepare(ctx, &target, &message) {
                 Ok(prepared) => publish(ctx, hub, target, prepared),
@@ -73,6 +82,38 @@ impl HubEndpoint<'_> {
                 let key_id = self.slot.session.borrow().key_id();
                 if let Some(key_id) = key_id {
                     set_key_state(ctx, hub, key_id, &event, &state);
+                }
+            }
+            Effect::Query {
+                invocation_id,
+                query: Query::Subscribed,
+            } => {
+                if pending.is_empty() {
+                    self.slot.session.borrow_mut().answer(
+                        invocation_id,
+                        CompletionOutcome::Void,
+                        outbox,
+                    )?;
+                } else {
+                    let waits = std::mem::take(pending);
+                    let slot = Rc::clone(&self.slot);
+                    let limit = ctx.config.backplane.ack_timeout;
+                    monoio::spawn(async move {
+                        // A lost link or a slow Redis does not hold the caller forever: the
+                        // join is done locally either way, and resubscribed on reconnect.
+                        let _ = monoio::time::timeout(limit, async {
+                            for wait in waits {
+                                let _ = wait.await;
+                            }
+                        })
+                        .await;
+                        if !slot.is_removed() {
+                            slot.session
+                                .borrow_mut()
+                                .answer_later(invocation_id, CompletionOutcome::Void);
+                            slot.wake();
+                        }
+                    });
                 }
             }
             Effect::Query {
@@ -87,6 +128,8 @@ impl HubEndpoint<'_> {
                             .map_or(Payload::from_value(Value::Null), |u| u.state.clone())
                     }
                     Query::Health => Payload::from_value(health_snapshot(ctx)),
+                    // Matched above.
+                    Query::Subscribed => Payload::from_value(Value::Null),
                 };
                 self.slot.session.borrow_mut().answer(
                     invocation_id,
@@ -178,13 +221,24 @@ pub fn push_health(ctx: &ShardContext, hubs: &[Rc<HubDefinition>]) {
     }
 }
 
-/// Adds the session to `group` (once).
-pub fn join_group(ctx: &ShardContext, slot: &SessionSlot, group: String) {
+/// Adds the session to `group` (once). With Redis, the first local member subscribes the
+/// group's channel: what is returned completes once Redis confirms it.
+pub fn join_group(
+    ctx: &ShardContext,
+    slot: &SessionSlot,
+    group: String,
+) -> Option<SubscriptionPending> {
     let mut groups = slot.groups.borrow_mut();
-    if !groups.contains(&group) {
-        ctx.groups.join(&slot.hub.name, &group, slot.key);
-        groups.push(group);
+    if groups.contains(&group) {
+        return None;
     }
+    let pending = if ctx.groups.join(&slot.hub.name, &group, slot.key) {
+        ctx.backplane.group_joined(&slot.hub.name, &group)
+    } else {
+        None
+    };
+    groups.push(group);
+    pending
 }
 
 /// Removes the session from `group`.
@@ -192,13 +246,17 @@ pub fn leave_group(ctx: &ShardContext, slot: &SessionSlot, group: &str) {
     let mut groups = slot.groups.borrow_mut();
     if let Some(at) = groups.iter().position(|g| g == group) {
         groups.swap_remove(at);
-        ctx.groups.leave(&slot.hub.name, group, slot.key);
+        if ctx.groups.leave(&slot.hub.name, group, slot.key) {
+            ctx.backplane.group_left(&slot.hub.name, group);
+        }
     }
 }
 
 /// Records the session as one of `user`'s connections (the shard's user table).
 pub fn join_user(ctx: &ShardContext, slot: &SessionSlot, user: String) {
-    ctx.users.join(&slot.hub.name, &user, slot.key);
+    if ctx.users.join(&slot.hub.name, &user, slot.key) {
+        ctx.backplane.user_joined(&slot.hub.name, &user);
+    }
     *slot.user.borrow_mut() = Some(user);
 }
 
@@ -211,11 +269,17 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
             .connection_closed(hub);
     }
     for group in slot.groups.borrow_mut().drain(..) {
-        ctx.groups.leave(&slot.hub.name, &group, slot.key);
+        if ctx.groups.leave(&slot.hub.name, &group, slot.key) {
+            ctx.backplane.group_left(&slot.hub.name, &group);
+        }
     }
-    if let Some(user) = slot.user.borrow_mut().take() {
-        ctx.users.leave(&slot.hub.name, &user, slot.key);
+    if let Some(user) = slot.user.borrow_mut().take()
+        && ctx.users.leave(&slot.hub.name, &user, slot.key)
+    {
+        ctx.backplane.user_left(&slot.hub.name, &user);
     }
+    ctx.backplane
+        .connection_closed(&slot.hub.name, &slot.connection_id);
     ctx.sessions.remove(slot.key);
 }
 
@@ -257,8 +321,22 @@ pub fn publish_excluding(
     fan_out(ctx, &envelope);
 }
 
-/// Delivers an envelope here and hands it to every other shard.
+/// Delivers an envelope here and hands it to every other shard; with the Redis backplane,
+/// PUBLISHes it instead (every participant, this shard included, delivers what it receives),
+/// except a send to a connection that lives here, which is written directly as ASP.NET does.
 pub fn fan_out(ctx: &ShardContext, envelope: &Arc<Envelope>) {
+    if ctx.backplane.is_redis() {
+        let local = match &envelope.target {
+            Target::Connection(id) => ctx.sessions.find(id).is_some(),
+            _ => false,
+        };
+        if local {
+            deliver_local(ctx, envelope);
+        } else if !ctx.backplane.publish(envelope) {
+            crate::backplane::redis::count_drop(ctx.stats.shard(usize::from(ctx.id.0)));
+        }
+        return;
+    }
     deliver_local(ctx, envelope);
     ctx.peers
         .send_to_others(ctx.id, || ShardMessage::Publish(Arc::clone(envelope)));
@@ -426,7 +504,7 @@ pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
         Manage::AddUserToGroup { user, group } => {
             let slots = user_sessions(user);
             for slot in &slots {
-                join_group(ctx, slot, group.clone());
+                let _ = join_group(ctx, slot, group.clone());
             }
             !slots.is_empty()
         }
@@ -465,6 +543,28 @@ pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
     }
 }
 
+/// Carries out a group command from the Redis backplane when `command.connection_id` lives on
+/// this shard: `None` when it does not; otherwise done, with the group subscription still to
+/// be confirmed if the join started one (the sender is acked once it is, as ASP.NET acks after
+/// `AddToGroupAsync`).
+pub fn apply_group_command(
+    ctx: &ShardContext,
+    hub: &str,
+    command: &GroupCommand,
+) -> Option<Option<SubscriptionPending>> {
+    let slot = ctx
+        .sessions
+        .find(&command.connection_id)
+        .filter(|slot| slot.hub.name == hub)?;
+    Some(match command.action {
+        GroupAction::Add => join_group(ctx, &slot, command.group.clone()),
+        GroupAction::Remove => {
+            leave_group(ctx, &slot, &command.group);
+            None
+        }
+    })
+}
+
 /// Runs `op` on every shard's sessions of `hub` (this one directly, the others through their
 /// inboxes) and answers whether any shard found a match. Stops early once a match is found,
 /// except for user-wide operations, which every shard must run.
@@ -499,6 +599,23 @@ pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
     for answer in replies {
         // A shard that stops before answering drops the sender: nothing found there.
         found |= answer.await.unwrap_or(false);
+    }
+    // Not here: with Redis, the connection may live on another server, which acks the
+    // group change it carries out (ASP.NET's `SendGroupActionAndWaitForAck`).
+    if !found && let Some(redis) = ctx.backplane.redis() {
+        found = match &op {
+            Manage::AddToGroup { connection, group } => {
+                redis
+                    .group_command(hub, GroupAction::Add, group, connection)
+                    .await
+            }
+            Manage::RemoveFromGroup { connection, group } => {
+                redis
+                    .group_command(hub, GroupAction::Remove, group, connection)
+                    .await
+            }
+            _ => false,
+        };
     }
     found
 }
@@ -538,7 +655,8 @@ impl WebSocketApp for HubEndpoint<'_> {
     }
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
-        self.slot.session.borrow_mut().on_wake(outbox)?;
+        let woken = self.slot.session.borrow_mut().on_wake(outbox);
+        woken.and(self.apply_effects(outbox))?;
         if self.slot.is_closing() {
             // The Close message was queued last and is in the outbox now.
             return Err(AppClose {

@@ -214,6 +214,8 @@ pub struct HubDefinition {
     pub auth: HubAuth,
     /// Groups every connection joins when it connects.
     pub join_on_connect: Vec<String>,
+    /// Its name on the Redis backplane (channel names start with it).
+    pub redis_name: String,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -265,6 +267,7 @@ impl HubDefinition {
             protocols: HubProtocol::ALL.to_vec(),
             auth: HubAuth::Anonymous,
             join_on_connect: Vec::new(),
+            redis_name: name.to_owned(),
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -378,6 +381,9 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         definition.max_message_size = hub.max_message_size;
         definition.auth = hub.auth;
         definition.join_on_connect = hub.join_on_connect.clone();
+        if let Some(redis_name) = &hub.redis_name {
+            definition.redis_name = redis_name.clone();
+        }
         definition.protocols = hub
             .protocols
             .iter()

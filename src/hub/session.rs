@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use quanta::Instant;
 
-use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, StreamSource};
+use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, Query, StreamSource};
 use super::broadcast::PreparedMessage;
 use super::conflation::{Conflator, TagKind};
 use super::{HubDefinition, Reply};
@@ -154,6 +154,10 @@ pub struct Session {
     mailbox_bytes: usize,
     /// The mailbox went over `max_outbound`: the connection is closed at its next wake.
     overflowed: bool,
+    /// Group joins complete only once the backplane has subscribed (Redis).
+    await_subscriptions: bool,
+    /// A waiting invocation run after a late answer asked to close the connection.
+    pending_close: Option<AppClose>,
     /// Progress events waiting for their turn (allocated on the first one).
     conflator: Option<Box<Conflator>>,
     /// Invocation tokens available (token bucket) and when they were last refilled.
@@ -222,6 +226,8 @@ impl Session {
             mailbox: VecDeque::new(),
             mailbox_bytes: 0,
             overflowed: false,
+            await_subscriptions: false,
+            pending_close: None,
             conflator: None,
             tokens: f64::from(burst),
             refilled: now,
@@ -260,6 +266,23 @@ impl Session {
         let result = self.run_waiting();
         self.flush(outbox);
         result
+    }
+
+    /// Makes group joins complete only once the backplane confirms their subscriptions.
+    pub fn set_await_subscriptions(&mut self, wait: bool) {
+        self.await_subscriptions = wait;
+    }
+
+    /// Completes an invocation outside any hook (an asynchronous answer): the Completion is
+    /// written at the connection's next wake, which the caller raises.
+    pub fn answer_later(&mut self, invocation_id: Option<String>, outcome: CompletionOutcome) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(id) = invocation_id {
+            self.outgoing.push(completion(id, outcome));
+        }
+        if let Err(close) = self.run_waiting() {
+            self.pending_close = Some(close);
+        }
     }
 
     /// Records whether the connection's principal is an admin (methods with `admin = true`).
@@ -620,6 +643,20 @@ impl Session {
                     self.fail(id, text);
                 }
             }
+            Ok(Outcome::Complete(CompletionOutcome::Void))
+                if self.await_subscriptions
+                    && self
+                        .effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::JoinGroup(_))) =>
+            {
+                // Done once the backplane has the new groups (see `Query::Subscribed`).
+                self.running += 1;
+                self.effects.push(Effect::Query {
+                    invocation_id: id,
+                    query: Query::Subscribed,
+                });
+            }
             Ok(Outcome::Complete(outcome)) => {
                 if let Some(id) = id {
                     self.outgoing.push(completion(id, outcome));
@@ -937,7 +974,12 @@ impl WebSocketApp for Session {
             return Err(close);
         }
         self.drain_mailbox(outbox);
-        Ok(())
+        // Late answers (see `answer_later`) go out now.
+        self.flush(outbox);
+        match self.pending_close.take() {
+            Some(close) => Err(close),
+            None => Ok(()),
+        }
     }
 
     fn on_shutdown(&mut self, outbox: &mut Outbox) {

@@ -118,6 +118,11 @@ impl CommandConnection {
         }
     }
 
+    /// Commands queued or on the wire, waiting for their replies.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.borrow().len()
+    }
+
     /// Sends the command `args` and waits for its reply (see [`Self::send`]).
     ///
     /// # Errors

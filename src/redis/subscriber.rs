@@ -13,6 +13,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
 use monoio::io::{OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -62,6 +63,8 @@ struct Shared {
     doorbell: Doorbell,
     closed: Cell<bool>,
     handler: Handler,
+    /// Callers waiting for a channel's SUBSCRIBE to be confirmed.
+    waiters: RefCell<Vec<(Bytes, oneshot::Sender<()>)>>,
 }
 
 impl Subscriber {
@@ -86,6 +89,7 @@ impl Subscriber {
             outbound: RefCell::new(BytesMut::new()),
             doorbell: Doorbell::default(),
             closed: Cell::new(false),
+            waiters: RefCell::new(Vec::new()),
             handler: Box::new(handler),
         });
         monoio::spawn(drive(Rc::clone(&shared)));
@@ -115,6 +119,23 @@ impl Subscriber {
                 .collect()
         };
         self.shared.send(b"SUBSCRIBE", &added);
+    }
+
+    /// Subscribes to `channel` and returns a receiver that completes once Redis confirms the
+    /// subscription (from then on every message published to it is delivered), or `None`
+    /// when it was already wanted. The receiver fails (`Canceled`) if the link is lost first;
+    /// the channel is then subscribed again on the next link, unconfirmed.
+    pub fn subscribe_confirmed(&self, channel: Bytes) -> Option<oneshot::Receiver<()>> {
+        if self.shared.wanted.borrow().contains(&channel) {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.shared
+            .waiters
+            .borrow_mut()
+            .push((Bytes::clone(&channel), sender));
+        self.subscribe(&[channel]);
+        Some(receiver)
     }
 
     /// Removes `channels` (ones not wanted are ignored); no message of theirs is delivered
@@ -185,6 +206,8 @@ async fn drive(shared: Rc<Shared>) {
         };
         shared.linked.set(false);
         shared.outbound.borrow_mut().clear();
+        // Nobody waits for a confirmation that cannot come on this link.
+        shared.waiters.borrow_mut().clear();
         if shared.closed.get() {
             break;
         }
@@ -264,12 +287,23 @@ async fn read_pushes(
                         shared.emit(SubscriberEvent::Message { channel, payload });
                     }
                 }
-                Push::Subscribed(channel) if confirming.remove(&channel) => {
-                    if confirming.is_empty() {
+                Push::Subscribed(channel) => {
+                    let confirmed: Vec<_> = {
+                        let mut waiters = shared.waiters.borrow_mut();
+                        let (done, rest) = std::mem::take(&mut *waiters)
+                            .into_iter()
+                            .partition(|(wanted, _)| *wanted == channel);
+                        *waiters = rest;
+                        done
+                    };
+                    for (_, waiter) in confirmed {
+                        let _ = waiter.send(());
+                    }
+                    if confirming.remove(&channel) && confirming.is_empty() {
                         mark_up(shared);
                     }
                 }
-                Push::Subscribed(_) | Push::Unsubscribed(_) | Push::Other => {}
+                Push::Unsubscribed(_) | Push::Other => {}
             }
         }
         link::read_more(read_half, reader).await?;

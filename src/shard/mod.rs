@@ -22,6 +22,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::auth::KeyLookup;
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::hub::quota::ConnectionQuota;
 use crate::hub::{HubDefinition, Hubs};
@@ -71,6 +72,14 @@ pub enum ShardError {
         /// The OS error.
         source: io::Error,
     },
+    /// The backplane participant could not be set up.
+    #[error("shard {shard}: cannot set up the Redis backplane: {reason}")]
+    Backplane {
+        /// The shard.
+        shard: u16,
+        /// Why.
+        reason: String,
+    },
     /// The listening socket could not be handed to the runtime.
     #[error("shard {shard}: cannot register the listener: {source}")]
     Listener {
@@ -108,6 +117,8 @@ pub struct ShardContext {
     pub sessions: Sessions,
     /// Where virtual keys are looked up.
     pub keys: KeyLookup,
+    /// How sends reach other shards and instances.
+    pub backplane: Backplane,
     /// Their group memberships.
     pub groups: GroupTable,
     /// Sessions by user (a virtual key id in decimal), per hub: the same shape as a group table.
@@ -143,7 +154,13 @@ pub struct SharedParts {
 
 impl ShardContext {
     /// A fresh context for shard `id`.
-    pub fn new(id: ShardId, driver: ActiveDriver, parts: SharedParts, keys: KeyLookup) -> Self {
+    pub fn new(
+        id: ShardId,
+        driver: ActiveDriver,
+        parts: SharedParts,
+        keys: KeyLookup,
+        backplane: Backplane,
+    ) -> Self {
         let SharedParts {
             config,
             peers,
@@ -167,6 +184,7 @@ impl ShardContext {
             negotiations: Negotiations::default(),
             sessions: Sessions::default(),
             keys,
+            backplane,
             groups: GroupTable::default(),
             peers,
             id,
@@ -201,6 +219,10 @@ pub async fn run(
     let _inbox = monoio::spawn(run_inbox(Rc::clone(&ctx), inbox));
     let _sweeper = monoio::spawn(sweep_negotiations(Rc::clone(&ctx)));
     let _health = monoio::spawn(push_health(Rc::clone(&ctx)));
+    let _backplane = ctx.backplane.redis().map(|redis| {
+        let events = redis.start();
+        monoio::spawn(run_backplane(Rc::clone(&ctx), events))
+    });
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
@@ -273,6 +295,65 @@ async fn push_health(ctx: Rc<ShardContext>) {
     loop {
         monoio::time::sleep(ctx.config.health.push_interval).await;
         crate::hub::endpoint::push_health(&ctx, &hubs);
+    }
+}
+
+/// Serves what this shard's Redis participant receives: sends for local connections, group
+/// commands for connections that may be ours, and the link going down and up.
+async fn run_backplane(
+    ctx: Rc<ShardContext>,
+    mut events: futures_channel::mpsc::UnboundedReceiver<crate::redis::SubscriberEvent>,
+) {
+    use crate::backplane::redis::Incoming;
+    use crate::redis::SubscriberEvent;
+    use futures_core::Stream;
+    let Some(redis) = ctx.backplane.redis().cloned() else {
+        return;
+    };
+    let stats = ctx.stats.shard(usize::from(ctx.id.0));
+    stats.set_backplane_up(false);
+    loop {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut events).poll_next(cx)).await;
+        match next {
+            Some(SubscriberEvent::Message { channel, payload }) => {
+                match redis.incoming(&channel, &payload, &ctx.config.signalr.conflate_events) {
+                    Some(Incoming::Deliver(envelope)) => {
+                        crate::hub::endpoint::deliver_local(&ctx, &envelope);
+                    }
+                    Some(Incoming::GroupCommand { hub, command }) => {
+                        match crate::hub::endpoint::apply_group_command(&ctx, &hub, &command) {
+                            None => {}
+                            Some(None) => redis.ack(&hub, &command),
+                            Some(Some(pending)) => {
+                                let redis = Rc::clone(&redis);
+                                let limit = ctx.config.backplane.ack_timeout;
+                                monoio::spawn(async move {
+                                    let _ = monoio::time::timeout(limit, pending).await;
+                                    redis.ack(&hub, &command);
+                                });
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Some(SubscriberEvent::Up) => {
+                info!(
+                    shard = ctx.id.0,
+                    server = redis.server_name(),
+                    "backplane up"
+                );
+                stats.set_backplane_up(true);
+            }
+            Some(SubscriberEvent::Down) => {
+                warn!(
+                    shard = ctx.id.0,
+                    "backplane down: sends are dropped until Redis is back"
+                );
+                stats.set_backplane_up(false);
+            }
+            None => return,
+        }
     }
 }
 

@@ -79,6 +79,18 @@ impl SessionSlot {
         *self.permit.borrow_mut() = Some(permit);
     }
 
+    /// Wakes the connection running the session (to write what was queued outside a hook).
+    pub fn wake(&self) {
+        if let Some(connection) = self.attached.borrow().as_ref() {
+            connection.signal.raise(Signal::Outbound);
+        }
+    }
+
+    /// Whether the session was removed.
+    pub fn is_removed(&self) -> bool {
+        self.removed.get()
+    }
+
     /// Binds the session to the connection that runs it now.
     pub fn attach(&self, connection: Rc<ConnectionHandle>) {
         *self.attached.borrow_mut() = Some(connection);

@@ -507,6 +507,8 @@ async fn run_hub(
             if let Caller::Key(Principal::VirtualKey { id, .. }) = &caller {
                 session.set_key_id(Some(*id));
             }
+            // With Redis, a join is done once its group channel is subscribed.
+            session.set_await_subscriptions(ctx.backplane.is_redis());
             if let Caller::Key(principal) = &caller {
                 session.set_admin(principal.is_admin());
             }
@@ -514,6 +516,9 @@ async fn run_hub(
                 .sessions
                 .insert(Rc::clone(&upgrade.hub), Box::new(session));
             slot.hold(permit);
+            // With Redis, sends to this connection from other servers arrive on its channel.
+            ctx.backplane
+                .connection_opened(&upgrade.hub.name, &slot.connection_id);
             if let Some(hub) = ctx.stats.hub_index(&upgrade.hub.name) {
                 ctx.stats
                     .shard(usize::from(ctx.id.0))
@@ -521,7 +526,7 @@ async fn run_hub(
             }
             // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
-                join_group(ctx, &slot, format!("vkey-{id}"));
+                let _ = join_group(ctx, &slot, format!("vkey-{id}"));
                 // Its key id is its user (REST `users/{user}`).
                 join_user(ctx, &slot, id.to_string());
                 // A hub that keeps per-key state sends the current one right after the
@@ -533,7 +538,7 @@ async fn run_hub(
                 }
             }
             for group in &upgrade.hub.join_on_connect {
-                join_group(ctx, &slot, group.clone());
+                let _ = join_group(ctx, &slot, group.clone());
             }
             slot
         }
@@ -795,6 +800,7 @@ mod tests {
                     quota: crate::hub::quota::ConnectionQuota::new(0, 0),
                 },
                 crate::auth::KeyLookup::File(Arc::new(crate::auth::keys::KeyStore::empty())),
+                crate::backplane::Backplane::InProcess,
             ));
             let registration = Registration::new(Rc::clone(&ctx.connections));
             let websocket = run_echo(&mut stream, ReadBuffer::new(), &ctx, registration.handle());

@@ -368,3 +368,45 @@ pub fn shard_connections(addr: SocketAddr) -> u64 {
     // The health request's own connection counts too.
     json["shard"]["connections"].as_u64().unwrap() - 1
 }
+
+/// Runs one `node --test` suite from `js` (`tests/js`) against `server` (its URL in
+/// `HUB_BASE_URL`, plus `env`); every test must pass and at least `min_tests` must run.
+pub fn run_js_suite(
+    js: &std::path::Path,
+    file: &str,
+    server: &TestServer,
+    env: &[(&str, &str)],
+    min_tests: u32,
+) {
+    let output = std::process::Command::new("node")
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=spec",
+            "--test-force-exit",
+            "--test-timeout=60000",
+        ])
+        .arg(js.join(file))
+        .current_dir(js)
+        .env("HUB_BASE_URL", format!("http://{}", server.addr))
+        .envs(env.iter().copied())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "node --test failed\n{stdout}\n{stderr}"
+    );
+    let count = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start_matches('ℹ').trim().strip_prefix(label))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+    };
+    assert_eq!(count("fail"), Some(0), "{stdout}");
+    assert!(
+        count("pass").is_some_and(|n| n >= min_tests),
+        "too few tests ran:\n{stdout}"
+    );
+}

@@ -177,6 +177,37 @@ impl RedisServer {
         self.command(&["PUBLISH", channel, message]).int()
     }
 
+    /// `PUBLISH channel payload` with a binary payload: how many subscribers got it.
+    pub fn publish_bytes(&self, channel: &str, payload: &[u8]) -> i64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        if let Some(password) = &self.password {
+            send(&mut stream, &["AUTH", password]).unwrap();
+            read_reply(&mut reader).unwrap();
+        }
+        send_bytes(&mut stream, &[b"PUBLISH", channel.as_bytes(), payload]).unwrap();
+        read_reply(&mut reader).unwrap().int()
+    }
+
+    /// Freezes the server process (`SIGSTOP`): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws it (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// The ids of the connected pub/sub clients.
     pub fn pubsub_client_ids(&self) -> Vec<String> {
         self.command(&["CLIENT", "LIST", "TYPE", "pubsub"])
@@ -206,10 +237,15 @@ fn free_port() -> u16 {
 }
 
 fn send(stream: &mut TcpStream, args: &[&str]) -> std::io::Result<()> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    send_bytes(stream, &args)
+}
+
+fn send_bytes(stream: &mut TcpStream, args: &[&[u8]]) -> std::io::Result<()> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
     stream.write_all(&out)
