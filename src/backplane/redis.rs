@@ -29,8 +29,8 @@ use crate::config::BackplaneConfig;
 use crate::hub::actions::Target;
 use crate::hub::broadcast::PreparedMessage;
 use crate::protocol::backplane::{
-    Ack, BackplaneInvocation, Channel, Channels, GroupAction, GroupCommand, Serialization,
-    ServerName,
+    Ack, BackplaneInvocation, Channel, Channels, GroupAction, GroupCommand, KeyStateMessage,
+    Serialization, ServerName,
 };
 use crate::protocol::signalr::HubProtocol;
 use crate::redis::{ClientOptions, CommandConnection, RedisUrl, Subscriber, SubscriberEvent};
@@ -56,6 +56,13 @@ struct Links {
 pub enum Incoming {
     /// Deliver to this shard's recipients.
     Deliver(Envelope),
+    /// A key's new state (from any instance): keep it if newest and tell the key's connections.
+    KeyState {
+        /// ringhub's hub name.
+        hub: String,
+        /// The update.
+        update: KeyStateMessage,
+    },
     /// A group command for a connection that may be ours; answer with an ack if it is.
     GroupCommand {
         /// ringhub's hub name.
@@ -137,6 +144,7 @@ impl RedisBackplane {
             channels.push(Bytes::from(hub.channels.all()));
             channels.push(Bytes::from(hub.channels.groups()));
             channels.push(Bytes::from(hub.channels.ack(self.server.as_str())));
+            channels.push(Bytes::from(hub.channels.key_state()));
         }
         let options = ClientOptions::default();
         let subscriber = Subscriber::open(self.url.clone(), options.clone(), channels, move |e| {
@@ -269,6 +277,16 @@ impl RedisBackplane {
         acked
     }
 
+    /// PUBLISHes a key's new state to every instance (this one included); `false` when dropped.
+    pub fn publish_key_state(&self, hub: &str, update: &KeyStateMessage) -> bool {
+        let Some(channels) = self.channels_of(hub) else {
+            return false;
+        };
+        let mut payload = BytesMut::new();
+        update.encode(&mut payload);
+        self.publish_raw(&channels.key_state(), payload.freeze())
+    }
+
     /// Acknowledges a group command this shard carried out.
     pub fn ack(&self, hub: &str, command: &GroupCommand) {
         if let Some(channels) = self.channels_of(hub) {
@@ -320,6 +338,18 @@ impl RedisBackplane {
                     Err(error) => warn!(%error, "an undecodable ack on the backplane was ignored"),
                 }
                 return None;
+            }
+            Channel::KeyState => {
+                return match KeyStateMessage::decode(payload) {
+                    Ok(update) => Some(Incoming::KeyState {
+                        hub: hub.hub.clone(),
+                        update,
+                    }),
+                    Err(error) => {
+                        warn!(%error, "an undecodable key state on the backplane was ignored");
+                        None
+                    }
+                };
             }
             Channel::Return(_) | Channel::Unknown => return None,
         };

@@ -23,7 +23,7 @@ use super::broadcast::PreparedMessage;
 use super::conflation;
 use crate::backplane::SubscriptionPending;
 use crate::hub::identity::home_shard;
-use crate::protocol::backplane::{GroupAction, GroupCommand};
+use crate::protocol::backplane::{GroupAction, GroupCommand, KeyStateMessage};
 use crate::protocol::signalr::{
     Close, CompletionOutcome, HubMessage, HubProtocolError, Payload, Value,
 };
@@ -35,6 +35,7 @@ use crate::shard::{ShardContext, ShardId};
 use crate::stats::iso8601_now;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
+use bytes::BytesMut;
 use std::hash::{Hash, Hasher};
 
 /// A session and its shard, as the WebSocket loop drives them.
@@ -161,6 +162,15 @@ pub fn set_key_state(
         // Undecodable payloads never reach here (the codecs validated them); keep it as sent.
         Err(_) => state.clone(),
     };
+    // With Redis, the order is by time across instances, then by this process's counter.
+    let sequence = if ctx.backplane.is_redis() {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        u64::try_from(millis).unwrap_or(u64::MAX >> 17) << 16 | (ctx.peers.next_sequence() & 0xffff)
+    } else {
+        ctx.peers.next_sequence()
+    };
     let message = match PreparedMessage::new(&event(event_name, vec![state.clone()])) {
         Ok(message) => Arc::new(message),
         Err(error) => {
@@ -171,13 +181,55 @@ pub fn set_key_state(
     let update = Arc::new(KeyStateUpdate {
         hub: hub.to_owned(),
         key_id,
-        sequence: ctx.peers.next_sequence(),
+        sequence,
         state,
         message,
     });
+    // Here at once (a GetNavigationState right after sees it); the same update coming back
+    // from Redis is then ignored, having the same sequence.
     apply_key_state(ctx, &update);
-    ctx.peers
-        .send_to_others(ctx.id, || ShardMessage::KeyState(Arc::clone(&update)));
+    let Some(redis) = ctx.backplane.redis() else {
+        ctx.peers
+            .send_to_others(ctx.id, || ShardMessage::KeyState(Arc::clone(&update)));
+        return;
+    };
+    let mut json = BytesMut::new();
+    if let Ok(value) = update.state.to_value() {
+        crate::protocol::signalr::json::encode_value(&value, &mut json);
+    }
+    let message = KeyStateMessage {
+        key_id,
+        sequence: i64::try_from(sequence).unwrap_or(i64::MAX),
+        event: event_name.to_owned(),
+        state: json.freeze(),
+    };
+    if !redis.publish_key_state(hub, &message) {
+        crate::backplane::redis::count_drop(ctx.stats.shard(usize::from(ctx.id.0)));
+    }
+}
+
+/// A key's new state received from the Redis backplane (any instance): kept and announced
+/// like a local one when it is the newest.
+pub fn key_state_from_backplane(ctx: &ShardContext, hub: &str, update: KeyStateMessage) {
+    let Ok(value) = Payload::Json(update.state).to_value() else {
+        warn!(
+            hub,
+            "a key state on the backplane that is not JSON was ignored"
+        );
+        return;
+    };
+    let state = Payload::from_value(value);
+    let Ok(message) = PreparedMessage::new(&event(&update.event, vec![state.clone()])) else {
+        return;
+    };
+    let update = Arc::new(KeyStateUpdate {
+        hub: hub.to_owned(),
+        key_id: update.key_id,
+        sequence: u64::try_from(update.sequence).unwrap_or(0),
+        state,
+        message: Arc::new(message),
+    });
+    apply_key_state(ctx, &update);
 }
 
 /// Keeps a key's state update on this shard and, unless a newer one is already here, sends

@@ -34,12 +34,13 @@ pub struct KeyStates {
 }
 
 impl KeyStates {
-    /// Keeps `update` unless a later one is already here; returns whether it was kept.
+    /// Keeps `update` unless the same or a later one is already here; returns whether it was
+    /// kept.
     pub fn apply(&self, update: &Arc<KeyStateUpdate>) -> bool {
         let mut latest = self.latest.borrow_mut();
         let key = (update.hub.clone(), update.key_id);
         match latest.get(&key) {
-            Some(current) if current.sequence > update.sequence => false,
+            Some(current) if current.sequence >= update.sequence => false,
             _ => {
                 latest.insert(key, Arc::clone(update));
                 true

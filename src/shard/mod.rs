@@ -320,6 +320,9 @@ async fn run_backplane(
                     Some(Incoming::Deliver(envelope)) => {
                         crate::hub::endpoint::deliver_local(&ctx, &envelope);
                     }
+                    Some(Incoming::KeyState { hub, update }) => {
+                        crate::hub::endpoint::key_state_from_backplane(&ctx, &hub, update);
+                    }
                     Some(Incoming::GroupCommand { hub, command }) => {
                         match crate::hub::endpoint::apply_group_command(&ctx, &hub, &command) {
                             None => {}

@@ -143,3 +143,20 @@ test("a hub method's group send crosses instances", async () => {
   assert.equal(strayed.length, 0);
   await Promise.all([a, b, c].map((x) => x.stop()));
 });
+
+test("NavigationState follows a key across instances: updates, the state on connect, and the getter", async () => {
+  const [a, c] = [build(A, "/hubs/navigation-state"), build(C, "/hubs/navigation-state", "messagepack")];
+  await Promise.all([a.start(), c.start()]);
+  const heard = [a, c].map((x) => record(x, "NavigationUpdated"));
+  const state = { view: "conversation-detail", conversationId: "123" };
+  await a.invoke("UpdateNavigation", state);
+  const expected = { ...state, currentView: "conversation-detail" };
+  await eventually(() => heard.forEach((h) => assert.deepEqual(h, [expected])));
+  assert.deepEqual(await a.invoke("GetNavigationState"), expected);
+  assert.deepEqual(await c.invoke("GetNavigationState"), expected);
+  const late = build(B, "/hubs/navigation-state");
+  const initial = new Promise((resolve) => late.on("NavigationUpdated", resolve));
+  await late.start();
+  assert.deepEqual(await initial, expected);
+  await Promise.all([a.stop(), c.stop(), late.stop()]);
+});

@@ -31,6 +31,8 @@ pub enum Channel<'a> {
     Connection(&'a str),
     /// `:user:{id}`: invocations for every connection of a user.
     User(&'a str),
+    /// `:ringhub:keystate`: ringhub's per-key state updates.
+    KeyState,
     /// `:internal:groups`: group add/remove commands for whichever server owns the connection.
     Groups,
     /// `:internal:ack:{server}`: acks of the group commands `server` sent.
@@ -82,6 +84,11 @@ impl Channels {
         self.named(":internal:groups", "")
     }
 
+    /// `{base}:ringhub:keystate`: ringhub's per-key state updates (not an ASP.NET channel).
+    pub fn key_state(&self) -> String {
+        self.named(":ringhub:keystate", "")
+    }
+
     /// `{base}:internal:ack:{server}`.
     pub fn ack(&self, server: &str) -> String {
         self.named(":internal:ack:", server)
@@ -131,6 +138,7 @@ impl Channels {
             match rest {
                 ":all" => Channel::All,
                 ":internal:groups" => Channel::Groups,
+                ":ringhub:keystate" => Channel::KeyState,
                 _ => Channel::Unknown,
             }
         }

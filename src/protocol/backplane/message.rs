@@ -324,6 +324,48 @@ impl Ack {
     }
 }
 
+/// ringhub's own message on `{prefix}{hub}:ringhub:keystate` (not part of ASP.NET's format;
+/// .NET servers never subscribe to it): a key's new per-key state (NavigationState), so every
+/// instance keeps the latest. `[key_id: int, sequence: int, event: str, state: bin (JSON)]`;
+/// the highest `sequence` wins everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStateMessage {
+    /// The virtual key id.
+    pub key_id: i64,
+    /// Its place in the order of updates (milliseconds since the epoch, shifted, plus a
+    /// per-process counter).
+    pub sequence: i64,
+    /// The event announcing it (e.g. `NavigationUpdated`).
+    pub event: String,
+    /// The state as JSON text.
+    pub state: Bytes,
+}
+
+impl KeyStateMessage {
+    /// Appends the payload.
+    pub fn encode(&self, out: &mut BytesMut) {
+        put_array_len(out, 4);
+        put_int(out, self.key_id);
+        put_int(out, self.sequence);
+        put_str(out, &self.event);
+        put_bin(out, &self.state);
+    }
+
+    /// Decodes a payload.
+    ///
+    /// # Errors
+    /// Truncated or wrong-typed input.
+    pub fn decode(input: &Bytes) -> Result<Self, BackplaneProtocolError> {
+        let (mut reader, _) = Reader::envelope(input, "KeyState", 4)?;
+        Ok(Self {
+            key_id: reader.int("keyId", "Int64")?,
+            sequence: reader.int("sequence", "Int64")?,
+            event: reader.required_str("event")?.to_owned(),
+            state: reader.bin("state")?.unwrap_or_default(),
+        })
+    }
+}
+
 /// A client's answer to a client-result invocation, sent back to the server that started it
 /// (`WriteCompletionMessage`/`ReadCompletion`). That server decodes `completion` with the named
 /// protocol, so it must be one the server has: JSON is always registered on a .NET node.
@@ -691,6 +733,21 @@ mod tests {
                 .map(|p| Serialization::new(p, receive_hi(p)))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn key_state_messages_round_trip_and_reject_truncation() {
+        let message = KeyStateMessage {
+            key_id: 42,
+            sequence: 1 << 40,
+            event: "NavigationUpdated".into(),
+            state: Bytes::from_static(br#"{"view":"home"}"#),
+        };
+        let mut out = BytesMut::new();
+        message.encode(&mut out);
+        let bytes = out.freeze();
+        assert_eq!(KeyStateMessage::decode(&bytes).unwrap(), message);
+        assert!(KeyStateMessage::decode(&bytes.slice(..bytes.len() - 1)).is_err());
     }
 
     #[test]

@@ -27,8 +27,8 @@ use super::signalr::HubProtocolError;
 
 pub use channels::{Channel, Channels};
 pub use message::{
-    Ack, BackplaneInvocation, ClientResultRoute, GroupAction, GroupCommand, ProtocolName,
-    ReturnedCompletion, Serialization,
+    Ack, BackplaneInvocation, ClientResultRoute, GroupAction, GroupCommand, KeyStateMessage,
+    ProtocolName, ReturnedCompletion, Serialization,
 };
 pub use transcode::transcode;
 
