@@ -31,9 +31,23 @@ impl PreparedMessage {
     /// # Errors
     /// A payload that cannot be transcoded.
     pub fn new(message: &HubMessage) -> Result<Self, HubProtocolError> {
+        Self::per_protocol(message, message)
+    }
+
+    /// Encodes `json` for JSON clients and `msgpack` for MessagePack clients: the same message
+    /// whose payloads are already in each protocol's encoding, so encoding copies them (a
+    /// streamed chunk is encoded once per protocol, then framed per subscriber).
+    ///
+    /// # Errors
+    /// A payload that cannot be transcoded.
+    pub fn per_protocol(json: &HubMessage, msgpack: &HubMessage) -> Result<Self, HubProtocolError> {
         let mut frames = [Bytes::new(), Bytes::new()];
         let mut payload_at = [0; 2];
         for protocol in HubProtocol::ALL {
+            let message = match protocol {
+                HubProtocol::Json => json,
+                HubProtocol::MessagePack => msgpack,
+            };
             let mut payload = BytesMut::new();
             protocol.encode(message, &mut payload)?;
             let header = FrameHeader {
@@ -51,7 +65,7 @@ impl PreparedMessage {
         Ok(Self {
             frames,
             payload_at,
-            trackable: message.is_trackable(),
+            trackable: json.is_trackable(),
             conflation: None,
         })
     }
