@@ -373,6 +373,14 @@ pub struct SignalRConfig {
     pub conflate_events: Vec<String>,
     /// Conflated events sent per second per connection and event key.
     pub conflate_rate: u32,
+    /// How long each shard keeps a streamed response's chunks (`POST …/streams/{key}/:item`)
+    /// for clients that subscribe late; default `30s`. Zero keeps nothing.
+    pub stream_backlog_window: Duration,
+    /// Chunks kept per stream key within the window; default `1024`. Beyond it the oldest are
+    /// dropped, and a later subscriber is told items were lost.
+    pub stream_backlog_items: NonZeroUsize,
+    /// Bytes of chunks (their JSON size) kept per stream key within the window; default `1MiB`.
+    pub stream_backlog_bytes: usize,
 }
 
 /// Cross-origin resource sharing for the negotiate and REST endpoints.
@@ -621,6 +629,9 @@ struct RawSignalR {
     invocation_burst: u32,
     conflate_events: Vec<&'static str>,
     conflate_rate: u32,
+    stream_backlog_window: &'static str,
+    stream_backlog_items: u64,
+    stream_backlog_bytes: &'static str,
 }
 
 #[derive(Serialize)]
@@ -774,6 +785,9 @@ impl Default for RawConfig {
                     "ContentGenerationProgress",
                 ],
                 conflate_rate: 10,
+                stream_backlog_window: "30s",
+                stream_backlog_items: 1024,
+                stream_backlog_bytes: "1MiB",
             },
             auth: RawAuth {
                 store: "file",
@@ -856,6 +870,9 @@ signalr.invocation_rate|Hub invocations per second per connection; more get a Ra
 signalr.invocation_burst|Invocations allowed at once above the rate.
 signalr.conflate_events|Progress events conflated per connection and task: newest wins, finals (completed/failed) always pass.
 signalr.conflate_rate|Conflated events sent per second per connection and task.
+signalr.stream_backlog_window|Keep streamed-response chunks this long for clients that subscribe late (0s: none).
+signalr.stream_backlog_items|Chunks kept per stream key; beyond it the oldest are dropped and late subscribers get an error.
+signalr.stream_backlog_bytes|Bytes of chunks (JSON size) kept per stream key; beyond it the oldest are dropped.
 auth|Keys for hubs that require one (auth = virtual-key or admin).
 auth.store|Where virtual keys are looked up: \"file\" (auth.key_file) or \"redis\" (Conduit's vkey:<sha256> entries).
 auth.key_file|File store of hashed virtual keys; `ringhub keys add --name NAME` creates keys in it.
@@ -1638,6 +1655,9 @@ impl Config {
                     Ok(names)
                 })?,
                 conflate_rate: m.get("signalr.conflate_rate", positive_u32)?,
+                stream_backlog_window: m.get("signalr.stream_backlog_window", duration)?,
+                stream_backlog_items: m.get("signalr.stream_backlog_items", positive)?,
+                stream_backlog_bytes: m.get("signalr.stream_backlog_bytes", nonzero_size)?,
             },
             auth: AuthConfig {
                 key_file: m.get("auth.key_file", |v| non_empty_string(v).map(PathBuf::from))?,
@@ -2197,7 +2217,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 57);
+        assert_eq!(keys.len(), 60);
         for key in keys {
             let comment = comment_above
                 .get(&key)

@@ -50,8 +50,9 @@
 //! - [`http`]: routes and plain responses ([`http::health`], [`http::negotiate`] with
 //!   [`http::cors`], the REST publish API [`http::publish`], the conformance [`http::echo`]
 //!   endpoint).
-//! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]) and the per-connection
-//!   [`hub::session::Session`].
+//! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]), the per-connection
+//!   [`hub::session::Session`], and streamed responses backends post to a stream key
+//!   ([`hub::streams`], kept per shard in [`shard::streams`]).
 //! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
 //!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]), SignalR
 //!   ([`protocol::signalr`]) and the ASP.NET Core Redis backplane ([`protocol::backplane`]).

@@ -132,3 +132,39 @@ on_both_drivers! {
         );
     }
 }
+
+on_both_drivers! {
+    fn official_javascript_client_streams_responses_posted_by_backends(driver) {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            js.join("node_modules/@microsoft/signalr").is_dir(),
+            "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
+        );
+        let keys = std::env::temp_dir().join(format!("ringhub-js-streams-{}-{driver:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&keys);
+        std::fs::create_dir_all(&keys).unwrap();
+        let key_file = keys.join("keys.json");
+        let (key, _) = ringhub::auth::keys::add_key(&key_file, "streams", false, None).unwrap();
+        let server_key = "streams-suite-server-key";
+        let window = std::time::Duration::from_secs(2);
+        let server = TestServer::start(driver, |c| {
+            c.auth.key_file = key_file.clone();
+            c.workers = std::num::NonZeroUsize::new(2).unwrap();
+            c.signalr.invocation_rate = 1_000_000;
+            c.signalr.invocation_burst = 1_000_000;
+            c.signalr.stream_backlog_window = window;
+            c.auth.server_key_hashes = vec![ringhub::auth::keys::hash_key(server_key)];
+        });
+        run_js_suite(
+            &js,
+            "streams.test.mjs",
+            &server,
+            &[
+                ("HUB_VIRTUAL_KEY", &key),
+                ("HUB_SERVER_KEY", server_key),
+                ("HUB_STREAM_WINDOW_MS", &window.as_millis().to_string()),
+            ],
+            13,
+        );
+    }
+}

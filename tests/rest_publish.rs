@@ -659,3 +659,70 @@ fn the_publish_command_sends_through_the_api_with_a_minted_server_key() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stdout).starts_with("401 "));
 }
+
+/// [`setup`] plus hub `streamer`, whose `StreamResponse(id)` streams key `response-{id}`.
+fn setup_streams(driver: DriverKind, name: &str) -> Setup {
+    setup_with(driver, name, |c| {
+        let mut streamer = hub("streamer", HubAuth::Anonymous);
+        streamer
+            .methods
+            .push(("StreamResponse".into(), "stream-key:response-{0}".into()));
+        c.hubs.push(streamer);
+    })
+}
+
+on_both_drivers! {
+    fn stream_posts_reach_the_streaming_client_with_its_invocation_id(driver) {
+        let Setup { server, .. } = setup_streams(driver, "streams");
+        let addr = server.addr;
+        let mut client = open(addr, "streamer", None, negotiate(addr, "streamer", None), HubProtocol::Json);
+        // Posted before the client subscribes: kept in the backlog.
+        let stream = "/api/hubs/streamer/streams/response-42";
+        assert_eq!(rest(addr, "POST", &format!("{stream}/:item"), r#"{"item":{"delta":"Hel"}}"#).status, 202);
+        client.ws.send_text("{\"type\":4,\"invocationId\":\"s1\",\"target\":\"StreamResponse\",\"arguments\":[\"42\"]}\u{1e}");
+        assert_eq!(receive(&mut client), json!({"type": 2, "invocationId": "s1", "item": {"delta": "Hel"}}));
+        assert_eq!(rest(addr, "POST", &format!("{stream}/:item"), r#"{"item":"lo"}"#).status, 202);
+        assert_eq!(receive(&mut client), json!({"type": 2, "invocationId": "s1", "item": "lo"}));
+        assert_eq!(rest(addr, "POST", &format!("{stream}/:complete"), "").status, 202);
+        assert_eq!(receive(&mut client), json!({"type": 3, "invocationId": "s1"}));
+        // Another request id is another key; an error ends its stream with the text.
+        client.ws.send_text("{\"type\":4,\"invocationId\":\"s2\",\"target\":\"StreamResponse\",\"arguments\":[7]}\u{1e}");
+        let response = rest(addr, "POST", "/api/hubs/streamer/streams/response-7/:error", r#"{"error":"overloaded"}"#);
+        assert_eq!(response.status, 202);
+        assert_eq!(receive(&mut client), json!({"type": 3, "invocationId": "s2", "error": "overloaded"}));
+        // Invoked without `stream`, a streaming method is refused as ASP.NET does.
+        client.ws.send_text("{\"type\":1,\"invocationId\":\"i\",\"target\":\"StreamResponse\",\"arguments\":[\"1\"]}\u{1e}");
+        assert!(receive(&mut client)["error"].as_str().unwrap().contains("non-streaming invocation"));
+    }
+
+    fn stream_posts_are_validated(driver) {
+        let Setup { server, .. } = setup_streams(driver, "stream-errors");
+        let addr = server.addr;
+        let item = "/api/hubs/streamer/streams/response-1/:item";
+        let cases = [
+            (item, r#"{"value":1}"#, 400, r#"the body must be {"item": <any JSON>}"#),
+            (item, "", 400, r#"the body must be {"item": <any JSON>}"#),
+            (item, "{nope", 400, "the body is not valid JSON"),
+            ("/api/hubs/streamer/streams/response-1/:error", r#"{"error":""}"#, 400, r#"the body must be {"error": "<text>"}"#),
+            ("/api/hubs/streamer/streams/response-1/:complete", "[1]", 400, "the body must be empty or a JSON object"),
+            ("/api/hubs/streamer/streams//:item", r#"{"item":1}"#, 400, "a stream key must be 1 to 1024 characters"),
+            ("/api/hubs/chat/streams/response-1/:item", r#"{"item":1}"#, 404, "hub 'chat' has no stream-key method"),
+            ("/api/hubs/nope/streams/response-1/:item", r#"{"item":1}"#, 404, "no hub is named 'nope'"),
+            ("/api/hubs/streamer/streams/response-1/:append", r#"{"item":1}"#, 404, "no such REST API resource"),
+        ];
+        for (path, body, status, text) in cases {
+            let response = rest(addr, "POST", path, body);
+            assert_eq!(response.status, status, "{path} {body}");
+            assert!(error_text(&response).starts_with(text), "{path} {body}: {}", response.body_str());
+        }
+        let wrong = rest(addr, "PUT", item, r#"{"item":1}"#);
+        assert_eq!((wrong.status, wrong.header("allow")), (405, Some("POST")));
+        // The hub's max_message_size is 4 KiB.
+        let big = json!({"item": "x".repeat(5000)}).to_string();
+        let response = rest(addr, "POST", item, &big);
+        assert_eq!(response.status, 413);
+        assert!(error_text(&response).contains("4096"), "{}", response.body_str());
+        let anonymous = rest_as(addr, "POST", item, r#"{"item":1}"#, "");
+        assert_eq!(anonymous.status, 401);
+    }
+}

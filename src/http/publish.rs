@@ -14,6 +14,10 @@
 //! error is one [`RestError`] with one status and a JSON body `{"error": "<text>"}`, as the
 //! rest of the server answers.
 //!
+//! Streamed responses (`POST …/streams/{key}/:item`, `:complete`, `:error`, 202) feed the
+//! clients streaming that key ([`crate::hub::streams`]); a hub without a `stream-key` method
+//! answers 404.
+//!
 //! A send's message is encoded once per protocol ([`PreparedMessage`](crate::hub::broadcast::PreparedMessage)) and handed to
 //! [`publish_in_order`], which routes it through its target's owner shard to every shard, in order; the other operations
 //! run on every shard through [`manage`].
@@ -29,7 +33,8 @@ use thiserror::Error;
 use crate::auth::hash_key;
 use crate::hub::access::unix_now;
 use crate::hub::endpoint::{Manage, manage, prepare, publish_in_order};
-use crate::hub::{HubDefinition, Hubs};
+use crate::hub::streams::{self, StreamChunk};
+use crate::hub::{Action, HubDefinition, Hubs};
 use crate::protocol::http::{RequestHead, Response};
 use crate::protocol::signalr::negotiate::error_document;
 use crate::shard::ShardContext;
@@ -92,6 +97,15 @@ pub enum RestError {
     /// `arguments` is not an array (400).
     #[error("'arguments' must be an array")]
     BadArguments,
+    /// A stream post's body is not the expected form (400).
+    #[error("the body must be {expected}")]
+    BadStreamBody {
+        /// The form the path takes.
+        expected: &'static str,
+    },
+    /// The hub has no stream-key method, so nothing could stream a posted chunk (404).
+    #[error("hub '{0}' has no stream-key method")]
+    NoStreams(String),
     /// The body is larger than the hub's largest message (413).
     #[error("the body is larger than the hub's maximum message size ({max} bytes)")]
     TooLarge {
@@ -113,14 +127,16 @@ impl RestError {
             | Self::UnknownHub(_)
             | Self::NoConnection
             | Self::NoGroup
-            | Self::NoUser => 404,
+            | Self::NoUser
+            | Self::NoStreams(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BadEncoding
             | Self::BadName { .. }
             | Self::InvalidJson(_)
             | Self::NotAnObject
             | Self::BadTarget
-            | Self::BadArguments => 400,
+            | Self::BadArguments
+            | Self::BadStreamBody { .. } => 400,
             Self::TooLarge { .. } => 413,
             Self::Encode => 500,
         }
@@ -191,11 +207,11 @@ async fn handle(head: &RequestHead, body: &[u8], ctx: &ShardContext) -> Result<u
     let options = Options::from_query(head.query());
     let name = hub.name.as_str();
     let found = |found: bool, missing: RestError| if found { Ok(200) } else { Err(missing) };
+    let max = hub
+        .max_message_size
+        .unwrap_or(ctx.config.signalr.max_message_size);
     match request.operation {
         Operation::Send(target) => {
-            let max = hub
-                .max_message_size
-                .unwrap_or(ctx.config.signalr.max_message_size);
             if body.len() > max {
                 return Err(RestError::TooLarge { max });
             }
@@ -203,6 +219,18 @@ async fn handle(head: &RequestHead, body: &[u8], ctx: &ShardContext) -> Result<u
             // Encoded once, tagged for conflation (progress events).
             let prepared = prepare(ctx, &target, &message).map_err(|_| RestError::Encode)?;
             publish_in_order(ctx, name, target, options.excluded, prepared);
+            Ok(202)
+        }
+        Operation::Stream { key, post } => {
+            if !hub.uses(Action::StreamKey) {
+                return Err(RestError::NoStreams(hub.name.clone()));
+            }
+            if body.len() > max {
+                return Err(RestError::TooLarge { max });
+            }
+            let event = request::parse_stream_body(post, body)?;
+            let hub = name.to_owned();
+            streams::publish_in_order(ctx, StreamChunk { hub, key, event });
             Ok(202)
         }
         Operation::AddToGroup { group, connection } => found(

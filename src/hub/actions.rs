@@ -45,6 +45,12 @@ pub enum StreamSource {
     },
     /// Yields nothing until cancelled.
     NeverEnding,
+    /// Yields what backends post to this stream key; the shard delivers it
+    /// ([`super::streams`]).
+    Keyed {
+        /// The stream key.
+        key: String,
+    },
 }
 
 impl StreamSource {
@@ -69,7 +75,7 @@ impl StreamSource {
     pub fn on_cancel(&self) -> Option<HubMessage> {
         match self {
             Self::NeverEnding => Some(event("StreamCanceled", Vec::new())),
-            Self::CountTo { .. } => None,
+            Self::CountTo { .. } | Self::Keyed { .. } => None,
         }
     }
 }
@@ -145,6 +151,13 @@ pub enum Effect {
         invocation_id: Option<String>,
         /// The question.
         query: Query,
+    },
+    /// Subscribe the caller's stream invocation to a stream key.
+    SubscribeStream {
+        /// The stream key.
+        key: String,
+        /// The StreamInvocation's id (the items carry it).
+        invocation_id: String,
     },
     /// Send a message to other connections (the caller included when it is a recipient).
     Publish {
@@ -558,6 +571,19 @@ pub fn invoke(
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::ReplyEvent => Outcome::Complete(CompletionOutcome::Void),
+        Action::StreamKey => {
+            let key = match group_names(group_template, args.next(), caller.key_id) {
+                Ok(mut keys) if keys.len() == 1 => keys.pop().ok_or(BindError::Type)?,
+                // An array names several keys; a stream has one.
+                Ok(_) | Err(GroupFailure::Bind) => return Err(BindError::Type),
+                Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
+            };
+            caller.effects.push(Effect::SubscribeStream {
+                key: key.clone(),
+                invocation_id: invocation.invocation_id.unwrap_or_default(),
+            });
+            Outcome::Stream(StreamSource::Keyed { key })
+        }
         Action::SendToGroup => {
             let name = Payload::string(string_arg(&mut args)?);
             let group = match group_names(group_template, Some(name), caller.key_id) {
@@ -1063,6 +1089,32 @@ mod tests {
         assert_eq!(out, VOID);
         assert_eq!(events, vec![event("PreferencesUpdated", vec![body])]);
         assert!(effects.is_empty());
+    }
+
+    #[test]
+    fn stream_key_subscribes_the_invocation_to_the_templated_key() {
+        let stream = method(Action::StreamKey, Some("response-{0}"));
+        let (out, _, effects) = run(&stream, vec![Payload::from_value(Value::Int(42))], false);
+        assert_eq!(
+            out,
+            Ok(Outcome::Stream(StreamSource::Keyed {
+                key: "response-42".into()
+            }))
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::SubscribeStream {
+                key: "response-42".into(),
+                invocation_id: "1".into()
+            }]
+        );
+        let two = Value::Array(vec![Value::Str("a".into()), Value::Str("b".into())]);
+        let (out, _, effects) = run(&stream, vec![Payload::from_value(two)], false);
+        assert_eq!((out, effects), (Err(BindError::Type), vec![]));
+        let Ok(Outcome::Stream(source)) = run(&stream, vec![Payload::string("x")], false).0 else {
+            panic!("a stream")
+        };
+        assert_eq!((source.on_cancel(), source.is_finished()), (None, false));
     }
 
     #[test]

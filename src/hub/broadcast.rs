@@ -39,6 +39,24 @@ impl PreparedMessage {
         Ok(Self::from_framed(&json, &msgpack, message.is_trackable()))
     }
 
+    /// Encodes `json` for JSON clients and `msgpack` for MessagePack clients: the same message
+    /// whose payloads are already in each protocol's encoding, so encoding copies them (a
+    /// streamed chunk is encoded once per protocol, then framed per subscriber).
+    ///
+    /// # Errors
+    /// A payload that cannot be transcoded.
+    pub fn per_protocol(json: &HubMessage, msgpack: &HubMessage) -> Result<Self, HubProtocolError> {
+        let mut json_bytes = BytesMut::new();
+        HubProtocol::Json.encode(json, &mut json_bytes)?;
+        let mut msgpack_bytes = BytesMut::new();
+        HubProtocol::MessagePack.encode(msgpack, &mut msgpack_bytes)?;
+        Ok(Self::from_framed(
+            &json_bytes,
+            &msgpack_bytes,
+            json.is_trackable(),
+        ))
+    }
+
     /// Wraps hub messages already framed for each protocol (e.g. received from the Redis
     /// backplane) in WebSocket frames: `json` and `msgpack` are the payloads of one text and one
     /// binary frame.

@@ -75,6 +75,9 @@ impl HubEndpoint<'_> {
         match effect {
             Effect::JoinGroup(group) => pending.extend(join_group(ctx, &self.slot, group)),
             Effect::LeaveGroup(group) => leave_group(ctx, &self.slot, &group),
+            Effect::SubscribeStream { key, invocation_id } => {
+                super::streams::subscribe(ctx, &self.slot, key, invocation_id);
+            }
             Effect::Publish { target, message } => match prepare(ctx, &target, &message) {
                 Ok(prepared) => publish(ctx, hub, target, prepared),
                 Err(error) => warn!(%error, "a message to publish could not be encoded"),

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod quota;
 pub mod seed;
 pub mod session;
+pub mod streams;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -70,6 +71,10 @@ pub enum Action {
     /// Does nothing but succeed; with the method's `reply` it answers the caller with an event
     /// carrying its argument (Conduit's `UpdatePreferences(p)` → `PreferencesUpdated(p)`).
     ReplyEvent,
+    /// Streams what backends post to the stream key made from the template
+    /// (`stream-key:response-{0}`; [`streams`]), until they complete or fail it or the client
+    /// cancels.
+    StreamKey,
 }
 
 /// How a method answers.
@@ -96,7 +101,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 19] = [
+    pub const NAMES: [(&'static str, Self); 20] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -116,6 +121,7 @@ impl Action {
         ("get-key-state", Self::GetKeyState),
         ("health", Self::Health),
         ("reply-event", Self::ReplyEvent),
+        ("stream-key", Self::StreamKey),
     ];
 
     /// The action configured as `name`.
@@ -140,7 +146,8 @@ impl Action {
             | Self::Throw
             | Self::RequestHeader
             | Self::JoinGroup
-            | Self::LeaveGroup => &[Param::Str],
+            | Self::LeaveGroup
+            | Self::StreamKey => &[Param::Str],
             Self::SendToGroup => &[Param::Str, Param::Any],
             Self::SendToAll | Self::SetKeyState => &[Param::Any],
             Self::CountTo => &[Param::Int],
@@ -152,7 +159,7 @@ impl Action {
     /// Whether the action answers with a stream.
     pub fn reply(self) -> Reply {
         match self {
-            Self::CountTo | Self::NeverEnding => Reply::Stream,
+            Self::CountTo | Self::NeverEnding | Self::StreamKey => Reply::Stream,
             _ => Reply::Single,
         }
     }
@@ -161,21 +168,29 @@ impl Action {
     fn is_group_action(self) -> bool {
         matches!(
             self,
-            Self::JoinGroup | Self::LeaveGroup | Self::SendToGroup | Self::JoinKeyGroup
+            Self::JoinGroup
+                | Self::LeaveGroup
+                | Self::SendToGroup
+                | Self::JoinKeyGroup
+                | Self::StreamKey
         )
     }
 }
 
-/// The parameters a method binds: the action's, except that join/leave-group with a template
-/// that has no `{0}` (a fixed group such as `threat-level-subscribers`, or `vkey-{vkey}-x`)
-/// take no argument.
+/// The parameters a method binds: the action's, except that join/leave-group and stream-key
+/// with a template that has no `{0}` (a fixed group such as `threat-level-subscribers`, or
+/// `vkey-{vkey}-x`) take no argument.
 pub fn method_params(action: Action, group_template: Option<&str>) -> &'static [Param] {
     let fixed = |template: &str| {
         actions::parse_template(template)
             .is_ok_and(|pieces| !pieces.iter().any(|p| matches!(p, actions::Piece::Arg(_))))
     };
     match (action, group_template) {
-        (Action::JoinGroup | Action::LeaveGroup, Some(template)) if fixed(template) => &[],
+        (Action::JoinGroup | Action::LeaveGroup | Action::StreamKey, Some(template))
+            if fixed(template) =>
+        {
+            &[]
+        }
         _ => action.params(),
     }
 }
@@ -421,7 +436,7 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
         if !action.is_group_action() {
             return Err(invalid(format!(
                 "action '{}' takes no group template (only join-group, leave-group, \
-                 send-to-group and join-key-group do)",
+                 send-to-group, join-key-group and stream-key do)",
                 spec.action
             )));
         }
@@ -719,6 +734,40 @@ mod tests {
             let error = only_hub(methods).unwrap_err().to_string();
             assert!(error.contains(says), "{methods}: {error}");
         }
+    }
+
+    #[test]
+    fn stream_key_methods_stream_and_take_a_key_template() {
+        let hub = only_hub(
+            "methods = { StreamResponse = \"stream-key:response-{0}\", Feed = \"stream-key:feed-{vkey}\" }\n",
+        )
+        .unwrap();
+        let method = hub.method("streamresponse").unwrap();
+        assert_eq!(
+            (method.action.reply(), method.group_template.as_deref()),
+            (Reply::Stream, Some("response-{0}"))
+        );
+        assert_eq!(
+            method_params(Action::StreamKey, Some("feed-{vkey}")),
+            &[][..]
+        );
+        assert!(hub.uses(Action::StreamKey));
+        let error = only_hub("methods = { S = \"stream-key:r-{1}\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("placeholder {1} cannot be filled"),
+            "{error}"
+        );
+        let seed = definitions(&Config::default()).unwrap();
+        let content = seed
+            .iter()
+            .find(|h| h.path == "/hubs/content-generation")
+            .unwrap();
+        assert_eq!(
+            content.method("StreamResponse").map(|m| m.action),
+            Some(Action::StreamKey)
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! with the same path replaces a built-in hub, and `seed.enabled = false` removes them all.
 //!
 //! All seven are served: NavigationState, ImageGeneration, VideoGeneration, Notifications,
-//! Admin, Health and ContentGeneration.
+//! Admin, Health and ContentGeneration (whose `StreamResponse(requestId)` streams what backends
+//! post to `response-{requestId}`).
 
 use crate::config::{HubAuth, HubConfig};
 
@@ -76,6 +77,7 @@ pub fn seed_hubs() -> Vec<HubConfig> {
             &[
                 ("SubscribeToTask", "subscribe-content"),
                 ("SubscribeToAllTasks", "join-key-group:vkey-{vkey}-content"),
+                ("StreamResponse", "stream-key:response-{0}"),
             ],
             &[],
         ),

@@ -285,6 +285,21 @@ impl Session {
         }
     }
 
+    /// Whether invocation `invocation_id` streams stream key `key` ([`Action::StreamKey`]).
+    ///
+    /// [`Action::StreamKey`]: super::Action::StreamKey
+    pub fn is_streaming(&self, invocation_id: &str, key: &str) -> bool {
+        self.streams.iter().any(|s| {
+            s.invocation_id == invocation_id
+                && matches!(&s.source, StreamSource::Keyed { key: k } if k == key)
+        })
+    }
+
+    /// Forgets stream `invocation_id`: its end was delivered (the Completion is in the mailbox).
+    pub fn end_stream(&mut self, invocation_id: &str) {
+        self.streams.retain(|s| s.invocation_id != invocation_id);
+    }
+
     /// Records whether the connection's principal is an admin (methods with `admin = true`).
     pub fn set_admin(&mut self, admin: bool) {
         self.admin = admin;

@@ -71,6 +71,11 @@ pub enum ShardMessage {
     KeyState(Arc<super::key_states::KeyStateUpdate>),
     /// Run a management operation on this shard's sessions and answer.
     Manage(Box<ManageRequest>),
+    /// A stream chunk this shard orders (it owns the key): deliver here and hand to every
+    /// other shard.
+    StreamFanOut(Arc<crate::hub::streams::StreamChunk>),
+    /// A stream chunk for this shard's backlog and subscribers.
+    StreamChunk(Arc<crate::hub::streams::StreamChunk>),
 }
 
 /// Senders to every shard's inbox, indexed by shard.

@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod key_states;
 pub mod negotiations;
 pub mod sessions;
+pub mod streams;
 pub mod timers;
 
 use std::io;
@@ -135,6 +136,8 @@ pub struct ShardContext {
     pub stats: Arc<Stats>,
     /// Messages per second as the Health hub last sampled them on this shard.
     pub message_rate: std::cell::Cell<RateSample>,
+    /// Stream keys: their subscribers here and recent chunks ([`crate::hub::streams`]).
+    pub streams: streams::StreamTable,
 }
 
 /// What the process hands every shard: read-only or lock-free things shared by all of them.
@@ -172,6 +175,9 @@ impl ShardContext {
         let totals = stats.totals();
         let hubs_by_path = Hubs::new(&hubs);
         Self {
+            streams: streams::StreamTable::new(streams::BacklogLimits::from_config(
+                &config.signalr,
+            )),
             key_states: key_states::KeyStates::default(),
             message_rate: std::cell::Cell::new(RateSample::new(
                 totals.messages_in.wrapping_add(totals.deliveries),
@@ -223,6 +229,7 @@ pub async fn run(
         let events = redis.start();
         monoio::spawn(run_backplane(Rc::clone(&ctx), events))
     });
+    let _streams = monoio::spawn(sweep_streams(Rc::clone(&ctx)));
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
@@ -272,6 +279,12 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             }
             Some(ShardMessage::FanOut(envelope)) => {
                 crate::hub::endpoint::fan_out(&ctx, &envelope);
+            }
+            Some(ShardMessage::StreamFanOut(chunk)) => {
+                crate::hub::streams::fan_out(&ctx, &chunk);
+            }
+            Some(ShardMessage::StreamChunk(chunk)) => {
+                crate::hub::streams::deliver_local(&ctx, &chunk);
             }
             Some(ShardMessage::KeyState(update)) => {
                 crate::hub::endpoint::apply_key_state(&ctx, &update);
@@ -357,6 +370,18 @@ async fn run_backplane(
             }
             None => return,
         }
+    }
+}
+
+/// Drops expired stream backlogs and cancelled subscriptions once a second (nothing runs when
+/// no hub has a `stream-key` method).
+async fn sweep_streams(ctx: Rc<ShardContext>) {
+    if ctx.hubs.using(crate::hub::Action::StreamKey).is_empty() {
+        return;
+    }
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        crate::hub::streams::sweep(&ctx);
     }
 }
 

@@ -9,6 +9,7 @@
 
 use super::RestError;
 use crate::hub::actions::{Target, event};
+use crate::hub::streams::{EncodedItem, StreamEvent};
 use crate::protocol::http::Method;
 use crate::protocol::query;
 use crate::protocol::signalr::json::decode_value;
@@ -62,6 +63,24 @@ pub enum Operation {
     GroupExists(String),
     /// `HEAD …/users/{user}`.
     UserExists(String),
+    /// `POST …/streams/{key}/:item`, `…/:complete`, `…/:error`: append to a stream key.
+    Stream {
+        /// The stream key.
+        key: String,
+        /// What the path posts; the body says the rest ([`parse_stream_body`]).
+        post: StreamPost,
+    },
+}
+
+/// What a stream path posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPost {
+    /// `:item`, body `{"item": <any JSON>}`.
+    Item,
+    /// `:complete`, body empty (or a JSON object, ignored).
+    Complete,
+    /// `:error`, body `{"error": "<text>"}`.
+    Error,
 }
 
 /// A parsed REST request: the hub's name (as written, decoded) and the operation.
@@ -112,6 +131,7 @@ enum Resource {
     Connection(String),
     Group(String),
     User(String),
+    Stream { key: String, post: StreamPost },
 }
 
 /// Parses a REST request's method and path (without the query).
@@ -150,6 +170,15 @@ pub fn parse(method: &Method, path: &str) -> Result<RestRequest, RestError> {
         ["connections", id] => Resource::Connection(owned(id)),
         ["groups", group] => Resource::Group(owned(group)),
         ["users", user] => Resource::User(owned(user)),
+        ["streams", key, post] => Resource::Stream {
+            key: owned(key),
+            post: match *post {
+                ":item" => StreamPost::Item,
+                ":complete" => StreamPost::Complete,
+                ":error" => StreamPost::Error,
+                _ => return Err(RestError::NotFound),
+            },
+        },
         _ => return Err(RestError::NotFound),
     };
     let not_allowed = |allow| Err(RestError::MethodNotAllowed { allow });
@@ -203,6 +232,11 @@ pub fn parse(method: &Method, path: &str) -> Result<RestRequest, RestError> {
             Operation::UserExists(user)
         }
         (Resource::Group(_) | Resource::User(_), _) => return not_allowed("HEAD"),
+        (Resource::Stream { key, post }, Method::Post) => {
+            check("stream key", &key)?;
+            Operation::Stream { key, post }
+        }
+        (Resource::Stream { .. }, _) => return not_allowed("POST"),
     };
     Ok(RestRequest {
         hub: hub.clone(),
@@ -304,6 +338,47 @@ pub fn parse_body(body: &[u8]) -> Result<HubMessage, RestError> {
     }
     let target = target.ok_or(RestError::BadTarget)?;
     Ok(event(&target, arguments))
+}
+
+/// Reads a stream post's body: `:item` takes `{"item": <any JSON>}` (null included; other
+/// members are ignored), `:error` takes `{"error": "<non-empty text>"}`, `:complete` an empty
+/// body or any JSON object.
+///
+/// # Errors
+/// [`RestError::InvalidJson`], or [`RestError::BadStreamBody`] naming the expected form.
+pub fn parse_stream_body(post: StreamPost, body: &[u8]) -> Result<StreamEvent, RestError> {
+    let expected = match post {
+        StreamPost::Item => r#"{"item": <any JSON>}"#,
+        StreamPost::Error => r#"{"error": "<text>"}"#,
+        StreamPost::Complete => "empty or a JSON object",
+    };
+    let bad = || RestError::BadStreamBody { expected };
+    if body.trim_ascii().is_empty() {
+        return match post {
+            StreamPost::Complete => Ok(StreamEvent::Complete),
+            _ => Err(bad()),
+        };
+    }
+    let value = decode_value(body).map_err(|error| RestError::InvalidJson(error.to_string()))?;
+    let Value::Map(entries) = value else {
+        return Err(bad());
+    };
+    let member = |name: &str| {
+        entries
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(name))
+            .map(|(_, value)| value)
+    };
+    match post {
+        StreamPost::Complete => Ok(StreamEvent::Complete),
+        StreamPost::Item => member("item")
+            .map(|item| StreamEvent::Item(EncodedItem::new(item)))
+            .ok_or_else(bad),
+        StreamPost::Error => match member("error") {
+            Some(Value::Str(text)) if !text.is_empty() => Ok(StreamEvent::Error(text.clone())),
+            _ => Err(bad()),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +499,82 @@ mod tests {
             send_path("chat", &Target::Group("a b".into())),
             "/api/hubs/chat/groups/a%20b/:send"
         );
+    }
+
+    #[test]
+    fn stream_routes_post_items_ends_and_errors_to_a_decoded_key() {
+        for (suffix, post) in [
+            (":item", StreamPost::Item),
+            (":complete", StreamPost::Complete),
+            (":error", StreamPost::Error),
+        ] {
+            assert_eq!(
+                op(
+                    Method::Post,
+                    &format!("/api/hubs/chat/streams/response-%2042/{suffix}")
+                ),
+                Ok(Operation::Stream {
+                    key: "response- 42".into(),
+                    post
+                })
+            );
+        }
+        assert_eq!(
+            op(Method::Get, "/api/hubs/chat/streams/k/:item"),
+            Err(RestError::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            op(Method::Post, "/api/hubs/chat/streams//:item"),
+            Err(RestError::BadName { what: "stream key" })
+        );
+        for path in [
+            "/api/hubs/chat/streams/k/:send",
+            "/api/hubs/chat/streams/k",
+            "/api/hubs/chat/streams/k/:item/x",
+        ] {
+            assert_eq!(op(Method::Post, path), Err(RestError::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn stream_bodies_are_an_item_an_error_text_or_nothing() {
+        let body = |post, text: &str| parse_stream_body(post, text.as_bytes());
+        assert_eq!(
+            body(StreamPost::Item, r#"{"item":{"delta":"Hel"},"x":1}"#),
+            Ok(StreamEvent::Item(EncodedItem::new(&Value::Map(vec![(
+                Value::Str("delta".into()),
+                Value::Str("Hel".into())
+            )]))))
+        );
+        assert_eq!(
+            body(StreamPost::Item, r#"{"item":null}"#),
+            Ok(StreamEvent::Item(EncodedItem::new(&Value::Null)))
+        );
+        assert_eq!(
+            body(StreamPost::Error, r#"{"error":"model overloaded"}"#),
+            Ok(StreamEvent::Error("model overloaded".into()))
+        );
+        for text in ["", " ", "{}"] {
+            assert_eq!(body(StreamPost::Complete, text), Ok(StreamEvent::Complete));
+        }
+        for (post, text) in [
+            (StreamPost::Item, ""),
+            (StreamPost::Item, "{}"),
+            (StreamPost::Item, "[1]"),
+            (StreamPost::Error, r#"{"error":""}"#),
+            (StreamPost::Error, r#"{"error":7}"#),
+            (StreamPost::Error, ""),
+            (StreamPost::Complete, "[]"),
+        ] {
+            assert!(
+                matches!(body(post, text), Err(RestError::BadStreamBody { .. })),
+                "{post:?} {text}"
+            );
+        }
+        assert!(matches!(
+            body(StreamPost::Item, "{nope"),
+            Err(RestError::InvalidJson(_))
+        ));
     }
 
     #[test]
