@@ -49,7 +49,8 @@
 //!   endpoint).
 //! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]) and the per-connection
 //!   [`hub::session::Session`].
-//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
+//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), the upstream client's
+//!   requests and responses ([`protocol::http_client`]), query strings
 //!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]), SignalR
 //!   ([`protocol::signalr`]) and the ASP.NET Core Redis backplane ([`protocol::backplane`]).
 //! - [`auth`]: keys: where a request's key is read from ([`auth::token`]) and the virtual-key
