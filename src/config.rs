@@ -235,6 +235,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The Health hub.
     pub health: HealthConfig,
+    /// The HTTP client of upstream methods and hub events.
+    pub upstream: UpstreamConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -418,6 +420,8 @@ pub struct HubConfig {
     pub protocols: Vec<String>,
     /// Groups every connection joins when it connects (e.g. `["admin"]`); none by default.
     pub join_on_connect: Vec<String>,
+    /// `http://` URL that connect and disconnect events are POSTed to; none by default.
+    pub events_url: Option<String>,
 }
 
 /// One hub method of a `[hubs.NAME]` table: a built-in action plus optional modifiers. The
@@ -448,6 +452,8 @@ pub struct MethodConfig {
     pub reply: Option<String>,
     /// Only admin principals (admin keys, virtual keys marked admin) may call the method.
     pub admin: bool,
+    /// For `action = "upstream"`: the `http://` URL the invocation is POSTed to.
+    pub url: Option<String>,
 }
 
 impl From<&str> for MethodConfig {
@@ -472,7 +478,7 @@ impl From<String> for MethodConfig {
 }
 
 /// The keys a method table (`[hubs.NAME.methods.METHOD]`) may have.
-const METHOD_KEYS: [&str; 5] = ["action", "group", "allowed", "reply", "admin"];
+const METHOD_KEYS: [&str; 6] = ["action", "group", "allowed", "reply", "admin", "url"];
 
 /// Who may connect to a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,6 +527,21 @@ pub struct HealthConfig {
     pub push_interval: Duration,
 }
 
+/// The HTTP client that calls backends: methods bound to `upstream` and hubs' `events_url`.
+/// Each shard has its own client and connection pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// A call (connect, request and whole response) taking longer than this fails; default
+    /// `10s`. Shorter frees invocation slots sooner; longer tolerates slow backends.
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per backend `host:port` and shard; default `8`; `0`
+    /// closes every connection after its response. More saves connects under bursts at the
+    /// cost of idle sockets on the backend.
+    pub max_idle_per_host: usize,
+    /// Largest response body accepted; default `1MiB`. A larger answer fails the call.
+    pub max_body: usize,
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShutdownConfig {
@@ -564,6 +585,7 @@ struct RawConfig {
     signalr: RawSignalR,
     auth: RawAuth,
     health: RawHealth,
+    upstream: RawUpstream,
     cors: RawCors,
     diagnostics: RawDiagnostics,
     seed: RawSeed,
@@ -603,6 +625,13 @@ struct RawAuth {
 #[derive(Serialize)]
 struct RawHealth {
     push_interval: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawUpstream {
+    timeout: &'static str,
+    max_idle_per_host: u64,
+    max_body: &'static str,
 }
 
 #[derive(Serialize)]
@@ -744,6 +773,11 @@ impl Default for RawConfig {
             health: RawHealth {
                 push_interval: "5s",
             },
+            upstream: RawUpstream {
+                timeout: "10s",
+                max_idle_per_host: 8,
+                max_body: "1MiB",
+            },
             cors: RawCors {
                 allowed_origins: Vec::new(),
             },
@@ -816,6 +850,10 @@ auth.admin_key_hashes|SHA-256 (lowercase hex) of admin keys, e.g. from: printf %
 auth.server_key_hashes|SHA-256 (lowercase hex) of server keys, which backends present to the REST publish API.
 health|The Health hub.
 health.push_interval|HealthStatus is pushed to Health hub connections this often.
+upstream|The HTTP client of upstream methods (action = \"upstream\") and hub events_url (http:// only).
+upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.
+upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).
+upstream.max_body|Largest backend response body; larger fails the call.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -896,7 +934,11 @@ const HUBS_EXAMPLE: &str = "
 # A method may also be a table: action, group (the template), allowed (the first argument must
 # be one of these, ignoring case), reply (an event sent to the caller with the method's
 # arguments after success; reply-event does nothing else) and admin (only admin keys and admin
-# virtual keys may call it).
+# virtual keys may call it). An upstream method is a table with action = \"upstream\" and
+# url = \"http://host:port/path\": the invocation is POSTed there as JSON ({hub, method,
+# arguments, connectionId, virtualKeyId, userId}) and the response body is its result. A hub's
+# events_url = \"http://...\" receives {event: \"connected\"|\"disconnected\", hub,
+# connectionId, virtualKeyId}. https is not supported (use a local TLS-terminating proxy).
 # [hubs.chat]
 # path = \"/hubs/chat\"
 # auth = \"anonymous\"
@@ -909,6 +951,9 @@ const HUBS_EXAMPLE: &str = "
 # allowed = [\"news\", \"sport\"]
 # reply = \"Subscribed\"
 # admin = false
+# [hubs.chat.methods.Ask]
+# action = \"upstream\"
+# url = \"http://127.0.0.1:9000/chat/ask\"
 ";
 
 /// `prefix.key`, or `key` at the top level.
@@ -1129,6 +1174,10 @@ impl Merged {
                     Ok(names)
                 })?,
             };
+            let events_url = match fields.get("events_url") {
+                None => None,
+                Some(_) => Some(self.get(&join(&key, "events_url"), http_url)?),
+            };
             let join_on_connect = match fields.get("join_on_connect") {
                 None => Vec::new(),
                 Some(_) => self.get(&join(&key, "join_on_connect"), |v| {
@@ -1147,6 +1196,7 @@ impl Merged {
                 methods,
                 protocols,
                 join_on_connect,
+                events_url,
             });
         }
         Ok(out)
@@ -1187,12 +1237,17 @@ impl Merged {
             None => false,
             Some(_) => self.get(&field("admin"), boolean)?,
         };
+        let url = match fields.get("url") {
+            None => None,
+            Some(_) => Some(self.get(&field("url"), http_url)?),
+        };
         Ok(MethodConfig {
             action,
             group,
             allowed,
             reply,
             admin,
+            url,
         })
     }
 
@@ -1216,13 +1271,14 @@ impl Merged {
 }
 
 /// The keys a `[hubs.NAME]` table may have.
-const HUB_KEYS: [&str; 6] = [
+const HUB_KEYS: [&str; 7] = [
     "path",
     "auth",
     "max_message_size",
     "methods",
     "protocols",
     "join_on_connect",
+    "events_url",
 ];
 
 /// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
@@ -1358,6 +1414,13 @@ fn hash_list(value: &Value) -> Result<Vec<String>, String> {
             }
         })
         .collect()
+}
+
+/// An `http://host[:port][/path]` URL (kept as written; parsed again where it is used).
+fn http_url(value: &Value) -> Result<String, String> {
+    let text = string(value)?;
+    crate::protocol::http_client::HttpUrl::parse(&text).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 fn boolean(value: &Value) -> Result<bool, String> {
@@ -1591,6 +1654,11 @@ impl Config {
             },
             health: HealthConfig {
                 push_interval: m.get("health.push_interval", duration)?,
+            },
+            upstream: UpstreamConfig {
+                timeout: m.get("upstream.timeout", duration)?,
+                max_idle_per_host: m.get("upstream.max_idle_per_host", integer)?,
+                max_body: m.get("upstream.max_body", nonzero_size)?,
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
@@ -2110,7 +2178,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 52);
+        assert_eq!(keys.len(), 55);
         for key in keys {
             let comment = comment_above
                 .get(&key)
@@ -2170,6 +2238,7 @@ mod tests {
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                events_url: None,
             }]
         );
         assert!(Config::default().hubs.is_empty());
@@ -2261,6 +2330,7 @@ mod tests {
                         allowed: vec!["cost".into()],
                         reply: Some("Subscribed".into()),
                         admin: true,
+                        url: None,
                     }
                 ),
             ]
@@ -2278,7 +2348,7 @@ mod tests {
             (
                 "hubs.a.methods.M.replies",
                 "test.toml",
-                "action, group, allowed, reply, admin"
+                "action, group, allowed, reply, admin, url"
             )
         );
     }
@@ -2327,5 +2397,55 @@ mod tests {
             );
             assert!(reason.contains(says), "{method}: {reason}");
         }
+    }
+
+    #[test]
+    fn upstream_urls_must_be_plain_http_with_a_host() {
+        let c = Config::from_toml_str(
+            "[upstream]\ntimeout = \"250ms\"\nmax_idle_per_host = 0\nmax_body = \"4KiB\"\n\
+             [hubs.a]\npath = \"/a\"\nevents_url = \"http://127.0.0.1:9/events\"\n\
+             [hubs.a.methods]\nAsk = { action = \"upstream\", url = \"http://backend:8080/ask\" }\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig {
+                timeout: Duration::from_millis(250),
+                max_idle_per_host: 0,
+                max_body: 4096,
+            }
+        );
+        assert_eq!(
+            c.hubs[0].events_url.as_deref(),
+            Some("http://127.0.0.1:9/events")
+        );
+        assert_eq!(
+            c.hubs[0].methods[0].1.url.as_deref(),
+            Some("http://backend:8080/ask")
+        );
+        for (text, key, says) in [
+            (
+                "[hubs.a.methods]\nM = { action = \"upstream\", url = \"https://b/x\" }",
+                "hubs.a.methods.M.url",
+                "https is not supported",
+            ),
+            (
+                "[hubs.a.methods]\nM = { action = \"upstream\", url = \"http://b:99999/\" }",
+                "hubs.a.methods.M.url",
+                "port",
+            ),
+            (
+                "events_url = \"backend:80\"\n[hubs.a.methods]\nM = \"echo\"",
+                "hubs.a.events_url",
+                "expected an http:// URL",
+            ),
+        ] {
+            let (name, _, reason) = invalid(&format!("[hubs.a]\npath = \"/a\"\n{text}\n"));
+            assert_eq!(name, key, "{text}");
+            assert!(reason.contains(says), "{text}: {reason}");
+        }
+        let (name, _, _) = invalid("[upstream]\nmax_body = 0\n");
+        assert_eq!(name, "upstream.max_body");
     }
 }

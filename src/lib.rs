@@ -57,6 +57,9 @@
 //!   store ([`auth::keys`]).
 //! - [`redis`]: a core-local Redis client (RESP2 over monoio): pipelined
 //!   [`redis::CommandConnection`]s and [`redis::Subscriber`]s that reconnect with backoff.
+//! - [`upstream`]: hub methods answered by HTTP backends and connect/disconnect events
+//!   forwarded to them, through a per-shard HTTP/1.1 client with keep-alive
+//!   ([`upstream::client`]).
 //! - [`sys`]: the one module allowed `unsafe`.
 
 pub mod auth;
@@ -70,6 +73,7 @@ pub mod shard;
 pub mod stats;
 pub mod sys;
 pub mod transport;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests {

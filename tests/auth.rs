@@ -42,6 +42,7 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
         } else {
             Vec::new()
         },
+        events_url: None,
     }
 }
 

@@ -38,6 +38,7 @@ on_both_drivers! {
                 methods: vec![("Shout".into(), "echo".into())],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                events_url: None,
             });
             c.hubs.push(ringhub::config::HubConfig {
                 name: "tasks".into(),
@@ -51,6 +52,7 @@ on_both_drivers! {
                 ],
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
+                events_url: None,
             });
             for only in ["json", "messagepack"] {
                 c.hubs.push(ringhub::config::HubConfig {
@@ -61,6 +63,7 @@ on_both_drivers! {
                     methods: vec![("Echo".into(), "echo".into())],
                     protocols: vec![only.into()],
                     join_on_connect: Vec::new(),
+                    events_url: None,
                 });
             }
         });

@@ -61,6 +61,7 @@ fn server(driver: DriverKind, url: &str) -> TestServer {
             methods: vec![("Echo".into(), "echo".into())],
             protocols: vec!["json".into()],
             join_on_connect: Vec::new(),
+            events_url: None,
         });
     })
 }

@@ -37,6 +37,7 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
         ],
         protocols: vec!["json".into(), "messagepack".into()],
         join_on_connect: Vec::new(),
+        events_url: None,
     }
 }
 

@@ -69,6 +69,7 @@ impl HubEndpoint<'_> {
                 Ok(prepared) => publish(ctx, hub, target, prepared),
                 Err(error) => warn!(%error, "a message to publish could not be encoded"),
             },
+            Effect::Upstream(call) => crate::upstream::invoke(ctx, Rc::clone(&self.slot), call),
             Effect::SetKeyState { event, state } => {
                 let key_id = self.slot.session.borrow().key_id();
                 if let Some(key_id) = key_id {
@@ -205,6 +206,7 @@ pub fn join_user(ctx: &ShardContext, slot: &SessionSlot, user: String) {
 /// Forgets a session for good: out of every group (O(its groups)), out of the user table and
 /// out of the session table.
 pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
+    crate::upstream::post_event(ctx, slot, "disconnected");
     if let Some(hub) = ctx.stats.hub_index(&slot.hub.name) {
         ctx.stats
             .shard(usize::from(ctx.id.0))
@@ -539,6 +541,8 @@ impl WebSocketApp for HubEndpoint<'_> {
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
         self.slot.session.borrow_mut().on_wake(outbox)?;
+        // Invocations that waited for an upstream call's slot may have produced effects.
+        self.apply_effects(outbox)?;
         if self.slot.is_closing() {
             // The Close message was queued last and is in the outbox now.
             return Err(AppClose {

@@ -17,8 +17,10 @@ pub mod session;
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::config::{Config, HubAuth, MethodConfig};
+use crate::protocol::http_client::HttpUrl;
 use crate::protocol::signalr::HubProtocol;
 
 /// What a hub method does: one of the built-in behaviours.
@@ -70,6 +72,9 @@ pub enum Action {
     /// Does nothing but succeed; with the method's `reply` it answers the caller with an event
     /// carrying its argument (Conduit's `UpdatePreferences(p)` → `PreferencesUpdated(p)`).
     ReplyEvent,
+    /// POSTs the invocation to the method's `url` and completes with the backend's answer
+    /// ([`crate::upstream`]); takes any arguments.
+    Upstream,
 }
 
 /// How a method answers.
@@ -96,7 +101,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 19] = [
+    pub const NAMES: [(&'static str, Self); 20] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -116,6 +121,7 @@ impl Action {
         ("get-key-state", Self::GetKeyState),
         ("health", Self::Health),
         ("reply-event", Self::ReplyEvent),
+        ("upstream", Self::Upstream),
     ];
 
     /// The action configured as `name`.
@@ -134,7 +140,8 @@ impl Action {
             | Self::NeverEnding
             | Self::JoinKeyGroup
             | Self::GetKeyState
-            | Self::Health => &[],
+            | Self::Health
+            | Self::Upstream => &[],
             Self::SubscribeContent => &[Param::Str, Param::Str],
             Self::SendMessageToCaller
             | Self::Throw
@@ -197,6 +204,8 @@ pub struct Method {
     pub reply: Option<String>,
     /// Only admin principals may call it.
     pub admin: bool,
+    /// For [`Action::Upstream`]: where the invocation is POSTed.
+    pub upstream: Option<Arc<HttpUrl>>,
 }
 
 /// A hub: a path and its methods.
@@ -214,6 +223,8 @@ pub struct HubDefinition {
     pub auth: HubAuth,
     /// Groups every connection joins when it connects.
     pub join_on_connect: Vec<String>,
+    /// Where connect and disconnect events are POSTed ([`crate::upstream::post_event`]).
+    pub events_url: Option<Arc<HttpUrl>>,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -265,6 +276,7 @@ impl HubDefinition {
             protocols: HubProtocol::ALL.to_vec(),
             auth: HubAuth::Anonymous,
             join_on_connect: Vec::new(),
+            events_url: None,
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -277,6 +289,7 @@ impl HubDefinition {
                             allowed: Vec::new(),
                             reply: None,
                             admin: false,
+                            upstream: None,
                         },
                     )
                 })
@@ -378,6 +391,16 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         definition.max_message_size = hub.max_message_size;
         definition.auth = hub.auth;
         definition.join_on_connect = hub.join_on_connect.clone();
+        definition.events_url = match &hub.events_url {
+            None => None,
+            Some(url) => Some(Arc::new(HttpUrl::parse(url).map_err(|e| {
+                HubConfigError::InvalidMethod {
+                    hub: hub.name.clone(),
+                    method: "(events_url)".to_owned(),
+                    reason: e.to_string(),
+                }
+            })?)),
+        };
         definition.protocols = hub
             .protocols
             .iter()
@@ -448,7 +471,10 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
     }
     if spec.reply.is_some()
         && (action.reply() == Reply::Stream
-            || matches!(action, Action::InvokeCaller | Action::ConcatUpload))
+            || matches!(
+                action,
+                Action::InvokeCaller | Action::ConcatUpload | Action::Upstream
+            ))
     {
         return Err(invalid(format!(
             "reply needs an action that completes at once; '{}' does not",
@@ -462,6 +488,25 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
                 .to_owned(),
         ));
     }
+    let upstream = match (action, &spec.url) {
+        (Action::Upstream, Some(url)) => Some(Arc::new(
+            HttpUrl::parse(url).map_err(|e| invalid(format!("url \"{url}\": {e}")))?,
+        )),
+        (Action::Upstream, None) => {
+            return Err(invalid(
+                "upstream needs the backend: write the method as a table with \
+                 url = \"http://host:port/path\""
+                    .to_owned(),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(invalid(format!(
+                "url is for action = \"upstream\" only, not '{}'",
+                spec.action
+            )));
+        }
+        (_, None) => None,
+    };
     Ok(Method {
         name: name.to_owned(),
         action,
@@ -469,6 +514,7 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
         allowed: spec.allowed.clone(),
         reply: spec.reply.clone(),
         admin: spec.admin,
+        upstream,
     })
 }
 
@@ -661,6 +707,7 @@ mod tests {
                 allowed: vec!["usage".into(), "cost".into()],
                 reply: Some("SubscribedToAnalytics".into()),
                 admin: true,
+                upstream: None,
             })
         );
         let leave = hub.method("UnsubscribeFromTask").unwrap();
@@ -709,6 +756,18 @@ mod tests {
                 "methods.M = { action = \"shout\" }\n",
                 "hubs.h.methods.M: unknown action 'shout'",
             ),
+            (
+                "methods = { M = \"upstream\" }\n",
+                "upstream needs the backend",
+            ),
+            (
+                "methods.M = { action = \"echo\", url = \"http://b/\" }\n",
+                "url is for action = \"upstream\" only",
+            ),
+            (
+                "methods.M = { action = \"upstream\", url = \"http://b/\", reply = \"R\" }\n",
+                "reply needs an action that completes at once",
+            ),
         ] {
             let error = only_hub(methods).unwrap_err().to_string();
             assert!(error.contains(says), "{methods}: {error}");
@@ -746,6 +805,28 @@ mod tests {
         assert_eq!(
             chat.method("subscribe").map(|m| m.reply.as_deref()),
             Some(Some("Subscribed"))
+        );
+    }
+
+    #[test]
+    fn an_upstream_method_carries_its_parsed_url_and_a_hub_its_events_url() {
+        let hub = only_hub(
+            "events_url = \"http://127.0.0.1:9000/events\"\n\
+             [hubs.h.methods.Ask]\naction = \"upstream\"\nurl = \"http://127.0.0.1:9000/ask\"\n",
+        )
+        .unwrap();
+        let ask = hub.method("ask").unwrap();
+        assert_eq!(
+            (
+                ask.action,
+                ask.upstream.as_ref().map(|u| u.to_string()),
+                hub.events_url.as_ref().map(|u| u.to_string())
+            ),
+            (
+                Action::Upstream,
+                Some("http://127.0.0.1:9000/ask".to_owned()),
+                Some("http://127.0.0.1:9000/events".to_owned())
+            )
         );
     }
 }

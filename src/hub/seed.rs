@@ -25,6 +25,7 @@ fn hub(
             .collect(),
         protocols: vec!["json".to_owned(), "messagepack".to_owned()],
         join_on_connect: join.iter().map(|g| (*g).to_owned()).collect(),
+        events_url: None,
     }
 }
 

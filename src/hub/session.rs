@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use quanta::Instant;
 
-use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, StreamSource};
+use super::actions::{
+    self, BindError, Caller, Concat, Effect, Outcome, StreamSource, UpstreamCall,
+};
 use super::broadcast::PreparedMessage;
 use super::conflation::{Conflator, TagKind};
 use super::{HubDefinition, Reply};
@@ -260,6 +262,17 @@ impl Session {
         let result = self.run_waiting();
         self.flush(outbox);
         result
+    }
+
+    /// Completes an invocation that ran outside any hook (an upstream call) and frees its
+    /// slot. The Completion is written, and invocations waiting for the slot run, at the
+    /// connection's next wake ([`WebSocketApp::on_wake`]) or, for a session parked for
+    /// stateful reconnect, when its connection resumes.
+    pub fn complete_later(&mut self, invocation_id: Option<String>, outcome: CompletionOutcome) {
+        self.running = self.running.saturating_sub(1);
+        if let Some(id) = invocation_id {
+            self.outgoing.push(completion(id, outcome));
+        }
     }
 
     /// Records whether the connection's principal is an admin (methods with `admin = true`).
@@ -655,6 +668,16 @@ impl Session {
                     query,
                 });
             }
+            Ok(Outcome::Upstream { url, arguments }) => {
+                // Running until the backend answers ([`Self::complete_later`]).
+                self.running += 1;
+                self.effects.push(Effect::Upstream(UpstreamCall {
+                    invocation_id: id,
+                    method: method.name.clone(),
+                    url,
+                    arguments,
+                }));
+            }
             Ok(Outcome::AwaitUpload { stream_id }) => {
                 self.running += 1;
                 self.uploads.push(Upload {
@@ -880,6 +903,8 @@ impl WebSocketApp for Session {
         };
         if !std::mem::take(&mut self.stateful.resume_pending) {
             self.drain_mailbox(outbox);
+            // Completions that arrived while the socket was away (upstream calls).
+            self.flush(outbox);
             return;
         }
         // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked message.
@@ -895,6 +920,8 @@ impl WebSocketApp for Session {
         outbox.push_frame_parts(frame_type(protocol), parts);
         // What was delivered while the socket was away follows, in order.
         self.drain_mailbox(outbox);
+        // Completions that arrived while the socket was away (upstream calls).
+        self.flush(outbox);
     }
 
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
@@ -937,7 +964,10 @@ impl WebSocketApp for Session {
             return Err(close);
         }
         self.drain_mailbox(outbox);
-        Ok(())
+        // Completions that arrived outside a hook, and what waited for their slots.
+        let result = self.run_waiting();
+        self.flush(outbox);
+        result
     }
 
     fn on_shutdown(&mut self, outbox: &mut Outbox) {

@@ -124,6 +124,8 @@ pub struct ShardContext {
     pub stats: Arc<Stats>,
     /// Messages per second as the Health hub last sampled them on this shard.
     pub message_rate: std::cell::Cell<RateSample>,
+    /// The HTTP client of upstream methods and hub events, with its connection pool.
+    pub upstream: Rc<crate::upstream::UpstreamClient>,
 }
 
 /// What the process hands every shard: read-only or lock-free things shared by all of them.
@@ -155,6 +157,7 @@ impl ShardContext {
         let totals = stats.totals();
         let hubs_by_path = Hubs::new(&hubs);
         Self {
+            upstream: Rc::new(crate::upstream::UpstreamClient::new(&config.upstream)),
             key_states: key_states::KeyStates::default(),
             message_rate: std::cell::Cell::new(RateSample::new(
                 totals.messages_in.wrapping_add(totals.deliveries),
