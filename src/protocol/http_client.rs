@@ -9,7 +9,7 @@
 //!   server's [`ChunkedDecoder`] is reused) or the end of the connection (RFC 9112 §6.3).
 //!
 //! Running out of input is `Ok(None)`, never an error. Interim `1xx` responses are skipped.
-//! The transport (`crate::upstream`) owns sockets, timeouts and the connection pool, and uses
+//! The transport ([`crate::upstream`]) owns sockets, timeouts and the connection pool, and uses
 //! [`ClientResponse::keep_alive`] to decide whether a connection may be reused.
 
 use std::fmt;
