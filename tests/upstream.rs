@@ -301,7 +301,10 @@ on_both_drivers! {
         let mut ws = open(server.addr, &format!("?id={token}"), "json");
         assert!(eventually(Duration::from_secs(5), || events.requests().len() == 1));
         ws.send(1, b"{\"type\":7}\x1e");
-        let _ = ws.read_close();
+        assert_eq!(ws.read_close(), Some(1000));
+        // Complete the close handshake so the session ends now, not after close_timeout.
+        ws.send(8, &1000u16.to_be_bytes());
+        drop(ws);
         assert!(eventually(Duration::from_secs(5), || events.requests().len() == 2));
         let posted = events.requests();
         for ((path, body), event) in posted.iter().zip(["connected", "disconnected"]) {
