@@ -237,6 +237,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// How shards (and instances) reach each other's connections.
     pub backplane: BackplaneConfig,
+    /// The HTTP client of upstream methods and hub events.
+    pub upstream: UpstreamConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -431,6 +433,8 @@ pub struct HubConfig {
     /// The hub's name on the Redis backplane (ASP.NET uses the hub class's full name, e.g.
     /// `ConduitLLM.Http.Hubs.ImageGenerationHub`); the table name when unset.
     pub redis_name: Option<String>,
+    /// `http://` URL that connect and disconnect events are POSTed to; none by default.
+    pub events_url: Option<String>,
 }
 
 /// One hub method of a `[hubs.NAME]` table: a built-in action plus optional modifiers. The
@@ -461,6 +465,8 @@ pub struct MethodConfig {
     pub reply: Option<String>,
     /// Only admin principals (admin keys, virtual keys marked admin) may call the method.
     pub admin: bool,
+    /// For `action = "upstream"`: the `http://` URL the invocation is POSTed to.
+    pub url: Option<String>,
 }
 
 impl From<&str> for MethodConfig {
@@ -485,7 +491,7 @@ impl From<String> for MethodConfig {
 }
 
 /// The keys a method table (`[hubs.NAME.methods.METHOD]`) may have.
-const METHOD_KEYS: [&str; 5] = ["action", "group", "allowed", "reply", "admin"];
+const METHOD_KEYS: [&str; 6] = ["action", "group", "allowed", "reply", "admin", "url"];
 
 /// Who may connect to a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,6 +567,21 @@ pub struct HealthConfig {
     pub push_interval: Duration,
 }
 
+/// The HTTP client that calls backends: methods bound to `upstream` and hubs' `events_url`.
+/// Each shard has its own client and connection pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// A call (connect, request and whole response) taking longer than this fails; default
+    /// `10s`. Shorter frees invocation slots sooner; longer tolerates slow backends.
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per backend `host:port` and shard; default `8`; `0`
+    /// closes every connection after its response. More saves connects under bursts at the
+    /// cost of idle sockets on the backend.
+    pub max_idle_per_host: usize,
+    /// Largest response body accepted; default `1MiB`. A larger answer fails the call.
+    pub max_body: usize,
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShutdownConfig {
@@ -605,6 +626,7 @@ struct RawConfig {
     auth: RawAuth,
     health: RawHealth,
     backplane: RawBackplane,
+    upstream: RawUpstream,
     cors: RawCors,
     diagnostics: RawDiagnostics,
     seed: RawSeed,
@@ -656,6 +678,13 @@ struct RawBackplane {
 #[derive(Serialize)]
 struct RawHealth {
     push_interval: &'static str,
+}
+
+#[derive(Serialize)]
+struct RawUpstream {
+    timeout: &'static str,
+    max_idle_per_host: u64,
+    max_body: &'static str,
 }
 
 #[derive(Serialize)]
@@ -807,6 +836,11 @@ impl Default for RawConfig {
                 publish_queue: 10_000,
                 ack_timeout: "5s",
             },
+            upstream: RawUpstream {
+                timeout: "10s",
+                max_idle_per_host: 8,
+                max_body: "1MiB",
+            },
             cors: RawCors {
                 allowed_origins: Vec::new(),
             },
@@ -888,6 +922,10 @@ backplane.redis_url|Redis of the backplane: redis://[user:pass@]host[:port][/db]
 backplane.channel_prefix|Prepended to every channel name, e.g. \"conduit_signalr:\" (ASP.NET's ChannelPrefix).
 backplane.publish_queue|Publishes a shard may have waiting for Redis; more are dropped and counted.
 backplane.ack_timeout|A group change for a connection on another server waits this long for its ack.
+upstream|The HTTP client of upstream methods (action = \"upstream\") and hub events_url (http:// only).
+upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.
+upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).
+upstream.max_body|Largest backend response body; larger fails the call.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
@@ -968,7 +1006,11 @@ const HUBS_EXAMPLE: &str = "
 # A method may also be a table: action, group (the template), allowed (the first argument must
 # be one of these, ignoring case), reply (an event sent to the caller with the method's
 # arguments after success; reply-event does nothing else) and admin (only admin keys and admin
-# virtual keys may call it).
+# virtual keys may call it). An upstream method is a table with action = \"upstream\" and
+# url = \"http://host:port/path\": the invocation is POSTed there as JSON ({hub, method,
+# arguments, connectionId, virtualKeyId, userId}) and the response body is its result. A hub's
+# events_url = \"http://...\" receives {event: \"connected\"|\"disconnected\", hub,
+# connectionId, virtualKeyId}. https is not supported (use a local TLS-terminating proxy).
 # [hubs.chat]
 # path = \"/hubs/chat\"
 # auth = \"anonymous\"
@@ -981,6 +1023,9 @@ const HUBS_EXAMPLE: &str = "
 # allowed = [\"news\", \"sport\"]
 # reply = \"Subscribed\"
 # admin = false
+# [hubs.chat.methods.Ask]
+# action = \"upstream\"
+# url = \"http://127.0.0.1:9000/chat/ask\"
 ";
 
 /// `prefix.key`, or `key` at the top level.
@@ -1201,6 +1246,10 @@ impl Merged {
                     Ok(names)
                 })?,
             };
+            let events_url = match fields.get("events_url") {
+                None => None,
+                Some(_) => Some(self.get(&join(&key, "events_url"), http_url)?),
+            };
             let join_on_connect = match fields.get("join_on_connect") {
                 None => Vec::new(),
                 Some(_) => self.get(&join(&key, "join_on_connect"), |v| {
@@ -1232,6 +1281,7 @@ impl Merged {
                 protocols,
                 join_on_connect,
                 redis_name,
+                events_url,
             });
         }
         Ok(out)
@@ -1272,12 +1322,17 @@ impl Merged {
             None => false,
             Some(_) => self.get(&field("admin"), boolean)?,
         };
+        let url = match fields.get("url") {
+            None => None,
+            Some(_) => Some(self.get(&field("url"), http_url)?),
+        };
         Ok(MethodConfig {
             action,
             group,
             allowed,
             reply,
             admin,
+            url,
         })
     }
 
@@ -1301,7 +1356,7 @@ impl Merged {
 }
 
 /// The keys a `[hubs.NAME]` table may have.
-const HUB_KEYS: [&str; 7] = [
+const HUB_KEYS: [&str; 8] = [
     "path",
     "auth",
     "max_message_size",
@@ -1309,6 +1364,7 @@ const HUB_KEYS: [&str; 7] = [
     "protocols",
     "join_on_connect",
     "redis_name",
+    "events_url",
 ];
 
 /// Checks the shape of the free-form `hubs` table: tables of [`HUB_KEYS`], `methods` a table.
@@ -1444,6 +1500,13 @@ fn hash_list(value: &Value) -> Result<Vec<String>, String> {
             }
         })
         .collect()
+}
+
+/// An `http://host[:port][/path]` URL (kept as written; parsed again where it is used).
+fn http_url(value: &Value) -> Result<String, String> {
+    let text = string(value)?;
+    crate::protocol::http_client::HttpUrl::parse(&text).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 fn boolean(value: &Value) -> Result<bool, String> {
@@ -1698,6 +1761,11 @@ impl Config {
                 channel_prefix: m.get("backplane.channel_prefix", string)?,
                 publish_queue: m.get("backplane.publish_queue", positive)?.get(),
                 ack_timeout: m.get("backplane.ack_timeout", duration)?,
+            },
+            upstream: UpstreamConfig {
+                timeout: m.get("upstream.timeout", duration)?,
+                max_idle_per_host: m.get("upstream.max_idle_per_host", integer)?,
+                max_body: m.get("upstream.max_body", nonzero_size)?,
             },
             cors: CorsConfig {
                 allowed_origins: m.get("cors.allowed_origins", |v| {
@@ -2217,7 +2285,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 60);
+        assert_eq!(keys.len(), 63);
         for key in keys {
             let comment = comment_above
                 .get(&key)
@@ -2278,6 +2346,7 @@ mod tests {
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
                 redis_name: None,
+                events_url: None,
             }]
         );
         assert!(Config::default().hubs.is_empty());
@@ -2369,6 +2438,7 @@ mod tests {
                         allowed: vec!["cost".into()],
                         reply: Some("Subscribed".into()),
                         admin: true,
+                        url: None,
                     }
                 ),
             ]
@@ -2386,7 +2456,7 @@ mod tests {
             (
                 "hubs.a.methods.M.replies",
                 "test.toml",
-                "action, group, allowed, reply, admin"
+                "action, group, allowed, reply, admin, url"
             )
         );
     }
@@ -2435,5 +2505,55 @@ mod tests {
             );
             assert!(reason.contains(says), "{method}: {reason}");
         }
+    }
+
+    #[test]
+    fn upstream_urls_must_be_plain_http_with_a_host() {
+        let c = Config::from_toml_str(
+            "[upstream]\ntimeout = \"250ms\"\nmax_idle_per_host = 0\nmax_body = \"4KiB\"\n\
+             [hubs.a]\npath = \"/a\"\nevents_url = \"http://127.0.0.1:9/events\"\n\
+             [hubs.a.methods]\nAsk = { action = \"upstream\", url = \"http://backend:8080/ask\" }\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig {
+                timeout: Duration::from_millis(250),
+                max_idle_per_host: 0,
+                max_body: 4096,
+            }
+        );
+        assert_eq!(
+            c.hubs[0].events_url.as_deref(),
+            Some("http://127.0.0.1:9/events")
+        );
+        assert_eq!(
+            c.hubs[0].methods[0].1.url.as_deref(),
+            Some("http://backend:8080/ask")
+        );
+        for (text, key, says) in [
+            (
+                "[hubs.a.methods]\nM = { action = \"upstream\", url = \"https://b/x\" }",
+                "hubs.a.methods.M.url",
+                "https is not supported",
+            ),
+            (
+                "[hubs.a.methods]\nM = { action = \"upstream\", url = \"http://b:99999/\" }",
+                "hubs.a.methods.M.url",
+                "port",
+            ),
+            (
+                "events_url = \"backend:80\"\n[hubs.a.methods]\nM = \"echo\"",
+                "hubs.a.events_url",
+                "expected an http:// URL",
+            ),
+        ] {
+            let (name, _, reason) = invalid(&format!("[hubs.a]\npath = \"/a\"\n{text}\n"));
+            assert_eq!(name, key, "{text}");
+            assert!(reason.contains(says), "{text}: {reason}");
+        }
+        let (name, _, _) = invalid("[upstream]\nmax_body = 0\n");
+        assert_eq!(name, "upstream.max_body");
     }
 }

@@ -53,13 +53,17 @@
 //! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]), the per-connection
 //!   [`hub::session::Session`], and streamed responses backends post to a stream key
 //!   ([`hub::streams`], kept per shard in [`shard::streams`]).
-//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), query strings
+//! - [`protocol`]: sans-IO codecs: HTTP/1.1 heads ([`protocol::http`]), the upstream client's
+//!   requests and responses ([`protocol::http_client`]), query strings
 //!   ([`protocol::query`]), RFC 6455 ([`protocol::websocket`]), SignalR
 //!   ([`protocol::signalr`]) and the ASP.NET Core Redis backplane ([`protocol::backplane`]).
 //! - [`auth`]: keys: where a request's key is read from ([`auth::token`]) and the virtual-key
 //!   store ([`auth::keys`]).
 //! - [`redis`]: a core-local Redis client (RESP2 over monoio): pipelined
 //!   [`redis::CommandConnection`]s and [`redis::Subscriber`]s that reconnect with backoff.
+//! - [`upstream`]: hub methods answered by HTTP backends and connect/disconnect events
+//!   forwarded to them, through a per-shard HTTP/1.1 client with keep-alive
+//!   ([`upstream::client`]).
 //! - [`sys`]: the one module allowed `unsafe`.
 
 pub mod auth;
@@ -74,6 +78,7 @@ pub mod shard;
 pub mod stats;
 pub mod sys;
 pub mod transport;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,7 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
             Vec::new()
         },
         redis_name: None,
+        events_url: None,
     }
 }
 

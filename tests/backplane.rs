@@ -40,6 +40,7 @@ fn chat_hub() -> HubConfig {
         protocols: vec!["json".into(), "messagepack".into()],
         join_on_connect: Vec::new(),
         redis_name: Some(CHAT.into()),
+        events_url: None,
     }
 }
 

@@ -38,6 +38,7 @@ on_both_drivers! {
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
                 redis_name: None,
+                events_url: None,
             });
             c.hubs.push(ringhub::config::HubConfig {
                 name: "tasks".into(),
@@ -52,6 +53,7 @@ on_both_drivers! {
                 protocols: vec!["json".into(), "messagepack".into()],
                 join_on_connect: Vec::new(),
                 redis_name: None,
+                events_url: None,
             });
             for only in ["json", "messagepack"] {
                 c.hubs.push(ringhub::config::HubConfig {
@@ -63,6 +65,7 @@ on_both_drivers! {
                     protocols: vec![only.into()],
                     join_on_connect: Vec::new(),
                     redis_name: None,
+                    events_url: None,
                 });
             }
         });

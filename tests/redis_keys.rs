@@ -62,6 +62,7 @@ fn server(driver: DriverKind, url: &str) -> TestServer {
             protocols: vec!["json".into()],
             join_on_connect: Vec::new(),
             redis_name: None,
+            events_url: None,
         });
     })
 }

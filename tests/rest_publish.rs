@@ -38,6 +38,7 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
         protocols: vec!["json".into(), "messagepack".into()],
         join_on_connect: Vec::new(),
         redis_name: None,
+        events_url: None,
     }
 }
 

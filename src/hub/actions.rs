@@ -1,9 +1,12 @@
 //! The built-in actions hub methods are bound to: argument binding with ASP.NET's error texts,
 //! and what each action answers.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use super::{Action, Method, Param};
+use crate::protocol::http_client::HttpUrl;
 use crate::protocol::signalr::{CompletionOutcome, HubMessage, Invocation, Payload, Value};
 
 /// Why arguments could not be bound to a method (ASP.NET: an `InvalidDataException`, whose text
@@ -95,6 +98,13 @@ pub enum Outcome {
     /// The method completes with what the shard answers to this question (see
     /// [`Effect::Query`]).
     Query(Query),
+    /// The method is answered by a backend (see [`Effect::Upstream`]).
+    Upstream {
+        /// Where the invocation is POSTed.
+        url: Arc<HttpUrl>,
+        /// The invocation's arguments.
+        arguments: Vec<Payload>,
+    },
     /// The method invokes a client method on the caller and completes with the client's result.
     AskCaller {
         /// The client method.
@@ -159,6 +169,9 @@ pub enum Effect {
         /// The StreamInvocation's id (the items carry it).
         invocation_id: String,
     },
+    /// POST an invocation to a backend and complete it with the answer, later
+    /// ([`crate::upstream::invoke`]).
+    Upstream(UpstreamCall),
     /// Send a message to other connections (the caller included when it is a recipient).
     Publish {
         /// The recipients.
@@ -166,6 +179,19 @@ pub enum Effect {
         /// The message (an invocation without id).
         message: HubMessage,
     },
+}
+
+/// An invocation to hand to a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamCall {
+    /// The invocation to complete (`None`: sent without id, nothing to answer).
+    pub invocation_id: Option<String>,
+    /// The hub method, as declared.
+    pub method: String,
+    /// Where it is POSTed.
+    pub url: Arc<HttpUrl>,
+    /// Its arguments.
+    pub arguments: Vec<Payload>,
 }
 
 /// What an action can see of its caller.
@@ -213,10 +239,15 @@ fn check_arity(params: &[Param], invocation: &Invocation) -> Result<(), BindErro
             expected,
         });
     }
-    if invocation.stream_ids.len() != expected_streams {
+    check_streams(expected_streams, invocation)
+}
+
+/// Fails unless the invocation carries `expected` client-to-server streams.
+fn check_streams(expected: usize, invocation: &Invocation) -> Result<(), BindError> {
+    if invocation.stream_ids.len() != expected {
         return Err(BindError::Streams {
             given: invocation.stream_ids.len(),
-            expected: expected_streams,
+            expected,
         });
     }
     Ok(())
@@ -234,8 +265,13 @@ pub fn invoke_method(
     caller: &mut Caller<'_>,
 ) -> Result<Outcome, BindError> {
     let template = method.group_template.as_deref();
-    // ASP.NET binds arguments before the hub method runs its own checks.
-    check_arity(super::method_params(method.action, template), &invocation)?;
+    // ASP.NET binds arguments before the hub method runs its own checks. An upstream method
+    // takes any arguments (the backend binds them), but no streams.
+    if method.action == Action::Upstream {
+        check_streams(0, &invocation)?;
+    } else {
+        check_arity(super::method_params(method.action, template), &invocation)?;
+    }
     if method.admin && !caller.admin {
         return Ok(hub_exception(
             &method.name,
@@ -258,6 +294,12 @@ pub fn invoke_method(
                 return Ok(hub_exception(&method.name, &message));
             }
         }
+    }
+    if let (Action::Upstream, Some(url)) = (method.action, &method.upstream) {
+        return Ok(Outcome::Upstream {
+            url: Arc::clone(url),
+            arguments: invocation.arguments,
+        });
     }
     let outcome = invoke(method.action, &method.name, template, invocation, caller)?;
     if let (Some(reply), Some(arguments)) = (&method.reply, reply_arguments)
@@ -644,6 +686,8 @@ pub fn invoke(
             Outcome::Query(Query::KeyState)
         }
         Action::Health => Outcome::Query(Query::Health),
+        // Bound with its URL in `invoke_method`; an action alone has no backend.
+        Action::Upstream => hub_exception(method_name, "This method has no upstream URL."),
         Action::SendToAll => {
             let message = args.next().ok_or(BindError::Type)?;
             caller.effects.push(Effect::Publish {
@@ -939,6 +983,7 @@ mod tests {
             allowed: Vec::new(),
             reply: None,
             admin: false,
+            upstream: None,
         }
     }
 
@@ -1138,5 +1183,33 @@ mod tests {
             let error = parse_template(bad).unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn an_upstream_method_takes_any_arguments_and_defers_to_its_backend() {
+        let url = Arc::new(HttpUrl::parse("http://127.0.0.1:9/ask").unwrap());
+        let upstream = Method {
+            upstream: Some(Arc::clone(&url)),
+            ..method(Action::Upstream, None)
+        };
+        for arguments in [vec![], vec![Payload::string("a"), Payload::string("b")]] {
+            let (outcome, outgoing, effects) = run(&upstream, arguments.clone(), false);
+            assert_eq!(
+                outcome,
+                Ok(Outcome::Upstream {
+                    url: Arc::clone(&url),
+                    arguments
+                })
+            );
+            assert!(outgoing.is_empty() && effects.is_empty());
+        }
+        let admin_only = Method {
+            admin: true,
+            ..upstream.clone()
+        };
+        assert_eq!(
+            run(&admin_only, vec![], false).0,
+            error("Unauthorized: Admin privileges required")
+        );
     }
 }

@@ -82,6 +82,7 @@ impl HubEndpoint<'_> {
                 Ok(prepared) => publish(ctx, hub, target, prepared),
                 Err(error) => warn!(%error, "a message to publish could not be encoded"),
             },
+            Effect::Upstream(call) => crate::upstream::invoke(ctx, Rc::clone(&self.slot), call),
             Effect::SetKeyState { event, state } => {
                 let key_id = self.slot.session.borrow().key_id();
                 if let Some(key_id) = key_id {
@@ -114,7 +115,7 @@ impl HubEndpoint<'_> {
                         if !slot.is_removed() {
                             slot.session
                                 .borrow_mut()
-                                .answer_later(invocation_id, CompletionOutcome::Void);
+                                .complete_later(invocation_id, CompletionOutcome::Void);
                             slot.wake();
                         }
                     });
@@ -318,6 +319,7 @@ pub fn join_user(ctx: &ShardContext, slot: &SessionSlot, user: String) {
 /// Forgets a session for good: out of every group (O(its groups)), out of the user table and
 /// out of the session table.
 pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
+    crate::upstream::post_event(ctx, slot, "disconnected");
     if let Some(hub) = ctx.stats.hub_index(&slot.hub.name) {
         ctx.stats
             .shard(usize::from(ctx.id.0))

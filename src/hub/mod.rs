@@ -18,8 +18,10 @@ pub mod streams;
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::config::{Config, HubAuth, MethodConfig};
+use crate::protocol::http_client::HttpUrl;
 use crate::protocol::signalr::HubProtocol;
 
 /// What a hub method does: one of the built-in behaviours.
@@ -75,6 +77,9 @@ pub enum Action {
     /// (`stream-key:response-{0}`; [`streams`]), until they complete or fail it or the client
     /// cancels.
     StreamKey,
+    /// POSTs the invocation to the method's `url` and completes with the backend's answer
+    /// ([`crate::upstream`]); takes any arguments.
+    Upstream,
 }
 
 /// How a method answers.
@@ -101,7 +106,7 @@ pub enum Param {
 
 impl Action {
     /// Every action, with the name configuration uses for it.
-    pub const NAMES: [(&'static str, Self); 20] = [
+    pub const NAMES: [(&'static str, Self); 21] = [
         ("echo", Self::Echo),
         ("caller-connection-id", Self::CallerConnectionId),
         ("send-message-to-caller", Self::SendMessageToCaller),
@@ -122,6 +127,7 @@ impl Action {
         ("health", Self::Health),
         ("reply-event", Self::ReplyEvent),
         ("stream-key", Self::StreamKey),
+        ("upstream", Self::Upstream),
     ];
 
     /// The action configured as `name`.
@@ -140,7 +146,8 @@ impl Action {
             | Self::NeverEnding
             | Self::JoinKeyGroup
             | Self::GetKeyState
-            | Self::Health => &[],
+            | Self::Health
+            | Self::Upstream => &[],
             Self::SubscribeContent => &[Param::Str, Param::Str],
             Self::SendMessageToCaller
             | Self::Throw
@@ -212,6 +219,8 @@ pub struct Method {
     pub reply: Option<String>,
     /// Only admin principals may call it.
     pub admin: bool,
+    /// For [`Action::Upstream`]: where the invocation is POSTed.
+    pub upstream: Option<Arc<HttpUrl>>,
 }
 
 /// A hub: a path and its methods.
@@ -231,6 +240,8 @@ pub struct HubDefinition {
     pub join_on_connect: Vec<String>,
     /// Its name on the Redis backplane (channel names start with it).
     pub redis_name: String,
+    /// Where connect and disconnect events are POSTed ([`crate::upstream::post_event`]).
+    pub events_url: Option<Arc<HttpUrl>>,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -283,6 +294,7 @@ impl HubDefinition {
             auth: HubAuth::Anonymous,
             join_on_connect: Vec::new(),
             redis_name: name.to_owned(),
+            events_url: None,
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -295,6 +307,7 @@ impl HubDefinition {
                             allowed: Vec::new(),
                             reply: None,
                             admin: false,
+                            upstream: None,
                         },
                     )
                 })
@@ -399,6 +412,16 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
         if let Some(redis_name) = &hub.redis_name {
             definition.redis_name = redis_name.clone();
         }
+        definition.events_url = match &hub.events_url {
+            None => None,
+            Some(url) => Some(Arc::new(HttpUrl::parse(url).map_err(|e| {
+                HubConfigError::InvalidMethod {
+                    hub: hub.name.clone(),
+                    method: "(events_url)".to_owned(),
+                    reason: e.to_string(),
+                }
+            })?)),
+        };
         definition.protocols = hub
             .protocols
             .iter()
@@ -469,7 +492,10 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
     }
     if spec.reply.is_some()
         && (action.reply() == Reply::Stream
-            || matches!(action, Action::InvokeCaller | Action::ConcatUpload))
+            || matches!(
+                action,
+                Action::InvokeCaller | Action::ConcatUpload | Action::Upstream
+            ))
     {
         return Err(invalid(format!(
             "reply needs an action that completes at once; '{}' does not",
@@ -483,6 +509,25 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
                 .to_owned(),
         ));
     }
+    let upstream = match (action, &spec.url) {
+        (Action::Upstream, Some(url)) => Some(Arc::new(
+            HttpUrl::parse(url).map_err(|e| invalid(format!("url \"{url}\": {e}")))?,
+        )),
+        (Action::Upstream, None) => {
+            return Err(invalid(
+                "upstream needs the backend: write the method as a table with \
+                 url = \"http://host:port/path\""
+                    .to_owned(),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(invalid(format!(
+                "url is for action = \"upstream\" only, not '{}'",
+                spec.action
+            )));
+        }
+        (_, None) => None,
+    };
     Ok(Method {
         name: name.to_owned(),
         action,
@@ -490,6 +535,7 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
         allowed: spec.allowed.clone(),
         reply: spec.reply.clone(),
         admin: spec.admin,
+        upstream,
     })
 }
 
@@ -682,6 +728,7 @@ mod tests {
                 allowed: vec!["usage".into(), "cost".into()],
                 reply: Some("SubscribedToAnalytics".into()),
                 admin: true,
+                upstream: None,
             })
         );
         let leave = hub.method("UnsubscribeFromTask").unwrap();
@@ -729,6 +776,18 @@ mod tests {
             (
                 "methods.M = { action = \"shout\" }\n",
                 "hubs.h.methods.M: unknown action 'shout'",
+            ),
+            (
+                "methods = { M = \"upstream\" }\n",
+                "upstream needs the backend",
+            ),
+            (
+                "methods.M = { action = \"echo\", url = \"http://b/\" }\n",
+                "url is for action = \"upstream\" only",
+            ),
+            (
+                "methods.M = { action = \"upstream\", url = \"http://b/\", reply = \"R\" }\n",
+                "reply needs an action that completes at once",
             ),
         ] {
             let error = only_hub(methods).unwrap_err().to_string();
@@ -801,6 +860,28 @@ mod tests {
         assert_eq!(
             chat.method("subscribe").map(|m| m.reply.as_deref()),
             Some(Some("Subscribed"))
+        );
+    }
+
+    #[test]
+    fn an_upstream_method_carries_its_parsed_url_and_a_hub_its_events_url() {
+        let hub = only_hub(
+            "events_url = \"http://127.0.0.1:9000/events\"\n\
+             [hubs.h.methods.Ask]\naction = \"upstream\"\nurl = \"http://127.0.0.1:9000/ask\"\n",
+        )
+        .unwrap();
+        let ask = hub.method("ask").unwrap();
+        assert_eq!(
+            (
+                ask.action,
+                ask.upstream.as_ref().map(|u| u.to_string()),
+                hub.events_url.as_ref().map(|u| u.to_string())
+            ),
+            (
+                Action::Upstream,
+                Some("http://127.0.0.1:9000/ask".to_owned()),
+                Some("http://127.0.0.1:9000/events".to_owned())
+            )
         );
     }
 }

@@ -27,6 +27,7 @@ fn hub(
         protocols: vec!["json".to_owned(), "messagepack".to_owned()],
         join_on_connect: join.iter().map(|g| (*g).to_owned()).collect(),
         redis_name: None,
+        events_url: None,
     }
 }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use quanta::Instant;
 
-use super::actions::{self, BindError, Caller, Concat, Effect, Outcome, Query, StreamSource};
+use super::actions::{
+    self, BindError, Caller, Concat, Effect, Outcome, Query, StreamSource, UpstreamCall,
+};
 use super::broadcast::PreparedMessage;
 use super::conflation::{Conflator, TagKind};
 use super::{HubDefinition, Reply};
@@ -156,8 +158,6 @@ pub struct Session {
     overflowed: bool,
     /// Group joins complete only once the backplane has subscribed (Redis).
     await_subscriptions: bool,
-    /// A waiting invocation run after a late answer asked to close the connection.
-    pending_close: Option<AppClose>,
     /// Progress events waiting for their turn (allocated on the first one).
     conflator: Option<Box<Conflator>>,
     /// Invocation tokens available (token bucket) and when they were last refilled.
@@ -227,7 +227,6 @@ impl Session {
             mailbox_bytes: 0,
             overflowed: false,
             await_subscriptions: false,
-            pending_close: None,
             conflator: None,
             tokens: f64::from(burst),
             refilled: now,
@@ -273,15 +272,14 @@ impl Session {
         self.await_subscriptions = wait;
     }
 
-    /// Completes an invocation outside any hook (an asynchronous answer): the Completion is
-    /// written at the connection's next wake, which the caller raises.
-    pub fn answer_later(&mut self, invocation_id: Option<String>, outcome: CompletionOutcome) {
+    /// Completes an invocation that ran outside any hook (an upstream call) and frees its
+    /// slot. The Completion is written, and invocations waiting for the slot run, at the
+    /// connection's next wake ([`WebSocketApp::on_wake`]) or, for a session parked for
+    /// stateful reconnect, when its connection resumes.
+    pub fn complete_later(&mut self, invocation_id: Option<String>, outcome: CompletionOutcome) {
         self.running = self.running.saturating_sub(1);
         if let Some(id) = invocation_id {
             self.outgoing.push(completion(id, outcome));
-        }
-        if let Err(close) = self.run_waiting() {
-            self.pending_close = Some(close);
         }
     }
 
@@ -707,6 +705,16 @@ impl Session {
                     query,
                 });
             }
+            Ok(Outcome::Upstream { url, arguments }) => {
+                // Running until the backend answers ([`Self::complete_later`]).
+                self.running += 1;
+                self.effects.push(Effect::Upstream(UpstreamCall {
+                    invocation_id: id,
+                    method: method.name.clone(),
+                    url,
+                    arguments,
+                }));
+            }
             Ok(Outcome::AwaitUpload { stream_id }) => {
                 self.running += 1;
                 self.uploads.push(Upload {
@@ -932,6 +940,8 @@ impl WebSocketApp for Session {
         };
         if !std::mem::take(&mut self.stateful.resume_pending) {
             self.drain_mailbox(outbox);
+            // Completions that arrived while the socket was away (upstream calls).
+            self.flush(outbox);
             return;
         }
         // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked message.
@@ -947,6 +957,8 @@ impl WebSocketApp for Session {
         outbox.push_frame_parts(frame_type(protocol), parts);
         // What was delivered while the socket was away follows, in order.
         self.drain_mailbox(outbox);
+        // Completions that arrived while the socket was away (upstream calls).
+        self.flush(outbox);
     }
 
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
@@ -989,12 +1001,10 @@ impl WebSocketApp for Session {
             return Err(close);
         }
         self.drain_mailbox(outbox);
-        // Late answers (see `answer_later`) go out now.
+        // Completions that arrived outside a hook, and what waited for their slots.
+        let result = self.run_waiting();
         self.flush(outbox);
-        match self.pending_close.take() {
-            Some(close) => Err(close),
-            None => Ok(()),
-        }
+        result
     }
 
     fn on_shutdown(&mut self, outbox: &mut Outbox) {

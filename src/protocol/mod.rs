@@ -3,6 +3,7 @@
 
 pub mod backplane;
 pub mod http;
+pub mod http_client;
 pub mod query;
 pub mod signalr;
 pub mod websocket;

@@ -138,6 +138,8 @@ pub struct ShardContext {
     pub message_rate: std::cell::Cell<RateSample>,
     /// Stream keys: their subscribers here and recent chunks ([`crate::hub::streams`]).
     pub streams: streams::StreamTable,
+    /// The HTTP client of upstream methods and hub events, with its connection pool.
+    pub upstream: Rc<crate::upstream::UpstreamClient>,
 }
 
 /// What the process hands every shard: read-only or lock-free things shared by all of them.
@@ -178,6 +180,7 @@ impl ShardContext {
             streams: streams::StreamTable::new(streams::BacklogLimits::from_config(
                 &config.signalr,
             )),
+            upstream: Rc::new(crate::upstream::UpstreamClient::new(&config.upstream)),
             key_states: key_states::KeyStates::default(),
             message_rate: std::cell::Cell::new(RateSample::new(
                 totals.messages_in.wrapping_add(totals.deliveries),

@@ -18,6 +18,7 @@ use crate::hub::HubDefinition;
 use crate::hub::broadcast::PreparedMessage;
 use crate::hub::quota::QuotaPermit;
 use crate::hub::session::Session;
+use crate::protocol::signalr::CompletionOutcome;
 
 /// A session's address on its shard: a reusable slot plus a serial that tells generations apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +73,20 @@ impl SessionSlot {
             connection.signal.raise(Signal::Outbound);
         }
         dropped
+    }
+
+    /// Completes an invocation that finished outside the connection's hooks (an upstream
+    /// call) and wakes the connection to write it. A removed session is not answered.
+    pub fn complete(&self, invocation_id: Option<String>, outcome: CompletionOutcome) {
+        if self.removed.get() {
+            return;
+        }
+        self.session
+            .borrow_mut()
+            .complete_later(invocation_id, outcome);
+        if let Some(connection) = self.attached.borrow().as_ref() {
+            connection.signal.raise(Signal::Outbound);
+        }
     }
 
     /// Keeps the session's place in the connection quotas until it is removed.

@@ -540,6 +540,7 @@ async fn run_hub(
             for group in &upgrade.hub.join_on_connect {
                 let _ = join_group(ctx, &slot, group.clone());
             }
+            crate::upstream::post_event(ctx, &slot, "connected");
             slot
         }
         SessionStart::Resume(key) => match ctx.sessions.get(key) {
