@@ -19,7 +19,7 @@
 //! answers 404.
 //!
 //! A send's message is encoded once per protocol ([`PreparedMessage`](crate::hub::broadcast::PreparedMessage)) and handed to
-//! [`publish_in_order`], which routes it through its target's owner shard to every shard, in order; the other operations
+//! [`publish_in_order`], which routes it through the hub's owner shard to every shard, in the order posted; the other operations
 //! run on every shard through [`manage`].
 
 pub mod request;

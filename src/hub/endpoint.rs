@@ -22,7 +22,6 @@ use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
 use super::conflation;
 use crate::backplane::SubscriptionPending;
-use crate::hub::identity::home_shard;
 use crate::protocol::backplane::{GroupAction, GroupCommand, KeyStateMessage};
 use crate::protocol::signalr::{
     Close, CompletionOutcome, HubMessage, HubProtocolError, Payload, Value,
@@ -400,10 +399,11 @@ pub fn fan_out(ctx: &ShardContext, envelope: &Arc<Envelope>) {
 }
 
 /// [`publish_excluding`] for a publisher outside any connection (the REST API), whose
-/// consecutive requests may land on different shards: every message to one target goes
-/// through one shard's inbox (the target's **owner**: a connection's home shard, else a hash
-/// of hub and target), which fans it out. Inboxes are FIFO, so a publisher that waits for
-/// each answer before sending the next is delivered in its order everywhere.
+/// consecutive requests may land on different shards: every message to one hub goes through
+/// one shard's inbox (the hub's **owner**, a hash of its name), which fans it out (or, with
+/// Redis, PUBLISHes it on its one connection). Inboxes are FIFO, so a publisher that waits for
+/// each answer before sending the next is delivered in its order everywhere, whatever the
+/// targets (a send to a key's group, then to everyone, arrive in that order).
 pub fn publish_in_order(
     ctx: &ShardContext,
     hub: &str,
@@ -412,16 +412,10 @@ pub fn publish_in_order(
     message: Arc<PreparedMessage>,
 ) {
     let shards = ctx.peers.shards();
-    let owner = match &target {
-        Target::Connection(id) => home_shard(id, shards),
-        _ => None,
-    }
-    .unwrap_or_else(|| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (hub, &target).hash(&mut hasher);
-        // invariant: the remainder is below the shard count, which fits a u16.
-        ShardId(u16::try_from(hasher.finish() % shards.max(1) as u64).unwrap_or(0))
-    });
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ("publish", hub).hash(&mut hasher);
+    // invariant: the remainder is below the shard count, which fits a u16.
+    let owner = ShardId(u16::try_from(hasher.finish() % shards.max(1) as u64).unwrap_or(0));
     let envelope = Arc::new(Envelope {
         hub: hub.to_owned(),
         target,
