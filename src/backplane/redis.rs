@@ -30,7 +30,7 @@ use crate::hub::actions::Target;
 use crate::hub::broadcast::PreparedMessage;
 use crate::protocol::backplane::{
     Ack, BackplaneInvocation, Channel, Channels, GroupAction, GroupCommand, KeyStateMessage,
-    Serialization, ServerName,
+    Serialization, ServerName, StreamChunkMessage,
 };
 use crate::protocol::signalr::HubProtocol;
 use crate::redis::{ClientOptions, CommandConnection, RedisUrl, Subscriber, SubscriberEvent};
@@ -62,6 +62,13 @@ pub enum Incoming {
         hub: String,
         /// The update.
         update: KeyStateMessage,
+    },
+    /// A streamed-response chunk (from any instance): deliver to this shard's subscribers.
+    Stream {
+        /// ringhub's hub name.
+        hub: String,
+        /// The chunk.
+        chunk: StreamChunkMessage,
     },
     /// A group command for a connection that may be ours; answer with an ack if it is.
     GroupCommand {
@@ -145,6 +152,7 @@ impl RedisBackplane {
             channels.push(Bytes::from(hub.channels.groups()));
             channels.push(Bytes::from(hub.channels.ack(self.server.as_str())));
             channels.push(Bytes::from(hub.channels.key_state()));
+            channels.push(Bytes::from(hub.channels.stream()));
         }
         let options = ClientOptions::default();
         let subscriber = Subscriber::open(self.url.clone(), options.clone(), channels, move |e| {
@@ -287,6 +295,17 @@ impl RedisBackplane {
         self.publish_raw(&channels.key_state(), payload.freeze())
     }
 
+    /// PUBLISHes a streamed-response chunk to every instance (this one included, in the order
+    /// published); `false` when dropped.
+    pub fn publish_stream(&self, hub: &str, chunk: &StreamChunkMessage) -> bool {
+        let Some(channels) = self.channels_of(hub) else {
+            return false;
+        };
+        let mut payload = BytesMut::new();
+        chunk.encode(&mut payload);
+        self.publish_raw(&channels.stream(), payload.freeze())
+    }
+
     /// Acknowledges a group command this shard carried out.
     pub fn ack(&self, hub: &str, command: &GroupCommand) {
         if let Some(channels) = self.channels_of(hub) {
@@ -347,6 +366,18 @@ impl RedisBackplane {
                     }),
                     Err(error) => {
                         warn!(%error, "an undecodable key state on the backplane was ignored");
+                        None
+                    }
+                };
+            }
+            Channel::Stream => {
+                return match StreamChunkMessage::decode(payload) {
+                    Ok(chunk) => Some(Incoming::Stream {
+                        hub: hub.hub.clone(),
+                        chunk,
+                    }),
+                    Err(error) => {
+                        warn!(%error, "an undecodable stream chunk on the backplane was ignored");
                         None
                     }
                 };

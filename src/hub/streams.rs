@@ -25,6 +25,7 @@ use quanta::Instant;
 use tracing::warn;
 
 use super::broadcast::PreparedMessage;
+use crate::protocol::backplane::StreamChunkMessage;
 use crate::protocol::signalr::{
     Completion, CompletionOutcome, HubMessage, HubProtocolError, Payload, StreamItem, Value, json,
     msgpack,
@@ -52,6 +53,11 @@ impl EncodedItem {
             json: json.freeze(),
             msgpack: msgpack.freeze(),
         }
+    }
+
+    /// Its JSON text.
+    pub fn json(&self) -> &Bytes {
+        &self.json
     }
 
     /// Its JSON size (what backlog caps count).
@@ -130,11 +136,53 @@ pub fn publish_in_order(ctx: &ShardContext, chunk: StreamChunk) {
     }
 }
 
-/// Delivers a chunk on this shard and hands it to every other shard.
+/// Delivers a chunk on this shard and hands it to every other shard; with the Redis backplane,
+/// PUBLISHes it instead, and every shard of every instance (this one included) delivers what
+/// it receives, in the order published.
 pub fn fan_out(ctx: &ShardContext, chunk: &Arc<StreamChunk>) {
+    if let Some(redis) = ctx.backplane.redis() {
+        let (kind, data) = match &chunk.event {
+            StreamEvent::Item(item) => (0, item.json().clone()),
+            StreamEvent::Complete => (1, Bytes::new()),
+            StreamEvent::Error(text) => (2, Bytes::copy_from_slice(text.as_bytes())),
+        };
+        let message = StreamChunkMessage {
+            key: chunk.key.clone(),
+            kind,
+            data,
+        };
+        if !redis.publish_stream(&chunk.hub, &message) {
+            crate::backplane::redis::count_drop(ctx.stats.shard(usize::from(ctx.id.0)));
+        }
+        return;
+    }
     deliver_local(ctx, chunk);
     ctx.peers
         .send_to_others(ctx.id, || ShardMessage::StreamChunk(Arc::clone(chunk)));
+}
+
+/// A chunk received from the Redis backplane: delivered here like a local one.
+pub fn from_backplane(ctx: &ShardContext, hub: &str, message: StreamChunkMessage) {
+    let event = match message.kind {
+        0 => match Payload::Json(message.data).to_value() {
+            Ok(value) => StreamEvent::Item(EncodedItem::new(&value)),
+            Err(_) => {
+                warn!(
+                    hub,
+                    "a stream item on the backplane that is not JSON was ignored"
+                );
+                return;
+            }
+        },
+        1 => StreamEvent::Complete,
+        _ => StreamEvent::Error(String::from_utf8_lossy(&message.data).into_owned()),
+    };
+    let chunk = Arc::new(StreamChunk {
+        hub: hub.to_owned(),
+        key: message.key,
+        event,
+    });
+    deliver_local(ctx, &chunk);
 }
 
 /// Keeps a chunk in this shard's backlog and sends it to the key's subscribers here.

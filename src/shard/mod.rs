@@ -336,6 +336,9 @@ async fn run_backplane(
                     Some(Incoming::Deliver(envelope)) => {
                         crate::hub::endpoint::deliver_local(&ctx, &envelope);
                     }
+                    Some(Incoming::Stream { hub, chunk }) => {
+                        crate::hub::streams::from_backplane(&ctx, &hub, chunk);
+                    }
                     Some(Incoming::KeyState { hub, update }) => {
                         crate::hub::endpoint::key_state_from_backplane(&ctx, &hub, update);
                     }

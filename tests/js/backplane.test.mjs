@@ -160,3 +160,27 @@ test("NavigationState follows a key across instances: updates, the state on conn
   assert.deepEqual(await initial, expected);
   await Promise.all([a.stop(), c.stop(), late.stop()]);
 });
+
+test("a streamed response posted through one instance reaches its subscribers on the others, in order", async () => {
+  const [b, c] = [build(B, "/hubs/content-generation"), build(C, "/hubs/content-generation", "messagepack")];
+  await Promise.all([b.start(), c.start()]);
+  const collect = (x) =>
+    new Promise((resolve, reject) => {
+      const items = [];
+      x.stream("StreamResponse", "req-backplane").subscribe({
+        next: (item) => items.push(item),
+        complete: () => resolve(items),
+        error: reject,
+      });
+    });
+  const streams = [collect(b), collect(c)];
+  await sleep(100);
+  for (let i = 0; i < 30; i++) {
+    assert.equal(await rest(A, "POST", "content-generation/streams/response-req-backplane/:item", { item: { delta: i } }), 202);
+  }
+  assert.equal(await rest(A, "POST", "content-generation/streams/response-req-backplane/:complete"), 202);
+  for (const items of await Promise.all(streams)) {
+    assert.deepEqual(items.map((x) => x.delta), Array.from({ length: 30 }, (_, i) => i));
+  }
+  await Promise.all([b.stop(), c.stop()]);
+});

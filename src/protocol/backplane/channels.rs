@@ -33,6 +33,8 @@ pub enum Channel<'a> {
     User(&'a str),
     /// `:ringhub:keystate`: ringhub's per-key state updates.
     KeyState,
+    /// `:ringhub:stream`: ringhub's streamed-response chunks.
+    Stream,
     /// `:internal:groups`: group add/remove commands for whichever server owns the connection.
     Groups,
     /// `:internal:ack:{server}`: acks of the group commands `server` sent.
@@ -82,6 +84,11 @@ impl Channels {
     /// `{base}:internal:groups`.
     pub fn groups(&self) -> String {
         self.named(":internal:groups", "")
+    }
+
+    /// `{base}:ringhub:stream`: ringhub's streamed-response chunks (not an ASP.NET channel).
+    pub fn stream(&self) -> String {
+        self.named(":ringhub:stream", "")
     }
 
     /// `{base}:ringhub:keystate`: ringhub's per-key state updates (not an ASP.NET channel).
@@ -139,6 +146,7 @@ impl Channels {
                 ":all" => Channel::All,
                 ":internal:groups" => Channel::Groups,
                 ":ringhub:keystate" => Channel::KeyState,
+                ":ringhub:stream" => Channel::Stream,
                 _ => Channel::Unknown,
             }
         }

@@ -366,6 +366,48 @@ impl KeyStateMessage {
     }
 }
 
+/// ringhub's own message on `{prefix}{hub}:ringhub:stream`: one chunk a backend posted to a
+/// stream key (streamed responses). `[key: str, kind: int (0 item, 1 complete, 2 error),
+/// data: bin (the item as JSON, or the error text)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunkMessage {
+    /// The stream key.
+    pub key: String,
+    /// 0: an item, 1: the end, 2: a failure.
+    pub kind: u8,
+    /// The item's JSON text, or the error text (empty for the end).
+    pub data: Bytes,
+}
+
+impl StreamChunkMessage {
+    /// Appends the payload.
+    pub fn encode(&self, out: &mut BytesMut) {
+        put_array_len(out, 3);
+        put_str(out, &self.key);
+        put_int(out, self.kind.into());
+        put_bin(out, &self.data);
+    }
+
+    /// Decodes a payload.
+    ///
+    /// # Errors
+    /// Truncated or wrong-typed input, or an unknown kind.
+    pub fn decode(input: &Bytes) -> Result<Self, BackplaneProtocolError> {
+        let (mut reader, _) = Reader::envelope(input, "StreamChunk", 3)?;
+        let key = reader.required_str("key")?.to_owned();
+        let kind = reader.int("kind", "Byte")?;
+        let kind = u8::try_from(kind)
+            .ok()
+            .filter(|k| *k <= 2)
+            .ok_or_else(|| wrong("kind", "0, 1 or 2"))?;
+        Ok(Self {
+            key,
+            kind,
+            data: reader.bin("data")?.unwrap_or_default(),
+        })
+    }
+}
+
 /// A client's answer to a client-result invocation, sent back to the server that started it
 /// (`WriteCompletionMessage`/`ReadCompletion`). That server decodes `completion` with the named
 /// protocol, so it must be one the server has: JSON is always registered on a .NET node.
@@ -733,6 +775,21 @@ mod tests {
                 .map(|p| Serialization::new(p, receive_hi(p)))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn stream_chunk_messages_round_trip_and_reject_unknown_kinds() {
+        let message = StreamChunkMessage {
+            key: "response-42".into(),
+            kind: 0,
+            data: Bytes::from_static(br#"{"delta":"Hel"}"#),
+        };
+        let mut out = BytesMut::new();
+        message.encode(&mut out);
+        assert_eq!(StreamChunkMessage::decode(&out.freeze()).unwrap(), message);
+        let mut bad = BytesMut::new();
+        StreamChunkMessage { kind: 7, ..message }.encode(&mut bad);
+        assert!(StreamChunkMessage::decode(&bad.freeze()).is_err());
     }
 
     #[test]

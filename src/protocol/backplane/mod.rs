@@ -28,7 +28,7 @@ use super::signalr::HubProtocolError;
 pub use channels::{Channel, Channels};
 pub use message::{
     Ack, BackplaneInvocation, ClientResultRoute, GroupAction, GroupCommand, KeyStateMessage,
-    ProtocolName, ReturnedCompletion, Serialization,
+    ProtocolName, ReturnedCompletion, Serialization, StreamChunkMessage,
 };
 pub use transcode::transcode;
 
