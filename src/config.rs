@@ -1487,6 +1487,16 @@ fn string_list(value: &Value, what: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A `redis://` URL (parsed fully when the server starts).
+fn redis_url(value: &Value) -> Result<String, String> {
+    let url = non_empty_string(value)?;
+    if url.starts_with("redis://") {
+        Ok(url)
+    } else {
+        Err("expected a redis:// URL".to_owned())
+    }
+}
+
 /// An array of SHA-256 digests in hex (stored lowercase).
 fn hash_list(value: &Value) -> Result<Vec<String>, String> {
     string_list(value, "an array of SHA-256 hex strings")?
@@ -1731,14 +1741,7 @@ impl Config {
                     "redis" => Ok(KeyStoreKind::Redis),
                     _ => Err("expected \"file\" or \"redis\"".to_owned()),
                 })?,
-                redis_url: m.get("auth.redis_url", |v| {
-                    let url = non_empty_string(v)?;
-                    if url.starts_with("redis://") {
-                        Ok(url)
-                    } else {
-                        Err("expected a redis:// URL".to_owned())
-                    }
-                })?,
+                redis_url: m.get("auth.redis_url", redis_url)?,
                 cache_ttl: m.get("auth.cache_ttl", duration)?,
             },
             health: HealthConfig {
@@ -1750,14 +1753,7 @@ impl Config {
                     "redis" => Ok(BackplaneKind::Redis),
                     _ => Err("expected \"in-process\" or \"redis\"".to_owned()),
                 })?,
-                redis_url: m.get("backplane.redis_url", |v| {
-                    let url = non_empty_string(v)?;
-                    if url.starts_with("redis://") {
-                        Ok(url)
-                    } else {
-                        Err("expected a redis:// URL".to_owned())
-                    }
-                })?,
+                redis_url: m.get("backplane.redis_url", redis_url)?,
                 channel_prefix: m.get("backplane.channel_prefix", string)?,
                 publish_queue: m.get("backplane.publish_queue", positive)?.get(),
                 ack_timeout: m.get("backplane.ack_timeout", duration)?,

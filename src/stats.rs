@@ -254,30 +254,15 @@ impl RateSample {
     }
 }
 
-/// Now as an ISO-8601 UTC timestamp with milliseconds (`2026-11-28T12:00:00.000Z`), as .NET
-/// writes a `DateTime` in JSON.
+/// Now as an ISO-8601 UTC timestamp (`2026-11-28T12:00:00.0000000Z`), as .NET writes a
+/// `DateTime` in JSON.
 pub fn iso8601_now() -> String {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
+    crate::protocol::signalr::json::format_timestamp(
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        since.subsec_nanos(),
     )
 }
 
@@ -336,7 +321,7 @@ mod tests {
     #[test]
     fn timestamps_are_iso_8601_utc() {
         let now = iso8601_now();
-        assert_eq!(now.len(), 24, "{now}");
+        assert_eq!(now.len(), 28, "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
         assert!(now.starts_with("20"), "{now}");
     }

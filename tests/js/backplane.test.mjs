@@ -4,6 +4,7 @@
 // HUB_SERVER_KEY.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { eventually, record, sleep } from "./support.mjs";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 
@@ -37,26 +38,6 @@ async function rest(base, method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return response.status;
-}
-
-function record(connection, name) {
-  const got = [];
-  connection.on(name, (...args) => got.push(args.length === 1 ? args[0] : args));
-  return got;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually(check, ms = 5000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    try {
-      return check();
-    } catch (error) {
-      if (Date.now() > until) throw error;
-      await sleep(20);
-    }
-  }
 }
 
 test("a REST send to a group reaches its members on every instance, in both protocols, and nobody else", async () => {

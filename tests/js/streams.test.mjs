@@ -6,6 +6,7 @@
 //   (signalr.stream_backlog_window, short so the suite can outwait it).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { eventually, sleep } from "./support.mjs";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 
@@ -20,8 +21,6 @@ const protocols = {
   json: () => new signalR.JsonHubProtocol(),
   messagepack: () => new MessagePackHubProtocol(),
 };
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function connect(protocol, count = 1) {
   const connections = Array.from({ length: count }, () =>
@@ -66,18 +65,6 @@ function follow(connection, requestId) {
   });
   done.catch(() => {});
   return { items, done, subscription };
-}
-
-async function eventually(check, ms = 5000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    try {
-      return check();
-    } catch (error) {
-      if (Date.now() > until) throw error;
-      await sleep(20);
-    }
-  }
 }
 
 const chunk = (n) => ({ delta: `token-${n} `, index: n });

@@ -712,6 +712,15 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// `yyyy-MM-ddTHH:mm:ss.fffffffZ` for a time since the epoch, as .NET writes a UTC
+/// `DateTime` (the round-trip `"O"` format).
+pub fn format_timestamp(seconds: i64, nanos: u32) -> String {
+    let mut out = BytesMut::new();
+    write_timestamp(seconds, nanos, &mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.trim_matches('"').to_owned()
+}
+
 /// Writes `"yyyy-MM-ddTHH:mm:ss.fffffffZ"` (.NET's round-trip `"O"` format for UTC; 100 ns).
 fn write_timestamp(seconds: i64, nanos: u32, out: &mut BytesMut) {
     const NANOS: u32 = 1_000_000_000;
