@@ -177,6 +177,23 @@ impl Doorbell {
     }
 }
 
+/// Waits out a reconnect delay; woken early only to notice the owner dropped the connection.
+/// Returns `false` when it was (the connection's task then ends).
+pub(super) async fn back_off(
+    delay: std::time::Duration,
+    doorbell: &Doorbell,
+    closed: &std::cell::Cell<bool>,
+) -> bool {
+    let sleep = monoio::time::sleep(delay);
+    let mut sleep = std::pin::pin!(sleep);
+    loop {
+        monoio::select! {
+            () = &mut sleep => return true,
+            () = doorbell.wait() => if closed.get() { return false },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,13 +218,8 @@ async fn drive(shared: Rc<Shared>) {
         } else {
             debug!(redis = %shared.url, %error, ?delay, "Redis subscriber attempt failed");
         }
-        let sleep = monoio::time::sleep(delay);
-        let mut sleep = std::pin::pin!(sleep);
-        loop {
-            monoio::select! {
-                () = &mut sleep => break,
-                () = shared.doorbell.wait() => if shared.closed.get() { return },
-            }
+        if !link::back_off(delay, &shared.doorbell, &shared.closed).await {
+            return;
         }
     }
 }
