@@ -2,9 +2,9 @@
 //! port: the official client suite over three instances of two shards each; envelopes PUBLISHed
 //! byte for byte as an ASP.NET Core server with `IHubContext` would (JSON only, and JSON plus
 //! MessagePack) reaching JSON and MessagePack clients; and Redis restarted, its subscriber
-//! connections killed, and the process frozen: connections stay up, readiness follows the
-//! backplane, sends during a freeze are dropped and counted without stalling anyone, and
-//! delivery resumes.
+//! connections killed, clients paused (`CLIENT PAUSE`) and the process frozen: connections stay
+//! up, readiness follows the backplane, sends during a freeze are dropped and counted without
+//! stalling anyone, and delivery resumes.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -325,6 +325,29 @@ on_both_drivers! {
         assert_eq!(send_until_received(a.addr, &mut member, "room", "one"), Value::Str("one".into()));
         redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         assert_eq!(send_until_received(a.addr, &mut member, "room", "two"), Value::Str("two".into()));
+    }
+
+    fn client_pause_on_redis_delays_nothing_on_the_edge_and_delivery_resumes(driver) {
+        let redis = RedisServer::start();
+        let a = instance(driver, &redis, |_| {});
+        let b = instance(driver, &redis, |_| {});
+        wait_ready(a.addr, 200);
+        wait_ready(b.addr, 200);
+        let mut member = client(b.addr, HubProtocol::Json);
+        join(&mut member, HubProtocol::Json, "room");
+        assert_eq!(send_until_received(a.addr, &mut member, "room", "before"), Value::Str("before".into()));
+        let mut bystander = client(a.addr, HubProtocol::Json);
+        redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]);
+        let started = Instant::now();
+        for i in 0..20 {
+            assert_eq!(rest_send(a.addr, "groups/room/", "News", &i.to_string()), 202);
+        }
+        invoke(&mut bystander, HubProtocol::Json, "e", "Echo", vec![Value::Str("ok".into())]);
+        let (message, _) = next_message(&mut bystander, HubProtocol::Json);
+        assert!(matches!(message, HubMessage::Completion(_)), "{message:?}");
+        assert!(started.elapsed() < Duration::from_millis(1000), "the edge waited for Redis");
+        // The pause ends: what was published meanwhile arrives, and so does what follows.
+        assert_eq!(send_until_received(a.addr, &mut member, "room", "after"), Value::Str("after".into()));
     }
 
     fn a_frozen_redis_never_stalls_clients_and_its_drops_are_counted(driver) {

@@ -224,6 +224,22 @@ fn the_profile_loads_with_every_conduit_hub_path_and_its_auth() {
             .clone()
     };
     assert_eq!(joins("/hubs/admin-notifications"), ["admin"]);
+    // Redis channels match Conduit's .NET servers: prefix and hub class names (§2.3).
+    assert_eq!(config.backplane.channel_prefix, "conduit_signalr:");
+    for hub in &hubs {
+        assert!(
+            hub.redis_name.starts_with("ConduitLLM.Http.Hubs.")
+                || hub.redis_name == "ConduitLLM.Admin.Hubs.AdminNotificationHub",
+            "{}: {}",
+            hub.path,
+            hub.redis_name
+        );
+    }
+    let image = hubs
+        .iter()
+        .find(|h| h.path == "/hubs/image-generation")
+        .unwrap();
+    assert_eq!(image.redis_name, "ConduitLLM.Http.Hubs.ImageGenerationHub");
     assert_eq!(joins("/hubs/metrics"), ["metrics-subscribers"]);
     // Conduit's limits, with the keep-alive halved for default JS clients.
     assert_eq!(config.signalr.keepalive_interval, Duration::from_secs(15));
