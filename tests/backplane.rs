@@ -291,6 +291,65 @@ on_both_drivers! {
         assert!(matches!(message, HubMessage::Completion(_)), "{message:?}");
     }
 
+    fn a_client_result_asked_by_another_server_goes_back_on_its_return_channel(driver) {
+        let redis = RedisServer::start();
+        let server = instance(driver, &redis, |_| {});
+        wait_ready(server.addr, 200);
+        // A negotiated connection, so the test knows its connection id.
+        let negotiated = http(
+            server.addr,
+            b"POST /hubs/chat/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        );
+        let body: serde_json::Value = serde_json::from_slice(&negotiated.body).unwrap();
+        let id = body["connectionId"].as_str().unwrap().to_owned();
+        let token = body["connectionToken"].as_str().unwrap().to_owned();
+        let mut ws = WsClient::connect(server.addr, &format!("/hubs/chat?id={token}"));
+        ws.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}");
+        assert_eq!(ws.read_frame().payload, b"{}\x1e");
+        // As a .NET server's InvokeConnectionAsync: a 4-item invocation on the connection's
+        // channel, whose return address leaves out the app prefix (signalr-protocol.md §7.3).
+        let server_name = "dotnet_0123456789abcdef0123456789abcdef";
+        let mut returns = redis.subscribe(&format!("{PREFIX}{CHAT}:internal:return:{server_name}"));
+        let json = b"{\"type\":1,\"invocationId\":\"inv-1\",\"target\":\"GetMessage\",\"arguments\":[]}\x1e";
+        let return_address = format!("{CHAT}:internal:return:{server_name}");
+        let mut payload = vec![0x94, 0x90, 0x81, 0xa4];
+        payload.extend_from_slice(b"json");
+        payload.extend_from_slice(&[0xc4, u8::try_from(json.len()).unwrap()]);
+        payload.extend_from_slice(json);
+        payload.extend_from_slice(&[0xa5]);
+        payload.extend_from_slice(b"inv-1");
+        payload.extend_from_slice(&[0xd9, u8::try_from(return_address.len()).unwrap()]);
+        payload.extend_from_slice(return_address.as_bytes());
+        let channel = format!("{PREFIX}{CHAT}:connection:{id}");
+        assert_eq!(redis.publish_bytes(&channel, &payload), 1);
+        let (message, _) = next_message(&mut ws, HubProtocol::Json);
+        match message {
+            HubMessage::Invocation(invocation) => {
+                assert_eq!((invocation.invocation_id.as_deref(), invocation.target.as_str()), (Some("inv-1"), "GetMessage"));
+            }
+            other => panic!("expected the invocation, got {other:?}"),
+        }
+        // The client answers; the answer goes back to the asking server, in JSON.
+        ws.send_text("{\"type\":3,\"invocationId\":\"inv-1\",\"result\":\"from the client\"}\u{1e}");
+        let returned = returns.next(Duration::from_secs(5)).expect("a returned completion");
+        let returned = ringhub::protocol::backplane::ReturnedCompletion::decode(&Bytes::from(returned)).unwrap();
+        assert_eq!(returned.protocol.as_str(), "json");
+        assert_eq!(
+            &returned.completion[..],
+            b"{\"type\":3,\"invocationId\":\"inv-1\",\"result\":\"from the client\"}\x1e"
+        );
+        // A second request the client leaves unanswered is answered for it when it goes away.
+        assert_eq!(redis.publish_bytes(&channel, &payload), 1);
+        let (message, _) = next_message(&mut ws, HubProtocol::Json);
+        assert!(matches!(message, HubMessage::Invocation(_)), "{message:?}");
+        drop(ws);
+        let returned = returns.next(Duration::from_secs(10)).expect("an error completion");
+        let returned = ringhub::protocol::backplane::ReturnedCompletion::decode(&Bytes::from(returned)).unwrap();
+        let text = String::from_utf8_lossy(&returned.completion).into_owned();
+        assert!(text.contains("Connection disconnected."), "{text}");
+    }
+
     fn a_redis_restart_leaves_connections_up_and_delivery_resumes(driver) {
         let mut redis = RedisServer::start();
         let a = instance(driver, &redis, |_| {});

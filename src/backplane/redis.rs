@@ -29,10 +29,11 @@ use crate::config::BackplaneConfig;
 use crate::hub::actions::Target;
 use crate::hub::broadcast::PreparedMessage;
 use crate::protocol::backplane::{
-    Ack, BackplaneInvocation, Channel, Channels, GroupAction, GroupCommand, KeyStateMessage,
-    Serialization, ServerName, StreamChunkMessage,
+    Ack, BackplaneInvocation, Channel, Channels, ClientResultRoute, GroupAction, GroupCommand,
+    KeyStateMessage, ProtocolName, ReturnedCompletion, Serialization, ServerName,
+    StreamChunkMessage,
 };
-use crate::protocol::signalr::HubProtocol;
+use crate::protocol::signalr::{Completion, HubMessage, HubProtocol};
 use crate::redis::{ClientOptions, CommandConnection, RedisUrl, Subscriber, SubscriberEvent};
 use crate::shard::inbox::Envelope;
 use crate::stats::ShardStats;
@@ -54,8 +55,9 @@ struct Links {
 /// What the participant's event task does with an incoming message.
 #[derive(Debug)]
 pub enum Incoming {
-    /// Deliver to this shard's recipients.
-    Deliver(Envelope),
+    /// Deliver to this shard's recipients; a client result another server asks a connection
+    /// for carries where the answer goes.
+    Deliver(Envelope, Option<ClientResultRoute>),
     /// A key's new state (from any instance): keep it if newest and tell the key's connections.
     KeyState {
         /// ringhub's hub name.
@@ -306,6 +308,27 @@ impl RedisBackplane {
         self.publish_raw(&channels.stream(), payload.freeze())
     }
 
+    /// Sends a client's answer to a client result back to the server that asked (on its return
+    /// channel, resolved with the app prefix), in JSON: every .NET server has it.
+    pub fn return_result(&self, return_channel: &str, completion: Completion) {
+        let message = HubMessage::Completion(completion);
+        let mut framed = BytesMut::new();
+        if HubProtocol::Json.encode(&message, &mut framed).is_err() {
+            return;
+        }
+        let returned = ReturnedCompletion {
+            protocol: ProtocolName::from(HubProtocol::Json),
+            completion: framed.freeze(),
+        };
+        let mut payload = BytesMut::new();
+        returned.encode(&mut payload);
+        let channel = match self.hubs.first() {
+            Some(hub) => hub.channels.resolve_return(return_channel),
+            None => return_channel.to_owned(),
+        };
+        self.publish_raw(&channel, payload.freeze());
+    }
+
     /// Acknowledges a group command this shard carried out.
     pub fn ack(&self, hub: &str, command: &GroupCommand) {
         if let Some(channels) = self.channels_of(hub) {
@@ -411,12 +434,15 @@ impl RedisBackplane {
             }
         };
         debug!(hub = %hub.hub, bytes = payload.len(), "backplane invocation");
-        Some(Incoming::Deliver(Envelope {
-            hub: hub.hub.clone(),
-            target,
-            excluded: invocation.excluded_ids,
-            message: Arc::new(message.with_conflation(tag)),
-        }))
+        Some(Incoming::Deliver(
+            Envelope {
+                hub: hub.hub.clone(),
+                target,
+                excluded: invocation.excluded_ids,
+                message: Arc::new(message.with_conflation(tag)),
+            },
+            invocation.client_result,
+        ))
     }
 }
 

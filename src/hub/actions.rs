@@ -7,7 +7,9 @@ use thiserror::Error;
 
 use super::{Action, Method, Param};
 use crate::protocol::http_client::HttpUrl;
-use crate::protocol::signalr::{CompletionOutcome, HubMessage, Invocation, Payload, Value};
+use crate::protocol::signalr::{
+    Completion, CompletionOutcome, HubMessage, Invocation, Payload, Value,
+};
 
 /// Why arguments could not be bound to a method (ASP.NET: an `InvalidDataException`, whose text
 /// is only shown with detailed errors).
@@ -172,6 +174,14 @@ pub enum Effect {
     /// POST an invocation to a backend and complete it with the answer, later
     /// ([`crate::upstream::invoke`]).
     Upstream(UpstreamCall),
+    /// Send the client's answer to a client result another server asked for (through the
+    /// Redis backplane) back to that server.
+    ReturnResult {
+        /// The backplane channel the asking server listens on.
+        return_channel: String,
+        /// The client's Completion.
+        completion: Completion,
+    },
     /// Send a message to other connections (the caller included when it is a recipient).
     Publish {
         /// The recipients.

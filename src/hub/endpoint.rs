@@ -82,6 +82,14 @@ impl HubEndpoint<'_> {
                 Err(error) => warn!(%error, "a message to publish could not be encoded"),
             },
             Effect::Upstream(call) => crate::upstream::invoke(ctx, Rc::clone(&self.slot), call),
+            Effect::ReturnResult {
+                return_channel,
+                completion,
+            } => {
+                if let Some(redis) = ctx.backplane.redis() {
+                    redis.return_result(&return_channel, completion);
+                }
+            }
             Effect::SetKeyState { event, state } => {
                 let key_id = self.slot.session.borrow().key_id();
                 if let Some(key_id) = key_id {
@@ -336,6 +344,20 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
     }
     ctx.backplane
         .connection_closed(&slot.hub.name, &slot.connection_id);
+    // Servers waiting for this client's results hear it is gone (as ASP.NET answers them).
+    let waiting = slot.session.borrow_mut().take_remote_results();
+    if let Some(redis) = ctx.backplane.redis() {
+        for (invocation_id, return_channel) in waiting {
+            redis.return_result(
+                &return_channel,
+                crate::protocol::signalr::Completion {
+                    headers: Default::default(),
+                    invocation_id,
+                    outcome: CompletionOutcome::Error("Connection disconnected.".to_owned()),
+                },
+            );
+        }
+    }
     ctx.sessions.remove(slot.key);
 }
 

@@ -121,6 +121,11 @@ struct PendingResult {
     method: String,
 }
 
+/// Client results other servers wait for: (invocation id, return channel). Boxed in the
+/// session, which only pays for it once one is asked.
+#[derive(Debug, Default)]
+struct RemoteResults(Vec<(String, String)>);
+
 /// One SignalR connection's hub-level state.
 #[derive(Debug)]
 pub struct Session {
@@ -158,6 +163,9 @@ pub struct Session {
     overflowed: bool,
     /// Group joins complete only once the backplane has subscribed (Redis).
     await_subscriptions: bool,
+    /// Client results other servers asked this client for: invocation id → the backplane
+    /// channel the answer goes back on (allocated on the first one).
+    remote_results: Option<Box<RemoteResults>>,
     /// Progress events waiting for their turn (allocated on the first one).
     conflator: Option<Box<Conflator>>,
     /// Invocation tokens available (token bucket) and when they were last refilled.
@@ -227,6 +235,7 @@ impl Session {
             mailbox_bytes: 0,
             overflowed: false,
             await_subscriptions: false,
+            remote_results: None,
             conflator: None,
             tokens: f64::from(burst),
             refilled: now,
@@ -265,6 +274,22 @@ impl Session {
         let result = self.run_waiting();
         self.flush(outbox);
         result
+    }
+
+    /// Records that another server (through the Redis backplane) asked this client for a
+    /// client result with `invocation_id`: the client's Completion goes back on
+    /// `return_channel`.
+    pub fn expect_remote_result(&mut self, invocation_id: String, return_channel: String) {
+        self.remote_results
+            .get_or_insert_with(Default::default)
+            .0
+            .push((invocation_id, return_channel));
+    }
+
+    /// The client results other servers are still waiting for (the session ends: they are
+    /// answered with an error).
+    pub fn take_remote_results(&mut self) -> Vec<(String, String)> {
+        self.remote_results.take().map(|b| b.0).unwrap_or_default()
     }
 
     /// Makes group joins complete only once the backplane confirms their subscriptions.
@@ -730,6 +755,18 @@ impl Session {
 
     /// A Completion from the client: a client result, or the end of an upload stream.
     fn complete_upload(&mut self, completion_message: Completion) -> Result<(), AppClose> {
+        if let Some(remote) = self.remote_results.as_mut().map(|r| &mut r.0)
+            && let Some(at) = remote
+                .iter()
+                .position(|(id, _)| *id == completion_message.invocation_id)
+        {
+            let (_, return_channel) = remote.swap_remove(at);
+            self.effects.push(Effect::ReturnResult {
+                return_channel,
+                completion: completion_message,
+            });
+            return Ok(());
+        }
         if let Some(at) = self
             .pending_results
             .iter()

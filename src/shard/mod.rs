@@ -333,7 +333,15 @@ async fn run_backplane(
         match next {
             Some(SubscriberEvent::Message { channel, payload }) => {
                 match redis.incoming(&channel, &payload, &ctx.config.signalr.conflate_events) {
-                    Some(Incoming::Deliver(envelope)) => {
+                    Some(Incoming::Deliver(envelope, client_result)) => {
+                        if let (Some(route), crate::hub::actions::Target::Connection(id)) =
+                            (client_result, &envelope.target)
+                            && let Some(slot) = ctx.sessions.find(id)
+                        {
+                            slot.session
+                                .borrow_mut()
+                                .expect_remote_result(route.invocation_id, route.return_channel);
+                        }
                         crate::hub::endpoint::deliver_local(&ctx, &envelope);
                     }
                     Some(Incoming::Stream { hub, chunk }) => {

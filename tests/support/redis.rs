@@ -33,6 +33,26 @@ impl Reply {
     }
 }
 
+/// A connection subscribed to one channel.
+pub struct RedisSubscription {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl RedisSubscription {
+    /// The next message's payload, or `None` when none arrives within `within`.
+    pub fn next(&mut self, within: Duration) -> Option<Vec<u8>> {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        match read_reply(&mut self.reader).ok()? {
+            Reply::Array(items) => match items.into_iter().nth(2) {
+                Some(Reply::Bulk(payload)) => payload,
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// A `redis-server` child process (from PATH), killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
@@ -190,6 +210,20 @@ impl RedisServer {
         }
         send_bytes(&mut stream, &[b"PUBLISH", channel.as_bytes(), payload]).unwrap();
         read_reply(&mut reader).unwrap().int()
+    }
+
+    /// Subscribes to `channel` on a connection of its own; the subscription is confirmed when
+    /// this returns.
+    pub fn subscribe(&self, channel: &str) -> RedisSubscription {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        if let Some(password) = &self.password {
+            send(&mut stream, &["AUTH", password]).unwrap();
+            read_reply(&mut reader).unwrap();
+        }
+        send(&mut stream, &["SUBSCRIBE", channel]).unwrap();
+        read_reply(&mut reader).unwrap();
+        RedisSubscription { stream, reader }
     }
 
     /// Freezes the server process (`SIGSTOP`): connections stay open, nothing answers.
