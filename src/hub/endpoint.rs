@@ -551,8 +551,14 @@ impl Manage {
 }
 
 /// Runs `op` on this shard's sessions of `hub`; `true` when it found a matching connection
-/// (or group, or user) here.
-pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
+/// (or group, or user) here. Joins that start a Redis subscription add it to `pending`, so the
+/// caller answers only once it is confirmed (a send right after the answer then arrives).
+pub fn manage_local(
+    ctx: &ShardContext,
+    hub: &str,
+    op: &Manage,
+    pending: &mut Vec<SubscriptionPending>,
+) -> bool {
     let connection = |id: &str| ctx.sessions.find(id).filter(|slot| slot.hub.name == hub);
     let user_sessions = |user: &str| {
         ctx.users
@@ -566,7 +572,7 @@ pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
             connection: id,
             group,
         } => connection(id)
-            .map(|slot| join_group(ctx, &slot, group.clone()))
+            .map(|slot| pending.extend(join_group(ctx, &slot, group.clone())))
             .is_some(),
         Manage::RemoveFromGroup {
             connection: id,
@@ -577,7 +583,7 @@ pub fn manage_local(ctx: &ShardContext, hub: &str, op: &Manage) -> bool {
         Manage::AddUserToGroup { user, group } => {
             let slots = user_sessions(user);
             for slot in &slots {
-                let _ = join_group(ctx, slot, group.clone());
+                pending.extend(join_group(ctx, slot, group.clone()));
             }
             !slots.is_empty()
         }
@@ -638,11 +644,26 @@ pub fn apply_group_command(
     })
 }
 
+/// Waits (up to `backplane.ack_timeout`) until Redis confirms the subscriptions joins started.
+pub async fn await_subscriptions(ctx: &ShardContext, pending: Vec<SubscriptionPending>) {
+    if pending.is_empty() {
+        return;
+    }
+    let _ = monoio::time::timeout(ctx.config.backplane.ack_timeout, async {
+        for wait in pending {
+            let _ = wait.await;
+        }
+    })
+    .await;
+}
+
 /// Runs `op` on every shard's sessions of `hub` (this one directly, the others through their
 /// inboxes) and answers whether any shard found a match. Stops early once a match is found,
 /// except for user-wide operations, which every shard must run.
 pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
-    let mut found = manage_local(ctx, hub, &op);
+    let mut pending = Vec::new();
+    let mut found = manage_local(ctx, hub, &op, &mut pending);
+    await_subscriptions(ctx, pending).await;
     if found && !op.is_for_every_shard() {
         return true;
     }

@@ -293,8 +293,23 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
                 crate::hub::endpoint::apply_key_state(&ctx, &update);
             }
             Some(ShardMessage::Manage(request)) => {
-                let found = crate::hub::endpoint::manage_local(&ctx, &request.hub, &request.op);
-                let _ = request.reply.send(found);
+                let mut pending = Vec::new();
+                let found = crate::hub::endpoint::manage_local(
+                    &ctx,
+                    &request.hub,
+                    &request.op,
+                    &mut pending,
+                );
+                if pending.is_empty() {
+                    let _ = request.reply.send(found);
+                } else {
+                    // Answered once the joins' Redis subscriptions are confirmed.
+                    let ctx = Rc::clone(&ctx);
+                    monoio::spawn(async move {
+                        crate::hub::endpoint::await_subscriptions(&ctx, pending).await;
+                        let _ = request.reply.send(found);
+                    });
+                }
             }
             None => return,
         }
