@@ -235,7 +235,7 @@ fn the_official_client_suite_passes_across_three_instances() {
             ("HUB_KEY_ID", &record.id.to_string()),
             ("HUB_SERVER_KEY", SERVER_KEY),
         ],
-        8,
+        9,
     );
 }
 

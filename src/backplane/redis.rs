@@ -34,7 +34,9 @@ use crate::protocol::backplane::{
     StreamChunkMessage,
 };
 use crate::protocol::signalr::{Completion, HubMessage, HubProtocol};
-use crate::redis::{ClientOptions, CommandConnection, RedisUrl, Subscriber, SubscriberEvent};
+use crate::redis::{
+    ClientOptions, CommandConnection, RedisUrl, Subscriber, SubscriberEvent, Value,
+};
 use crate::shard::inbox::Envelope;
 use crate::stats::ShardStats;
 
@@ -327,6 +329,40 @@ impl RedisBackplane {
             None => return_channel.to_owned(),
         };
         self.publish_raw(&channel, payload.freeze());
+    }
+
+    /// Whether any server subscribes to the channel `name` makes (`PUBSUB NUMSUB`); `false`
+    /// when Redis cannot say.
+    pub async fn has_subscribers(&self, hub: &str, name: impl Fn(&Channels) -> String) -> bool {
+        let (Some(channels), Some(links)) = (self.channels_of(hub), self.links.get()) else {
+            return false;
+        };
+        let channel = name(channels);
+        match links
+            .publisher
+            .command(&[b"PUBSUB", b"NUMSUB", channel.as_bytes()])
+            .await
+        {
+            Ok(Value::Array(items)) => matches!(items.get(1), Some(Value::Int(n)) if *n > 0),
+            _ => false,
+        }
+    }
+
+    /// PUBLISHes a SignalR Close (with `reason` as its error) to one connection's channel.
+    pub fn send_close(&self, hub: &str, connection_id: &str, reason: Option<String>) -> bool {
+        let close = HubMessage::Close(crate::protocol::signalr::Close {
+            error: reason,
+            allow_reconnect: false,
+        });
+        let Ok(message) = PreparedMessage::new(&close) else {
+            return false;
+        };
+        self.publish(&Envelope {
+            hub: hub.to_owned(),
+            target: Target::Connection(connection_id.to_owned()),
+            excluded: Vec::new(),
+            message: Arc::new(message),
+        })
     }
 
     /// Acknowledges a group command this shard carried out.

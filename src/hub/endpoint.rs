@@ -708,7 +708,21 @@ pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
                     .group_command(hub, GroupAction::Remove, group, connection)
                     .await
             }
-            _ => false,
+            // Whoever owns a connection (or has a member of a group, or a connection of a
+            // user) subscribes to its channel, ringhub and .NET servers alike: Redis's
+            // subscriber count answers for every server.
+            Manage::ConnectionExists(id) => redis.has_subscribers(hub, |c| c.connection(id)).await,
+            Manage::GroupExists(group) => redis.has_subscribers(hub, |c| c.group(group)).await,
+            Manage::UserExists(user) => redis.has_subscribers(hub, |c| c.user(user)).await,
+            // A Close message on the connection's channel: its server forwards it, and the
+            // client ends the connection, as it does for any Close.
+            Manage::Close { connection, reason } => {
+                redis
+                    .has_subscribers(hub, |c| c.connection(connection))
+                    .await
+                    && redis.send_close(hub, connection, reason.clone())
+            }
+            Manage::AddUserToGroup { .. } | Manage::RemoveUserFromGroup { .. } => false,
         };
     }
     found

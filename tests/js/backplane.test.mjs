@@ -165,3 +165,19 @@ test("a streamed response posted through one instance reaches its subscribers on
   }
   await Promise.all([b.stop(), c.stop()]);
 });
+
+test("existence checks and closes reach connections on other instances", async () => {
+  const member = build(C, "/hubs/notifications");
+  await member.start();
+  assert.equal(await rest(A, "PUT", `notifications/groups/watchers/connections/${member.connectionId}`), 200);
+  assert.equal(await rest(A, "HEAD", `notifications/connections/${member.connectionId}`), 200);
+  assert.equal(await rest(A, "HEAD", "notifications/connections/AAAAAAAAAAAAAAAAAAAAAA"), 404);
+  assert.equal(await rest(B, "HEAD", "notifications/groups/watchers"), 200);
+  assert.equal(await rest(B, "HEAD", "notifications/groups/nobody-here"), 404);
+  assert.equal(await rest(A, "HEAD", `notifications/users/${keyId}`), 200);
+  const closed = new Promise((resolve) => member.onclose(resolve));
+  assert.equal(await rest(A, "DELETE", `notifications/connections/${member.connectionId}?reason=maintenance`), 200);
+  const error = await closed;
+  assert.match(String(error), /maintenance/);
+  assert.equal(await rest(A, "DELETE", "notifications/connections/AAAAAAAAAAAAAAAAAAAAAA"), 404);
+});
