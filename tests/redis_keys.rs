@@ -281,6 +281,31 @@ on_both_drivers! {
         });
     }
 
+    fn a_subscriber_gives_up_a_link_that_went_silent_and_comes_back(driver) {
+        let redis = RedisServer::start();
+        let url = RedisUrl::parse(&redis.url()).unwrap();
+        let options = ClientOptions {
+            keepalive: Duration::from_millis(100),
+            connect_timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        };
+        block_on(driver, async move {
+            let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = std::rc::Rc::clone(&events);
+            let subscriber = Subscriber::open(url, options, [Bytes::from_static(b"a")], move |event| {
+                sink.borrow_mut().push(event)
+            });
+            wait_for(|| subscriber.is_up()).await;
+            // Frozen: the socket stays open and nothing answers, not even the keepalive PINGs.
+            redis.pause();
+            wait_for(|| events.borrow().contains(&SubscriberEvent::Down)).await;
+            assert!(!subscriber.is_up());
+            redis.resume();
+            wait_for(|| subscriber.ups() >= 2).await;
+            assert!(subscriber.is_up());
+        });
+    }
+
     fn the_subscriber_delivers_binary_messages_and_follows_runtime_changes(driver) {
         let redis = RedisServer::start();
         let url = RedisUrl::parse(&redis.url()).unwrap();

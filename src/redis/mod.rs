@@ -94,6 +94,9 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// The most the delay grows to. Default 5 s.
     pub backoff_max: Duration,
+    /// A subscriber PINGs this often and gives its link up after three of these without a
+    /// word from Redis (a link that died without a FIN or RST). Default 5 s.
+    pub keepalive: Duration,
 }
 
 impl Default for ClientOptions {
@@ -103,6 +106,7 @@ impl Default for ClientOptions {
             command_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            keepalive: Duration::from_secs(5),
         }
     }
 }

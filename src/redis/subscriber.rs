@@ -65,6 +65,8 @@ struct Shared {
     handler: Handler,
     /// Callers waiting for a channel's SUBSCRIBE to be confirmed.
     waiters: RefCell<Vec<(Bytes, oneshot::Sender<()>)>>,
+    /// When the current link last delivered anything (a message, a confirmation, a pong).
+    last_heard: Cell<std::time::Instant>,
 }
 
 impl Subscriber {
@@ -90,6 +92,7 @@ impl Subscriber {
             doorbell: Doorbell::default(),
             closed: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
+            last_heard: Cell::new(std::time::Instant::now()),
             handler: Box::new(handler),
         });
         monoio::spawn(drive(Rc::clone(&shared)));
@@ -245,9 +248,11 @@ async fn serve(shared: &Shared, stream: TcpStream, mut reader: ReplyReader) -> R
         mark_up(shared);
     }
     let (mut read_half, mut write_half) = stream.into_split();
+    shared.last_heard.set(std::time::Instant::now());
     let result = monoio::select! {
         result = read_pushes(shared, &mut read_half, &mut reader, &mut confirming) => result,
         result = write_commands(shared, &mut write_half) => result,
+        result = keep_alive(shared) => result,
     };
     match result {
         Err(error) => error,
@@ -274,6 +279,7 @@ async fn read_pushes(
 ) -> Result<Infallible, RedisError> {
     loop {
         while let Some(reply) = reader.next_frame()? {
+            shared.last_heard.set(std::time::Instant::now());
             match Push::from_reply(reply)? {
                 Push::Message { channel, payload } => {
                     // Between an UNSUBSCRIBE and its confirmation messages still arrive.
@@ -302,6 +308,23 @@ async fn read_pushes(
             }
         }
         link::read_more(read_half, reader).await?;
+    }
+}
+
+/// A subscriber only listens, so a link that died without a FIN or RST (a partition, a host
+/// gone, a frozen server) would look idle forever: it PINGs every `keepalive` (Redis answers a
+/// PING on a subscribed link) and gives the link up when nothing at all was heard for three.
+async fn keep_alive(shared: &Shared) -> Result<Infallible, RedisError> {
+    let every = shared.options.keepalive;
+    loop {
+        monoio::time::sleep(every).await;
+        let silent = shared.last_heard.get().elapsed();
+        if silent > every * 3 {
+            return Err(RedisError::Timeout(silent));
+        }
+        if encode_command(&mut shared.outbound.borrow_mut(), &[b"PING"]).is_ok() {
+            shared.doorbell.ring();
+        }
     }
 }
 
