@@ -140,8 +140,19 @@ impl SessionSlot {
 pub struct Sessions {
     slots: RefCell<Slab<Rc<SessionSlot>>>,
     next_serial: Cell<u64>,
-    /// Public connection id → session, so a send to one connection is O(1) per shard.
-    by_connection_id: RefCell<HashMap<String, SessionKey>>,
+    /// A 64-bit hash of each public connection id → its session, so a send to one connection
+    /// is O(1) per shard without a second copy of every id (idle memory). A lookup checks the
+    /// session's own id; ids are server-drawn random, so two live ones sharing a hash does not
+    /// happen in practice (and would only make the older one unaddressable by id).
+    by_connection_id: RefCell<HashMap<u64, SessionKey>>,
+}
+
+/// The index key of a connection id.
+fn id_hash(connection_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    connection_id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Sessions {
@@ -171,7 +182,7 @@ impl Sessions {
         entry.insert(Rc::clone(&slot));
         self.by_connection_id
             .borrow_mut()
-            .insert(slot.connection_id.clone(), slot.key);
+            .insert(id_hash(&slot.connection_id), slot.key);
         slot
     }
 
@@ -193,8 +204,9 @@ impl Sessions {
             slot.removed.set(true);
             slot.permit.borrow_mut().take();
             let mut ids = self.by_connection_id.borrow_mut();
-            if ids.get(&slot.connection_id) == Some(&key) {
-                ids.remove(&slot.connection_id);
+            let hash = id_hash(&slot.connection_id);
+            if ids.get(&hash) == Some(&key) {
+                ids.remove(&hash);
             }
             return Some(slot);
         }
@@ -203,8 +215,12 @@ impl Sessions {
 
     /// The live session whose public connection id is `connection_id`.
     pub fn find(&self, connection_id: &str) -> Option<Rc<SessionSlot>> {
-        let key = *self.by_connection_id.borrow().get(connection_id)?;
+        let key = *self
+            .by_connection_id
+            .borrow()
+            .get(&id_hash(connection_id))?;
         self.get(key)
+            .filter(|slot| slot.connection_id == connection_id)
     }
 
     /// Every session of `hub` (a snapshot).
