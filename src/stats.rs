@@ -187,15 +187,15 @@ impl Stats {
     }
 
     /// The Health hub's snapshot (`HealthStatus` / `GetHealth()`), camelCase as ASP.NET would
-    /// serialize it. `messages_per_second` comes from the caller's own sampling.
-    pub fn snapshot(&self, messages_per_second: f64, timestamp: String) -> Value {
+    /// serialize it, from `totals` (the caller's [`Self::totals`], which it also samples for
+    /// `messages_per_second`).
+    pub fn snapshot(&self, totals: &Totals, messages_per_second: f64, timestamp: String) -> Value {
         let s = |text: &str| Value::Str(text.to_owned());
         let by_hub = self
             .connections_by_hub()
             .into_iter()
             .map(|(name, n)| (s(name), Value::Int(i64::try_from(n).unwrap_or(i64::MAX))))
             .collect();
-        let totals = self.totals();
         let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
         Value::Map(vec![
             (s("status"), s("Healthy")),
@@ -292,7 +292,7 @@ mod tests {
     fn the_snapshot_names_status_uptime_connections_rate_backplane_and_version() {
         let stats = Stats::new(vec!["health".into()], 1);
         stats.shard(0).connection_opened(0);
-        let snapshot = stats.snapshot(2.5, "t".into());
+        let snapshot = stats.snapshot(&stats.totals(), 2.5, "t".into());
         assert_eq!(
             snapshot.get("status").and_then(Value::as_str),
             Some("Healthy")

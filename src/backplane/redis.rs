@@ -459,16 +459,7 @@ impl RedisBackplane {
             return None;
         };
         let message = PreparedMessage::from_framed(&json, &msgpack, true);
-        let tag = if conflate.is_empty() {
-            None
-        } else {
-            match HubProtocol::Json.decode(&json, usize::MAX) {
-                Ok(crate::protocol::signalr::Decoded::Message(decoded, _)) => {
-                    crate::hub::conflation::tag(&target, &decoded, conflate)
-                }
-                _ => None,
-            }
-        };
+        let tag = crate::hub::conflation::tag_framed_json(&target, &json, conflate);
         debug!(hub = %hub.hub, bytes = payload.len(), "backplane invocation");
         Some(Incoming::Deliver(
             Envelope {

@@ -26,7 +26,9 @@ use quanta::Instant;
 
 use super::actions::Target;
 use super::broadcast::PreparedMessage;
-use crate::protocol::signalr::{HubMessage, Value};
+use bytes::Bytes;
+
+use crate::protocol::signalr::{Decoded, HubMessage, HubProtocol, Value};
 
 /// Event keys one connection tracks at most; beyond that, events pass unconflated.
 const MAX_KEYS: usize = 256;
@@ -124,6 +126,42 @@ pub fn tag(target: &Target, message: &HubMessage, events: &[String]) -> Option<T
             TagKind::Progress
         },
     })
+}
+
+/// [`tag`] for a message that arrives already framed in JSON (from the Redis backplane): the
+/// target name is read off the bytes, and only an event named in `events` is decoded (for
+/// its task and final state), so other messages, whatever their size, are not parsed per
+/// receiving shard.
+pub fn tag_framed_json(target: &Target, json: &Bytes, events: &[String]) -> Option<Tag> {
+    if events.is_empty() {
+        return None;
+    }
+    if let Some(name) = json_target(json)
+        && !events.iter().any(|e| e.eq_ignore_ascii_case(name))
+    {
+        return Some(Tag {
+            scope: scope(target),
+            key: 0,
+            kind: TagKind::Barrier,
+        });
+    }
+    match HubProtocol::Json.decode(json, usize::MAX) {
+        Ok(Decoded::Message(message, _)) => tag(target, &message, events),
+        _ => None,
+    }
+}
+
+/// The target of a JSON invocation as ASP.NET and ringhub write it (`"target":"Name"` before
+/// the arguments), or `None` when it is not written that simply (the caller decodes).
+fn json_target(json: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"target\":\"";
+    let start = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &json[start..];
+    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// One event key's state on a connection.
@@ -261,6 +299,29 @@ mod tests {
 
     fn prepared(message: &HubMessage) -> Arc<PreparedMessage> {
         Arc::new(PreparedMessage::new(message).unwrap())
+    }
+
+    #[test]
+    fn framed_json_is_tagged_like_the_decoded_message() {
+        let group = Target::Group("image-t1".into());
+        for message in [
+            progress_event("ImageProgress", "t1", 5, "running"),
+            progress_event("ImageProgress", "t1", 100, "completed"),
+            event("ImageGenerationCompleted", vec![Payload::string("t1")]),
+        ] {
+            let mut json = bytes::BytesMut::new();
+            HubProtocol::Json.encode(&message, &mut json).unwrap();
+            assert_eq!(
+                tag_framed_json(&group, &json.freeze(), &events()),
+                tag(&group, &message, &events())
+            );
+        }
+        assert_eq!(
+            json_target(br#"{"type":1,"target":"News","arguments":[]}"#),
+            Some("News")
+        );
+        assert_eq!(json_target(br#"{"type":1,"target": "News"}"#), None);
+        assert_eq!(json_target(br#"{"target":"Ne\"ws"}"#), None);
     }
 
     #[test]

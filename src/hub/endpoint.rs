@@ -119,12 +119,7 @@ impl HubEndpoint<'_> {
                             }
                         })
                         .await;
-                        if !slot.is_removed() {
-                            slot.session
-                                .borrow_mut()
-                                .complete_later(invocation_id, CompletionOutcome::Void);
-                            slot.wake();
-                        }
+                        slot.complete(invocation_id, CompletionOutcome::Void);
                     });
                 }
             }
@@ -263,7 +258,7 @@ pub fn health_snapshot(ctx: &ShardContext) -> Value {
     let mut sample = ctx.message_rate.get();
     let rate = sample.update(totals.messages_in.wrapping_add(totals.deliveries));
     ctx.message_rate.set(sample);
-    ctx.stats.snapshot(rate, iso8601_now())
+    ctx.stats.snapshot(&totals, rate, iso8601_now())
 }
 
 /// Pushes `HealthStatus(snapshot)` to this shard's connections of every hub with a `health`

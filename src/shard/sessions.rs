@@ -69,14 +69,13 @@ impl SessionSlot {
             .session
             .borrow_mut()
             .enqueue(Arc::clone(message), stalled, now);
-        if let Some(connection) = attached.as_ref() {
-            connection.signal.raise(Signal::Outbound);
-        }
+        drop(attached);
+        self.wake();
         dropped
     }
 
     /// Completes an invocation that finished outside the connection's hooks (an upstream
-    /// call) and wakes the connection to write it. A removed session is not answered.
+    /// call, a join waiting for its Redis subscription) and wakes the connection to write it. A removed session is not answered.
     pub fn complete(&self, invocation_id: Option<String>, outcome: CompletionOutcome) {
         if self.removed.get() {
             return;
@@ -84,9 +83,7 @@ impl SessionSlot {
         self.session
             .borrow_mut()
             .complete_later(invocation_id, outcome);
-        if let Some(connection) = self.attached.borrow().as_ref() {
-            connection.signal.raise(Signal::Outbound);
-        }
+        self.wake();
     }
 
     /// Keeps the session's place in the connection quotas until it is removed.
@@ -99,11 +96,6 @@ impl SessionSlot {
         if let Some(connection) = self.attached.borrow().as_ref() {
             connection.signal.raise(Signal::Outbound);
         }
-    }
-
-    /// Whether the session was removed.
-    pub fn is_removed(&self) -> bool {
-        self.removed.get()
     }
 
     /// Binds the session to the connection that runs it now.
