@@ -453,7 +453,11 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
     let now = ctx.timers.now();
     let (mut delivered, mut conflated) = (0u64, 0u64);
     let mut send = |slot: &SessionSlot| {
-        if !envelope.excluded.contains(&slot.connection_id) {
+        if !envelope
+            .excluded
+            .iter()
+            .any(|id| **id == *slot.connection_id)
+        {
             conflated += slot.deliver(&envelope.message, now);
             delivered += 1;
         }

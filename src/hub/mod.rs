@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::{Config, HubAuth, MethodConfig};
+use crate::hub::session::SessionOptions;
 use crate::protocol::http_client::HttpUrl;
 use crate::protocol::signalr::HubProtocol;
 
@@ -242,6 +243,9 @@ pub struct HubDefinition {
     pub redis_name: String,
     /// Where connect and disconnect events are POSTed ([`crate::upstream::post_event`]).
     pub events_url: Option<Arc<HttpUrl>>,
+    /// The timers and limits its sessions run with (`[signalr]` with this hub's overrides),
+    /// shared by every session instead of copied into each.
+    pub session: SessionOptions,
     /// Methods by lowercased name.
     methods: HashMap<String, Method>,
 }
@@ -295,6 +299,7 @@ impl HubDefinition {
             join_on_connect: Vec::new(),
             redis_name: name.to_owned(),
             events_url: None,
+            session: SessionOptions::from_config(&Config::default().signalr),
             methods: methods
                 .iter()
                 .map(|(n, a)| {
@@ -368,7 +373,9 @@ impl HubDefinition {
 pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError> {
     let mut out: Vec<HubDefinition> = Vec::new();
     if config.diagnostics.enabled {
-        out.push(HubDefinition::diagnostics(&config.diagnostics.path));
+        let mut diagnostics = HubDefinition::diagnostics(&config.diagnostics.path);
+        diagnostics.session = SessionOptions::from_config(&config.signalr);
+        out.push(diagnostics);
     }
     // The seed hubs first; a configured hub with the same path replaces one.
     let seed = if config.seed.enabled {
@@ -407,6 +414,10 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             .map(|m| (m.name.to_lowercase(), m))
             .collect();
         definition.max_message_size = hub.max_message_size;
+        definition.session = SessionOptions::from_config(&config.signalr);
+        if let Some(max) = hub.max_message_size {
+            definition.session.max_message_size = max;
+        }
         definition.auth = hub.auth;
         definition.join_on_connect = hub.join_on_connect.clone();
         if let Some(redis_name) = &hub.redis_name {

@@ -37,7 +37,7 @@ const MAX_WAITING_INVOCATIONS: usize = 1024;
 const ITEMS_PER_TURN: usize = 64;
 
 /// The hub options a session runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Server Ping interval.
     pub keepalive_interval: Duration,
@@ -53,8 +53,6 @@ pub struct SessionOptions {
     pub detailed_errors: bool,
     /// Unacknowledged bytes kept for resending (stateful reconnect); sending waits beyond it.
     pub resend_buffer: usize,
-    /// Whether negotiate agreed to stateful reconnect (it is used if the handshake is v2).
-    pub stateful_negotiated: bool,
     /// Delivered bytes waiting beyond this close the connection as a slow consumer.
     pub max_outbound: usize,
     /// Sustained invocations per second.
@@ -76,7 +74,6 @@ impl SessionOptions {
             max_parallel_invocations: config.max_parallel_invocations.get(),
             detailed_errors: config.detailed_errors,
             resend_buffer: config.stateful_reconnect_buffer,
-            stateful_negotiated: false,
             max_outbound: config.max_outbound,
             invocation_rate: config.invocation_rate,
             invocation_burst: config.invocation_burst,
@@ -121,6 +118,22 @@ struct PendingResult {
     method: String,
 }
 
+/// What a session's invocations leave in progress. Boxed in the session, which only pays for it
+/// once a connection streams, uploads, asks its client or queues an invocation.
+#[derive(Debug, Default)]
+struct Calls {
+    /// Invocations waiting for a free slot.
+    waiting: VecDeque<(Invocation, Reply)>,
+    /// Server-to-client streams.
+    streams: Vec<ActiveStream>,
+    /// Client-to-server streams.
+    uploads: Vec<Upload>,
+    /// Invocations of the client waiting for its result.
+    pending_results: Vec<PendingResult>,
+    /// Numbers the invocations the server sends expecting a result.
+    next_result_id: u64,
+}
+
 /// Client results other servers wait for: (invocation id, return channel). Boxed in the
 /// session, which only pays for it once one is asked.
 #[derive(Debug, Default)]
@@ -130,13 +143,15 @@ struct RemoteResults(Vec<(String, String)>);
 #[derive(Debug)]
 pub struct Session {
     hub: Rc<HubDefinition>,
-    connection_id: String,
+    /// Shared with the shard's session slot (one allocation per connection).
+    connection_id: Rc<str>,
     /// The virtual key the connection presented, if any.
     key_id: Option<i64>,
     /// Whether the connection's principal is an admin (admin key or admin virtual key).
     admin: bool,
     request_headers: Vec<(String, String)>,
-    options: SessionOptions,
+    /// Whether negotiate agreed to stateful reconnect (used if the handshake is v2).
+    stateful_negotiated: bool,
     phase: Phase,
     /// Bytes of a hub message (or handshake) not complete yet.
     inbound: BytesMut,
@@ -146,13 +161,10 @@ pub struct Session {
     /// Set after the client's first Ping; moved forward by everything the client sends.
     client_deadline: Option<Instant>,
     running: usize,
-    waiting: VecDeque<(Invocation, Reply)>,
-    streams: Vec<ActiveStream>,
-    uploads: Vec<Upload>,
-    pending_results: Vec<PendingResult>,
-    /// Numbers the invocations the server sends expecting a result.
-    next_result_id: u64,
-    stateful: Stateful,
+    /// Invocations waiting, streams and client results in progress (allocated on the first).
+    calls: Option<Box<Calls>>,
+    /// Stateful reconnect bookkeeping, allocated when the handshake turns it on.
+    stateful: Option<Box<Stateful>>,
     /// Work for the shard produced by actions (groups, publishing).
     effects: Vec<Effect>,
     /// Messages delivered by others (group sends, broadcasts), not written yet.
@@ -177,8 +189,6 @@ pub struct Session {
 /// count trackable messages from 1; the sender keeps what was not acknowledged.
 #[derive(Debug, Default)]
 struct Stateful {
-    /// Negotiated and handshaken with version 2.
-    enabled: bool,
     /// Trackable messages sent so far (the last one's sequence id).
     sent: i64,
     /// Sent messages not acknowledged yet, oldest first, with their sequence ids.
@@ -197,6 +207,23 @@ struct Stateful {
     resume_pending: bool,
 }
 
+impl Stateful {
+    /// Bookkeeping for a connection that just completed a version 2 handshake.
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            next_expected: 1,
+            ..Self::default()
+        })
+    }
+
+    /// Keeps a trackable message just sent until the client acknowledges it.
+    fn track(&mut self, payload: Bytes) {
+        self.sent += 1;
+        self.unacked_bytes += payload.len();
+        self.unacked.push_back((self.sent, payload));
+    }
+}
+
 /// How long after receiving a trackable message the server acknowledges it (ASP.NET `AckRate`).
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -206,30 +233,29 @@ impl Session {
         hub: Rc<HubDefinition>,
         connection_id: String,
         request_headers: Vec<(String, String)>,
-        options: SessionOptions,
+        stateful_negotiated: bool,
         now: Instant,
     ) -> Self {
+        let options = &hub.session;
         let burst = options.invocation_burst;
+        let phase = Phase::Handshake {
+            deadline: now + options.handshake_timeout,
+        };
+        let next_ping = now + options.keepalive_interval;
         Self {
             hub,
-            connection_id,
+            connection_id: connection_id.into(),
             key_id: None,
             admin: false,
             request_headers,
-            phase: Phase::Handshake {
-                deadline: now + options.handshake_timeout,
-            },
-            next_ping: now + options.keepalive_interval,
-            options,
+            stateful_negotiated,
+            phase,
+            next_ping,
             inbound: BytesMut::new(),
             outgoing: Vec::new(),
             client_deadline: None,
             running: 0,
-            waiting: VecDeque::new(),
-            streams: Vec::new(),
-            uploads: Vec::new(),
-            pending_results: Vec::new(),
-            next_result_id: 0,
+            calls: None,
             effects: Vec::new(),
             mailbox: VecDeque::new(),
             mailbox_bytes: 0,
@@ -239,10 +265,7 @@ impl Session {
             conflator: None,
             tokens: f64::from(burst),
             refilled: now,
-            stateful: Stateful {
-                next_expected: 1,
-                ..Stateful::default()
-            },
+            stateful: None,
         }
     }
 
@@ -308,11 +331,21 @@ impl Session {
         }
     }
 
+    /// The session's calls in progress, allocated on first use.
+    fn calls(&mut self) -> &mut Calls {
+        self.calls.get_or_insert_with(Box::default)
+    }
+
+    /// The server-to-client streams in progress.
+    fn streams(&self) -> &[ActiveStream] {
+        self.calls.as_ref().map_or(&[], |calls| &calls.streams)
+    }
+
     /// Whether invocation `invocation_id` streams stream key `key` ([`Action::StreamKey`]).
     ///
     /// [`Action::StreamKey`]: super::Action::StreamKey
     pub fn is_streaming(&self, invocation_id: &str, key: &str) -> bool {
-        self.streams.iter().any(|s| {
+        self.streams().iter().any(|s| {
             s.invocation_id == invocation_id
                 && matches!(&s.source, StreamSource::Keyed { key: k } if k == key)
         })
@@ -320,7 +353,9 @@ impl Session {
 
     /// Forgets stream `invocation_id`: its end was delivered (the Completion is in the mailbox).
     pub fn end_stream(&mut self, invocation_id: &str) {
-        self.streams.retain(|s| s.invocation_id != invocation_id);
+        if let Some(calls) = self.calls.as_deref_mut() {
+            calls.streams.retain(|s| s.invocation_id != invocation_id);
+        }
     }
 
     /// Records whether the connection's principal is an admin (methods with `admin = true`).
@@ -330,16 +365,18 @@ impl Session {
 
     /// Whether the connection survives a dropped socket (stateful reconnect is in use).
     pub fn is_resumable(&self) -> bool {
-        self.stateful.enabled && matches!(self.phase, Phase::Active { .. })
+        self.stateful.is_some() && matches!(self.phase, Phase::Active { .. })
     }
 
     /// Prepares the session for a new socket: the next [`WebSocketApp::on_open`] sends
     /// `Sequence` and every unacknowledged message, and timers restart from `now`.
     pub fn resume(&mut self, now: Instant) {
-        self.stateful.resume_pending = true;
-        self.next_ping = now + self.options.keepalive_interval;
+        if let Some(stateful) = self.stateful.as_deref_mut() {
+            stateful.resume_pending = true;
+        }
+        self.next_ping = now + self.hub.session.keepalive_interval;
         if self.client_deadline.is_some() {
-            self.client_deadline = Some(now + self.options.client_timeout);
+            self.client_deadline = Some(now + self.hub.session.client_timeout);
         }
     }
 
@@ -363,7 +400,7 @@ impl Session {
             self.queue(message, stalled);
             return 0;
         }
-        let interval = self.options.conflate_interval;
+        let interval = self.hub.session.conflate_interval;
         let mut conflator = self
             .conflator
             .take()
@@ -380,7 +417,7 @@ impl Session {
         }
         self.mailbox_bytes += message.len();
         self.mailbox.push_back(message);
-        if stalled && self.mailbox_bytes > self.options.max_outbound {
+        if stalled && self.mailbox_bytes > self.hub.session.max_outbound {
             // A slow consumer: stop holding memory for it; it is closed at its next wake.
             self.overflowed = true;
             self.mailbox.clear();
@@ -392,8 +429,9 @@ impl Session {
     fn take_token(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
-        let rate = f64::from(self.options.invocation_rate);
-        self.tokens = (self.tokens + elapsed * rate).min(f64::from(self.options.invocation_burst));
+        let rate = f64::from(self.hub.session.invocation_rate);
+        self.tokens =
+            (self.tokens + elapsed * rate).min(f64::from(self.hub.session.invocation_burst));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -415,12 +453,10 @@ impl Session {
         };
         while let Some(message) = self.mailbox.pop_front() {
             self.mailbox_bytes = self.mailbox_bytes.saturating_sub(message.len());
-            if self.stateful.enabled && message.is_trackable() {
-                let payload = message.payload(protocol);
-                let stateful = &mut self.stateful;
-                stateful.sent += 1;
-                stateful.unacked_bytes += payload.len();
-                stateful.unacked.push_back((stateful.sent, payload));
+            if message.is_trackable()
+                && let Some(stateful) = self.stateful.as_deref_mut()
+            {
+                stateful.track(message.payload(protocol));
             }
             outbox.push_encoded(message.frame(protocol));
         }
@@ -428,12 +464,19 @@ impl Session {
 
     /// Whether sending must wait for Acks (the resend buffer is full).
     fn is_send_blocked(&self) -> bool {
-        self.stateful.enabled && self.stateful.unacked_bytes >= self.options.resend_buffer
+        self.stateful
+            .as_ref()
+            .is_some_and(|s| s.unacked_bytes >= self.hub.session.resend_buffer)
     }
 
     /// The public connection id.
     pub fn connection_id(&self) -> &str {
         &self.connection_id
+    }
+
+    /// The public connection id, shared.
+    pub fn shared_connection_id(&self) -> Rc<str> {
+        Rc::clone(&self.connection_id)
     }
 
     /// The protocol chosen in the handshake, once it is done.
@@ -451,7 +494,7 @@ impl Session {
         now: Instant,
     ) -> Result<(), AppClose> {
         self.inbound.extend_from_slice(bytes);
-        let parsed = handshake::parse_request(&self.inbound, self.options.max_message_size)
+        let parsed = handshake::parse_request(&self.inbound, self.hub.session.max_message_size)
             .and_then(|parsed| match parsed {
                 HandshakeParse::NeedMore => Ok(None),
                 HandshakeParse::Request(request, used) => {
@@ -464,7 +507,9 @@ impl Session {
             Err(error) => Err(self.refuse_handshake(&error, outbox)),
             Ok(Some((protocol, used, version))) => {
                 self.phase = Phase::Active { protocol };
-                self.stateful.enabled = self.options.stateful_negotiated && version >= 2;
+                if self.stateful_negotiated && version >= 2 {
+                    self.stateful = Some(Stateful::new());
+                }
                 self.inbound.advance(used);
                 // Nothing of the handshake buffer stays with an idle connection.
                 let rest = std::mem::take(&mut self.inbound).freeze();
@@ -484,7 +529,7 @@ impl Session {
     fn refuse_handshake(&mut self, error: &HandshakeError, outbox: &mut Outbox) -> AppClose {
         let mut frame = BytesMut::new();
         handshake::encode_error_response(
-            &error.response_text(self.options.detailed_errors),
+            &error.response_text(self.hub.session.detailed_errors),
             &mut frame,
         );
         outbox.push_frame(OpCode::Text, frame.freeze());
@@ -506,18 +551,20 @@ impl Session {
             if data.is_empty() {
                 return Ok(());
             }
-            match protocol.decode(&data, self.options.max_message_size) {
+            match protocol.decode(&data, self.hub.session.max_message_size) {
                 Ok(Decoded::Message(message, used)) => {
                     data = data.slice(used..);
-                    if self.stateful.enabled && message.is_trackable() {
-                        let id = self.stateful.next_expected;
-                        self.stateful.next_expected += 1;
-                        if id <= self.stateful.received {
+                    if message.is_trackable()
+                        && let Some(stateful) = self.stateful.as_deref_mut()
+                    {
+                        let id = stateful.next_expected;
+                        stateful.next_expected += 1;
+                        if id <= stateful.received {
                             // Resent by the client after a reconnect and already handled.
                             continue;
                         }
-                        self.stateful.received = id;
-                        self.stateful.ack_due.get_or_insert(now + ACK_INTERVAL);
+                        stateful.received = id;
+                        stateful.ack_due.get_or_insert(now + ACK_INTERVAL);
                     }
                     self.handle(message, now)?;
                 }
@@ -555,9 +602,9 @@ impl Session {
             }) => {
                 // Items of unknown streams are ignored, as in ASP.NET.
                 if let Some(upload) = self
-                    .uploads
-                    .iter_mut()
-                    .find(|u| u.stream_id == invocation_id)
+                    .calls
+                    .as_deref_mut()
+                    .and_then(|c| c.uploads.iter_mut().find(|u| u.stream_id == invocation_id))
                 {
                     upload.concat.push(&item);
                 }
@@ -566,11 +613,11 @@ impl Session {
             HubMessage::Completion(completion) => self.complete_upload(completion),
             HubMessage::CancelInvocation(CancelInvocation { invocation_id, .. }) => {
                 if let Some(at) = self
-                    .streams
+                    .streams()
                     .iter()
                     .position(|s| s.invocation_id == invocation_id)
                 {
-                    let stream = self.streams.remove(at);
+                    let stream = self.calls().streams.remove(at);
                     if let Some(event) = stream.source.on_cancel() {
                         self.outgoing.push(event);
                     }
@@ -581,7 +628,7 @@ impl Session {
             }
             HubMessage::Ping => {
                 if self.client_deadline.is_none() {
-                    self.client_deadline = Some(now + self.options.client_timeout);
+                    self.client_deadline = Some(now + self.hub.session.client_timeout);
                 }
                 Ok(())
             }
@@ -591,28 +638,31 @@ impl Session {
                 Err(normal_close())
             }
             HubMessage::Ack(id) => {
-                let stateful = &mut self.stateful;
-                while let Some((seq, bytes)) = stateful.unacked.front() {
-                    if *seq > id {
-                        break;
+                if let Some(stateful) = self.stateful.as_deref_mut() {
+                    while let Some((seq, bytes)) = stateful.unacked.front() {
+                        if *seq > id {
+                            break;
+                        }
+                        stateful.unacked_bytes -= bytes.len();
+                        stateful.unacked.pop_front();
                     }
-                    stateful.unacked_bytes -= bytes.len();
-                    stateful.unacked.pop_front();
                 }
                 self.run_waiting()
             }
             HubMessage::Sequence(id) => {
-                if !self.stateful.enabled {
+                let Some(received) = self.stateful.as_ref().map(|s| s.received) else {
                     return Ok(());
-                }
-                if id > self.stateful.received + 1 {
+                };
+                if id > received + 1 {
                     let text = self.error_text(
                         "Connection closed with an error.",
                         "InvalidOperationException: Sequence ID greater than amount of messages we've received.",
                     );
                     return Err(self.close_with_error(text));
                 }
-                self.stateful.next_expected = id;
+                if let Some(stateful) = self.stateful.as_deref_mut() {
+                    stateful.next_expected = id;
+                }
                 Ok(())
             }
             HubMessage::Unknown(_) => Ok(()),
@@ -645,20 +695,20 @@ impl Session {
             }
             _ => {}
         }
-        if self.running >= self.options.max_parallel_invocations || self.is_send_blocked() {
-            if self.waiting.len() >= MAX_WAITING_INVOCATIONS {
+        if self.running >= self.hub.session.max_parallel_invocations || self.is_send_blocked() {
+            if self.calls.as_ref().map_or(0, |c| c.waiting.len()) >= MAX_WAITING_INVOCATIONS {
                 let text = self.error_text(
                     "Connection closed with an error.",
                     "InvalidOperationException: Too many invocations are waiting for a free slot.",
                 );
                 return Err(self.close_with_error(text));
             }
-            self.waiting.push_back((invocation, mode));
+            self.calls().waiting.push_back((invocation, mode));
             return Ok(());
         }
         if mode == Reply::Stream
             && let Some(id) = &id
-            && self.streams.iter().any(|s| &s.invocation_id == id)
+            && self.streams().iter().any(|s| &s.invocation_id == id)
         {
             self.fail(
                 id.clone(),
@@ -700,14 +750,15 @@ impl Session {
                     self.outgoing.push(completion(id, outcome));
                 }
             }
-            Ok(Outcome::Stream(source)) => self.streams.push(ActiveStream {
+            Ok(Outcome::Stream(source)) => self.calls().streams.push(ActiveStream {
                 invocation_id: id.unwrap_or_default(),
                 source,
             }),
             Ok(Outcome::AskCaller { target, arguments }) => {
                 self.running += 1;
-                self.next_result_id += 1;
-                let sent_id = format!("s{}", self.next_result_id);
+                let calls = self.calls();
+                calls.next_result_id += 1;
+                let sent_id = format!("s{}", calls.next_result_id);
                 self.outgoing.push(HubMessage::Invocation(Invocation {
                     headers: Default::default(),
                     invocation_id: Some(sent_id.clone()),
@@ -715,7 +766,7 @@ impl Session {
                     arguments,
                     stream_ids: Vec::new(),
                 }));
-                self.pending_results.push(PendingResult {
+                self.calls().pending_results.push(PendingResult {
                     sent_id,
                     reply_to: id,
                     method: method.name.clone(),
@@ -742,7 +793,7 @@ impl Session {
             }
             Ok(Outcome::AwaitUpload { stream_id }) => {
                 self.running += 1;
-                self.uploads.push(Upload {
+                self.calls().uploads.push(Upload {
                     stream_id,
                     invocation_id: id,
                     method: method.name.clone(),
@@ -767,12 +818,12 @@ impl Session {
             });
             return Ok(());
         }
-        if let Some(at) = self
-            .pending_results
-            .iter()
-            .position(|p| p.sent_id == completion_message.invocation_id)
-        {
-            let pending = self.pending_results.remove(at);
+        if let Some(at) = self.calls.as_ref().and_then(|c| {
+            c.pending_results
+                .iter()
+                .position(|p| p.sent_id == completion_message.invocation_id)
+        }) {
+            let pending = self.calls().pending_results.remove(at);
             self.running = self.running.saturating_sub(1);
             if let Some(id) = pending.reply_to {
                 let outcome = match completion_message.outcome {
@@ -792,14 +843,14 @@ impl Session {
             }
             return self.run_waiting();
         }
-        let Some(at) = self
-            .uploads
-            .iter()
-            .position(|u| u.stream_id == completion_message.invocation_id)
-        else {
+        let Some(at) = self.calls.as_ref().and_then(|c| {
+            c.uploads
+                .iter()
+                .position(|u| u.stream_id == completion_message.invocation_id)
+        }) else {
             return Ok(());
         };
-        let upload = self.uploads.remove(at);
+        let upload = self.calls().uploads.remove(at);
         self.running = self.running.saturating_sub(1);
         if let Some(id) = upload.invocation_id {
             let outcome = match completion_message.outcome {
@@ -821,9 +872,12 @@ impl Session {
 
     /// Runs waiting invocations while slots and send buffer allow.
     fn run_waiting(&mut self) -> Result<(), AppClose> {
-        while self.running < self.options.max_parallel_invocations
+        while self.running < self.hub.session.max_parallel_invocations
             && !self.is_send_blocked()
-            && let Some((invocation, mode)) = self.waiting.pop_front()
+            && let Some((invocation, mode)) = self
+                .calls
+                .as_deref_mut()
+                .and_then(|c| c.waiting.pop_front())
         {
             self.invoke(invocation, mode)?;
         }
@@ -844,7 +898,7 @@ impl Session {
 
     /// ASP.NET's `ErrorMessageHelper.BuildErrorMessage`: the detail only in detailed mode.
     fn error_text(&self, message: &str, detail: &str) -> String {
-        if self.options.detailed_errors {
+        if self.hub.session.detailed_errors {
             format!("{message} {detail}")
         } else {
             message.to_owned()
@@ -872,11 +926,10 @@ impl Session {
                 continue;
             }
             let bytes = scratch.split().freeze();
-            if self.stateful.enabled && message.is_trackable() {
-                let stateful = &mut self.stateful;
-                stateful.sent += 1;
-                stateful.unacked_bytes += bytes.len();
-                stateful.unacked.push_back((stateful.sent, bytes.clone()));
+            if message.is_trackable()
+                && let Some(stateful) = self.stateful.as_deref_mut()
+            {
+                stateful.track(bytes.clone());
             }
             parts.push(bytes);
         }
@@ -910,7 +963,7 @@ impl WebSocketApp for Session {
             DataMessage::Text(bytes) | DataMessage::Binary(bytes) => bytes,
         };
         if let Some(deadline) = self.client_deadline.as_mut() {
-            *deadline = now + self.options.client_timeout;
+            *deadline = now + self.hub.session.client_timeout;
         }
         if let Phase::Handshake { .. } = self.phase {
             return self.handshake(&bytes, outbox, now);
@@ -926,7 +979,7 @@ impl WebSocketApp for Session {
             Phase::Active { .. } => [
                 Some(self.next_ping),
                 self.client_deadline,
-                self.stateful.ack_due,
+                self.stateful.as_ref().and_then(|s| s.ack_due),
                 self.conflator.as_ref().and_then(|c| c.next_due()),
             ]
             .into_iter()
@@ -951,18 +1004,20 @@ impl WebSocketApp for Session {
                     result = Err(self.close_with_error(text));
                 } else if now >= self.next_ping {
                     self.outgoing.push(HubMessage::Ping);
-                    self.next_ping = now + self.options.keepalive_interval;
+                    self.next_ping = now + self.hub.session.keepalive_interval;
                 }
                 if let Some(mut conflator) = self.conflator.take() {
                     conflator.release_due(now, |m| self.queue(m, false));
                     self.conflator = Some(conflator);
                     self.drain_mailbox(outbox);
                 }
-                if self.stateful.ack_due.is_some_and(|at| now >= at) {
-                    self.stateful.ack_due = None;
-                    if self.stateful.received > self.stateful.acked {
-                        self.stateful.acked = self.stateful.received;
-                        self.outgoing.push(HubMessage::Ack(self.stateful.received));
+                if let Some(stateful) = self.stateful.as_deref_mut()
+                    && stateful.ack_due.is_some_and(|at| now >= at)
+                {
+                    stateful.ack_due = None;
+                    if stateful.received > stateful.acked {
+                        stateful.acked = stateful.received;
+                        self.outgoing.push(HubMessage::Ack(stateful.received));
                     }
                 }
                 self.flush(outbox);
@@ -975,23 +1030,21 @@ impl WebSocketApp for Session {
         let Phase::Active { protocol } = self.phase else {
             return;
         };
-        if !std::mem::take(&mut self.stateful.resume_pending) {
-            self.drain_mailbox(outbox);
-            // Completions that arrived while the socket was away (upstream calls).
-            self.flush(outbox);
-            return;
+        if let Some(stateful) = self.stateful.as_deref_mut()
+            && std::mem::take(&mut stateful.resume_pending)
+        {
+            // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked
+            // message.
+            let first = stateful
+                .unacked
+                .front()
+                .map_or(stateful.sent + 1, |(seq, _)| *seq);
+            let mut sequence = BytesMut::new();
+            let _ = protocol.encode(&HubMessage::Sequence(first), &mut sequence);
+            let mut parts = vec![sequence.freeze()];
+            parts.extend(stateful.unacked.iter().map(|(_, bytes)| bytes.clone()));
+            outbox.push_frame_parts(frame_type(protocol), parts);
         }
-        // ASP.NET `MessageBuffer.ResendAsync`: Sequence (always), then every unacked message.
-        let first = self
-            .stateful
-            .unacked
-            .front()
-            .map_or(self.stateful.sent + 1, |(seq, _)| *seq);
-        let mut sequence = BytesMut::new();
-        let _ = protocol.encode(&HubMessage::Sequence(first), &mut sequence);
-        let mut parts = vec![sequence.freeze()];
-        parts.extend(self.stateful.unacked.iter().map(|(_, bytes)| bytes.clone()));
-        outbox.push_frame_parts(frame_type(protocol), parts);
         // What was delivered while the socket was away follows, in order.
         self.drain_mailbox(outbox);
         // Completions that arrived while the socket was away (upstream calls).
@@ -999,11 +1052,14 @@ impl WebSocketApp for Session {
     }
 
     fn on_drained(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
-        if self.streams.is_empty() || self.is_send_blocked() {
+        if self.streams().is_empty() || self.is_send_blocked() {
             return Ok(());
         }
+        let Some(calls) = self.calls.as_deref_mut() else {
+            return Ok(());
+        };
         let mut finished = Vec::new();
-        for (index, stream) in self.streams.iter_mut().enumerate() {
+        for (index, stream) in calls.streams.iter_mut().enumerate() {
             for _ in 0..ITEMS_PER_TURN {
                 match stream.source.next_item() {
                     Some(item) => self.outgoing.push(HubMessage::StreamItem(StreamItem {
@@ -1019,7 +1075,7 @@ impl WebSocketApp for Session {
             }
         }
         for index in finished.into_iter().rev() {
-            let stream = self.streams.remove(index);
+            let stream = calls.streams.remove(index);
             self.outgoing
                 .push(completion(stream.invocation_id, CompletionOutcome::Void));
         }
@@ -1080,14 +1136,12 @@ fn normal_close() -> AppClose {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn an_idle_session_stays_small() {
         // Every idle SignalR connection carries one; perf/idle_memory.py --signalr measures
         // the whole cost.
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 640, "Session is {size} bytes");
-        let _ = SessionOptions::from_config(&Config::default().signalr);
+        assert!(size <= 320, "Session is {size} bytes");
     }
 }

@@ -30,6 +30,7 @@ use crate::hub::{HubDefinition, Hubs};
 use crate::stats::{RateSample, Stats};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
+use crate::transport::websocket::WebSocketLimits;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
 use groups::GroupTable;
 use inbox::{Inbox, Peers, ShardMessage};
@@ -140,6 +141,36 @@ pub struct ShardContext {
     pub streams: streams::StreamTable,
     /// The HTTP client of upstream methods and hub events, with its connection pool.
     pub upstream: Rc<crate::upstream::UpstreamClient>,
+    /// The WebSocket limits of hub connections, and of the echo route (computed once, so a
+    /// connection task holds a reference instead of its own copy).
+    pub websocket_limits: WebSocketRouteLimits,
+}
+
+/// The WebSocket limits of each kind of route.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketRouteLimits {
+    /// Hub connections: SignalR has its own keep-alive and client timeout, so the WebSocket
+    /// layer only pings and never closes an idle peer itself.
+    pub hub: WebSocketLimits,
+    /// The echo route.
+    pub echo: WebSocketLimits,
+}
+
+impl WebSocketRouteLimits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        let websocket = &config.websocket;
+        Self {
+            hub: WebSocketLimits {
+                max_message_size: websocket.max_message_size,
+                idle_timeout: None,
+                ping_interval: websocket.ping_interval,
+                close_timeout: websocket.close_timeout,
+                send_timeout: websocket.send_timeout,
+            },
+            echo: WebSocketLimits::from_config(websocket, config.echo.max_message_size),
+        }
+    }
 }
 
 /// What the process hands every shard: read-only or lock-free things shared by all of them.
@@ -177,6 +208,7 @@ impl ShardContext {
         let totals = stats.totals();
         let hubs_by_path = Hubs::new(&hubs);
         Self {
+            websocket_limits: WebSocketRouteLimits::from_config(&config),
             streams: streams::StreamTable::new(streams::BacklogLimits::from_config(
                 &config.signalr,
             )),

@@ -37,7 +37,7 @@ pub struct SessionSlot {
     /// Its hub.
     pub hub: Rc<HubDefinition>,
     /// Its public connection id (kept here so lookups never borrow the session).
-    pub connection_id: String,
+    pub connection_id: Rc<str>,
     /// The session itself.
     pub session: RefCell<Box<Session>>,
     /// The connection currently running it (`None` while parked).
@@ -150,7 +150,7 @@ fn id_hash(connection_id: &str) -> u64 {
 impl Sessions {
     /// Adds a session of `hub`.
     pub fn insert(&self, hub: Rc<HubDefinition>, session: Box<Session>) -> Rc<SessionSlot> {
-        let connection_id = session.connection_id().to_owned();
+        let connection_id = session.shared_connection_id();
         let mut slots = self.slots.borrow_mut();
         let entry = slots.vacant_entry();
         let serial = self.next_serial.get();
@@ -212,7 +212,7 @@ impl Sessions {
             .borrow()
             .get(&id_hash(connection_id))?;
         self.get(key)
-            .filter(|slot| slot.connection_id == connection_id)
+            .filter(|slot| &*slot.connection_id == connection_id)
     }
 
     /// Every session of `hub` (a snapshot).

@@ -141,206 +141,215 @@ enum Wake {
 }
 
 /// Runs the WebSocket protocol on `stream` until the connection ends, and says why it ended.
-/// `input` holds bytes that arrived with the upgrade request.
-pub async fn serve<A: WebSocketApp>(
-    stream: &mut TcpStream,
-    mut input: ReadBuffer,
-    app: &mut A,
-    connection: &ConnectionHandle,
-    limits: &WebSocketLimits,
-    timers: &Timers,
-) -> ConnectionEnd {
-    let mut reader = MessageReader::new(limits.max_message_size);
-    let mut outbox = Outbox::new();
-    let mut want = 0;
-    let mut last_rx = timers.now();
-    let mut ping_outstanding = false;
-    let mut closing: Option<Closing> = None;
-    let mut fin_sent = false;
-    app.on_open(&mut outbox);
-    let start_close = |outbox: &mut Outbox,
-                       code: CloseCode,
-                       reason: &str,
-                       end: ConnectionEnd,
-                       drain_only: bool| {
-        outbox.push_close(code, reason);
-        Some(Closing {
-            deadline: timers.now() + limits.close_timeout,
-            end,
-            drain_only,
-        })
-    };
+/// `input` holds bytes that arrived with the upgrade request (borrowed, so the connection's
+/// future holds one buffer handle, not a moved-from copy beside it).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every connection's future"
+)]
+pub fn serve<'a, A: WebSocketApp>(
+    stream: &'a mut TcpStream,
+    input: &'a mut ReadBuffer,
+    app: &'a mut A,
+    connection: &'a ConnectionHandle,
+    limits: &'a WebSocketLimits,
+    timers: &'a Timers,
+) -> impl std::future::Future<Output = ConnectionEnd> + 'a {
+    // An async block, not an async fn, so the arguments are not stored twice (see
+    // `connection::run_hub`).
+    async move {
+        let mut reader = MessageReader::new(limits.max_message_size);
+        let mut outbox = Outbox::new();
+        let mut want = 0;
+        let mut last_rx = timers.now();
+        let mut ping_outstanding = false;
+        let mut closing: Option<Closing> = None;
+        let mut fin_sent = false;
+        app.on_open(&mut outbox);
+        let start_close = |outbox: &mut Outbox,
+                           code: CloseCode,
+                           reason: &str,
+                           end: ConnectionEnd,
+                           drain_only: bool| {
+            outbox.push_close(code, reason);
+            Some(Closing {
+                deadline: timers.now() + limits.close_timeout,
+                end,
+                drain_only,
+            })
+        };
 
-    loop {
-        // 1. Everything already buffered.
-        if closing.as_ref().is_some_and(|c| c.drain_only) {
-            input.bytes_mut().clear();
-        }
-        while closing.as_ref().is_none_or(|c| !c.drain_only) {
-            match reader.poll(input.bytes_mut()) {
-                Ok(ReadEvent::NeedAtLeast(n)) => {
-                    want = n;
-                    break;
-                }
-                Ok(ReadEvent::Message(message)) => match message {
-                    Message::Text(_) | Message::Binary(_) | Message::Ping(_)
-                        if closing.is_some() => {}
-                    Message::Text(text) => {
-                        closing = deliver(
-                            app,
-                            DataMessage::Text(text),
-                            &mut outbox,
-                            timers,
-                            &start_close,
-                        );
-                    }
-                    Message::Binary(data) => {
-                        closing = deliver(
-                            app,
-                            DataMessage::Binary(data),
-                            &mut outbox,
-                            timers,
-                            &start_close,
-                        );
-                    }
-                    Message::Ping(payload) => outbox.push_frame(OpCode::Pong, payload),
-                    Message::Pong(_) => {}
-                    Message::Close(frame) => {
-                        if let Some(closing) = closing {
-                            // Our close was answered: the handshake is complete.
-                            let _ = stream.shutdown().await;
-                            return closing.end;
-                        }
-                        match frame.code {
-                            Some(code) => outbox.push_close(code, ""),
-                            None => outbox.push_frame(OpCode::Close, Bytes::new()),
-                        }
-                        let _ = flush(stream, &mut outbox, limits, connection, timers).await;
-                        let _ = stream.shutdown().await;
-                        return ConnectionEnd::PeerClosed(frame.code);
-                    }
-                },
-                Err(error) => {
-                    closing = match closing {
-                        Some(mut c) => {
-                            c.drain_only = true;
-                            Some(c)
-                        }
-                        None => start_close(
-                            &mut outbox,
-                            error.close_code(),
-                            &error.to_string(),
-                            ConnectionEnd::Protocol(error),
-                            true,
-                        ),
-                    };
-                    input.bytes_mut().clear();
-                    break;
-                }
-            }
-        }
-        input.release_if_empty();
-
-        // 2. Everything queued, and whatever the endpoint produces once the socket has taken it.
         loop {
-            if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
-                return closing.map_or(end, |c| c.end);
+            // 1. Everything already buffered.
+            if closing.as_ref().is_some_and(|c| c.drain_only) {
+                input.bytes_mut().clear();
             }
-            if closing.is_some() {
-                break;
-            }
-            if let Err(close) = app.on_drained(&mut outbox) {
-                closing = app_close(close, &mut outbox, &start_close);
-            }
-            if outbox.is_empty() {
-                break;
-            }
-        }
-        if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
-            // Failing the connection: our close frame is out, now send FIN and only wait for
-            // the peer to finish, so unread bytes do not turn our close into a reset.
-            let _ = stream.shutdown().await;
-            fin_sent = true;
-        }
-
-        // 3. A stop requested meanwhile (also while flushing) starts the close handshake.
-        if closing.is_none() && connection.signal.is_shutdown() {
-            app.on_shutdown(&mut outbox);
-            closing = start_close(
-                &mut outbox,
-                CloseCode::GOING_AWAY,
-                "server shutting down",
-                ConnectionEnd::Shutdown,
-                false,
-            );
-            continue;
-        }
-
-        // 4. Wait for input or a shard signal (stop, or the deadline scheduled here).
-        let idle_at = limits.idle_timeout.map(|idle| last_rx + idle);
-        let deadline = match &closing {
-            Some(c) => c.deadline,
-            None => {
-                let ping_at = (!ping_outstanding).then(|| last_rx + limits.ping_interval);
-                [idle_at, ping_at, app.deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or_else(|| timers.now() + limits.ping_interval)
-            }
-        };
-        connection.arm(deadline, timers);
-        let wake = monoio::select! {
-            ready = ReadBuffer::readable(stream) => Wake::Readable(ready),
-            signal = connection.signal.wait() => Wake::Signal(signal),
-        };
-        match wake {
-            Wake::Readable(Err(error)) => {
-                return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
-            }
-            // Boxed: the read completes at once (the socket is readable), and its state would
-            // otherwise enlarge every idle connection's task.
-            Wake::Readable(Ok(())) => match Box::pin(input.read_ready(stream, want)).await {
-                Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
-                Ok(_) => {
-                    last_rx = timers.now();
-                    ping_outstanding = false;
+            while closing.as_ref().is_none_or(|c| !c.drain_only) {
+                match reader.poll(input.bytes_mut()) {
+                    Ok(ReadEvent::NeedAtLeast(n)) => {
+                        want = n;
+                        break;
+                    }
+                    Ok(ReadEvent::Message(message)) => match message {
+                        Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+                            if closing.is_some() => {}
+                        Message::Text(text) => {
+                            closing = deliver(
+                                app,
+                                DataMessage::Text(text),
+                                &mut outbox,
+                                timers,
+                                &start_close,
+                            );
+                        }
+                        Message::Binary(data) => {
+                            closing = deliver(
+                                app,
+                                DataMessage::Binary(data),
+                                &mut outbox,
+                                timers,
+                                &start_close,
+                            );
+                        }
+                        Message::Ping(payload) => outbox.push_frame(OpCode::Pong, payload),
+                        Message::Pong(_) => {}
+                        Message::Close(frame) => {
+                            if let Some(closing) = closing {
+                                // Our close was answered: the handshake is complete.
+                                let _ = stream.shutdown().await;
+                                return closing.end;
+                            }
+                            match frame.code {
+                                Some(code) => outbox.push_close(code, ""),
+                                None => outbox.push_frame(OpCode::Close, Bytes::new()),
+                            }
+                            let _ = flush(stream, &mut outbox, limits, connection, timers).await;
+                            let _ = stream.shutdown().await;
+                            return ConnectionEnd::PeerClosed(frame.code);
+                        }
+                    },
+                    Err(error) => {
+                        closing = match closing {
+                            Some(mut c) => {
+                                c.drain_only = true;
+                                Some(c)
+                            }
+                            None => start_close(
+                                &mut outbox,
+                                error.close_code(),
+                                &error.to_string(),
+                                ConnectionEnd::Protocol(error),
+                                true,
+                            ),
+                        };
+                        input.bytes_mut().clear();
+                        break;
+                    }
                 }
-                Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
-            },
-            // Handled at the top of the next turn.
-            Wake::Signal(Signal::Shutdown) => {}
-            Wake::Signal(Signal::Outbound) => {
-                if closing.is_none()
-                    && let Err(close) = app.on_wake(&mut outbox)
-                {
+            }
+            input.release_if_empty();
+
+            // 2. Everything queued, and whatever the endpoint produces once the socket has taken it.
+            loop {
+                if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
+                    return closing.map_or(end, |c| c.end);
+                }
+                if closing.is_some() {
+                    break;
+                }
+                if let Err(close) = app.on_drained(&mut outbox) {
                     closing = app_close(close, &mut outbox, &start_close);
                 }
+                if outbox.is_empty() {
+                    break;
+                }
             }
-            Wake::Signal(Signal::Timer) => {
-                let now = timers.now();
-                if let Some(c) = closing {
-                    if now >= c.deadline {
-                        return c.end;
+            if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
+                // Failing the connection: our close frame is out, now send FIN and only wait for
+                // the peer to finish, so unread bytes do not turn our close into a reset.
+                let _ = stream.shutdown().await;
+                fin_sent = true;
+            }
+
+            // 3. A stop requested meanwhile (also while flushing) starts the close handshake.
+            if closing.is_none() && connection.signal.is_shutdown() {
+                app.on_shutdown(&mut outbox);
+                closing = start_close(
+                    &mut outbox,
+                    CloseCode::GOING_AWAY,
+                    "server shutting down",
+                    ConnectionEnd::Shutdown,
+                    false,
+                );
+                continue;
+            }
+
+            // 4. Wait for input or a shard signal (stop, or the deadline scheduled here).
+            let idle_at = limits.idle_timeout.map(|idle| last_rx + idle);
+            let deadline = match &closing {
+                Some(c) => c.deadline,
+                None => {
+                    let ping_at = (!ping_outstanding).then(|| last_rx + limits.ping_interval);
+                    [idle_at, ping_at, app.deadline()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or_else(|| timers.now() + limits.ping_interval)
+                }
+            };
+            connection.arm(deadline, timers);
+            let wake = monoio::select! {
+                ready = ReadBuffer::readable(stream) => Wake::Readable(ready),
+                signal = connection.signal.wait() => Wake::Signal(signal),
+            };
+            match wake {
+                Wake::Readable(Err(error)) => {
+                    return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
+                }
+                // Boxed: the read completes at once (the socket is readable), and its state would
+                // otherwise enlarge every idle connection's task.
+                Wake::Readable(Ok(())) => match Box::pin(input.read_ready(stream, want)).await {
+                    Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
+                    Ok(_) => {
+                        last_rx = timers.now();
+                        ping_outstanding = false;
                     }
-                    closing = Some(c);
-                } else if idle_at.is_some_and(|at| now >= at) {
-                    closing = start_close(
-                        &mut outbox,
-                        CloseCode::GOING_AWAY,
-                        "idle timeout",
-                        ConnectionEnd::IdleTimeout,
-                        false,
-                    );
-                } else {
-                    if !ping_outstanding && now >= last_rx + limits.ping_interval {
-                        outbox.push_frame(OpCode::Ping, Bytes::new());
-                        ping_outstanding = true;
-                    }
-                    if app.deadline().is_some_and(|at| now >= at)
-                        && let Err(close) = app.on_deadline(now, &mut outbox)
+                    Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
+                },
+                // Handled at the top of the next turn.
+                Wake::Signal(Signal::Shutdown) => {}
+                Wake::Signal(Signal::Outbound) => {
+                    if closing.is_none()
+                        && let Err(close) = app.on_wake(&mut outbox)
                     {
                         closing = app_close(close, &mut outbox, &start_close);
+                    }
+                }
+                Wake::Signal(Signal::Timer) => {
+                    let now = timers.now();
+                    if let Some(c) = closing {
+                        if now >= c.deadline {
+                            return c.end;
+                        }
+                        closing = Some(c);
+                    } else if idle_at.is_some_and(|at| now >= at) {
+                        closing = start_close(
+                            &mut outbox,
+                            CloseCode::GOING_AWAY,
+                            "idle timeout",
+                            ConnectionEnd::IdleTimeout,
+                            false,
+                        );
+                    } else {
+                        if !ping_outstanding && now >= last_rx + limits.ping_interval {
+                            outbox.push_frame(OpCode::Ping, Bytes::new());
+                            ping_outstanding = true;
+                        }
+                        if app.deadline().is_some_and(|at| now >= at)
+                            && let Err(close) = app.on_deadline(now, &mut outbox)
+                        {
+                            closing = app_close(close, &mut outbox, &start_close);
+                        }
                     }
                 }
             }

@@ -153,7 +153,7 @@ fn trimmed(body: &Bytes) -> Bytes {
 fn caller_of(slot: &SessionSlot) -> CallerInfo {
     CallerInfo {
         hub: slot.hub.name.clone(),
-        connection_id: slot.connection_id.clone(),
+        connection_id: slot.connection_id.to_string(),
         key_id: slot.session.borrow().key_id(),
         user: slot.user.borrow().clone(),
     }

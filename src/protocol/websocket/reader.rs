@@ -63,7 +63,8 @@ struct Fragmented {
 pub struct MessageReader {
     max_message_size: usize,
     current: Option<InFrame>,
-    fragmented: Option<Fragmented>,
+    /// Boxed: every idle connection carries a reader, few ever fragment.
+    fragmented: Option<Box<Fragmented>>,
     utf8: Utf8Validator,
 }
 
@@ -202,10 +203,10 @@ impl MessageReader {
             OpCode::Text | OpCode::Binary => {
                 let mut data = BytesMut::with_capacity(payload.len().max(64));
                 data.extend_from_slice(&payload);
-                self.fragmented = Some(Fragmented {
+                self.fragmented = Some(Box::new(Fragmented {
                     opcode: header.opcode,
                     data,
-                });
+                }));
                 None
             }
             OpCode::Continuation => {
