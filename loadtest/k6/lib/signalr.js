@@ -241,19 +241,27 @@ export class HubConnection {
    * id (when negotiated); rejects on any failure, after counting it in
    * `signalr_connect_failures`.
    */
-  async start() {
+  start() {
     const begun = Date.now();
-    let token = null;
-    if (!this.skipNegotiation) {
-      try {
-        const doc = await negotiate(this.url, this.hub, this.accessToken);
-        token = doc.connectionToken || doc.connectionId;
-        this.connectionId = doc.connectionId || null;
-      } catch (e) {
-        connectFailures.add(1, { stage: 'negotiate' });
-        throw e;
-      }
+    if (this.skipNegotiation) {
+      return this.open(null, begun);
     }
+    // A promise chain, not try/await/catch: goja (k6 1.1.0) rethrew `this` instead of the
+    // error from a catch block in this method.
+    return negotiate(this.url, this.hub, this.accessToken).then(
+      (doc) => {
+        this.connectionId = doc.connectionId || null;
+        return this.open(doc.connectionToken || doc.connectionId, begun);
+      },
+      (error) => {
+        connectFailures.add(1, { stage: 'negotiate' });
+        throw error;
+      },
+    );
+  }
+
+  /** Opens the WebSocket with `token` (null without negotiate) and runs the handshake. */
+  open(token, begun) {
     return new Promise((resolve, reject) => {
       let settled = false;
       let opened = 0;
@@ -271,9 +279,15 @@ export class HubConnection {
         () => fail('handshake', new Error(`no handshake answer within ${this.handshakeTimeoutMs} ms`)),
         this.handshakeTimeoutMs,
       );
-      const ws = new WebSocket(socketUrl(this.url, this.hub, token, this.accessToken), null, {
-        tags: Object.assign({ name: this.hub }, this.tags),
-      });
+      let ws;
+      try {
+        ws = new WebSocket(socketUrl(this.url, this.hub, token, this.accessToken), null, {
+          tags: Object.assign({ name: this.hub }, this.tags),
+        });
+      } catch (e) {
+        fail('upgrade', e);
+        return;
+      }
       this.socket = ws;
       this.closedPromise = new Promise((done) => {
         ws.onclose = () => {
