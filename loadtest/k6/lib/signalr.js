@@ -272,6 +272,8 @@ export class HubConnection {
         settled = true;
         connectFailures.add(1, { stage });
         clearTimeout(timer);
+        // Counted here; the close that follows is ours, not the server's.
+        this.stopping = true;
         this.closeSocket();
         reject(error instanceof Error ? error : new Error(String(error)));
       };
