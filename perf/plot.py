@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Draws a line chart (SVG, no dependencies) from a perf/compare.py JSON report.
+
+One line per server (or per metric with --metrics), x = the report's steps (subscribers,
+connections, rates: whatever the scenario stepped over), y = the median of a summary metric,
+with min-max whiskers.
+
+    python3 perf/plot.py REPORT.json --metric cpu_us_per_unit --ylabel "server CPU µs per delivery" \
+        --xlabel subscribers --title "S2 broadcast, 1 KB" -o perf/results/X.svg
+    python3 perf/plot.py REPORT.json --server ringhub --metrics p50_us,p99_us,p999_us --log-y ...
+"""
+import argparse
+import json
+import math
+import sys
+
+COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f"]
+
+
+def numeric(step):
+    try:
+        return float(step)
+    except (TypeError, ValueError):
+        return None
+
+
+def series_from(report, args):
+    """[(label, [(x, median, min, max)])]"""
+    rows = report["summary"]
+    out = []
+    if args.metrics:
+        chosen = [r for r in rows if r["server"] == args.server]
+        for metric in args.metrics.split(","):
+            points = [(numeric(r["step"]), r[metric]) for r in chosen if r.get(metric)]
+            out.append((metric.replace("_us", ""),
+                        [(x, m["median"], m["min"], m["max"]) for x, m in points
+                         if x is not None]))
+    else:
+        servers = []
+        for r in rows:
+            if r["server"] not in servers:
+                servers.append(r["server"])
+        for server in servers:
+            points = [(numeric(r["step"]), r.get(args.metric)) for r in rows
+                      if r["server"] == server]
+            out.append((server, [(x, m["median"], m["min"], m["max"]) for x, m in points
+                                 if x is not None and m]))
+    return [(label, sorted(points)) for label, points in out if points]
+
+
+def scale(value, lo, hi, length, log):
+    if log:
+        value, lo, hi = math.log10(value), math.log10(lo), math.log10(hi)
+    return 0 if hi == lo else (value - lo) / (hi - lo) * length
+
+
+def ticks(lo, hi, log):
+    if log:
+        return [10 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    step = 10 ** math.floor(math.log10((hi - lo) or 1))
+    while (hi - lo) / step > 8:
+        step *= 2
+    start = math.floor(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 2)]
+
+
+def label(value):
+    if value >= 1000 and value == int(value):
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
+def draw(series, args):
+    width, height, left, right, top, bottom = 720, 420, 80, 170, 40, 60
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [p[0] for _, pts in series for p in pts]
+    ys = [v for _, pts in series for p in pts for v in p[1:]]
+    x_lo, x_hi = min(xs), max(xs)
+    y_lo = min(ys) if args.log_y else 0
+    y_hi = max(ys) * 1.08
+    if args.log_y:
+        y_lo = 10 ** math.floor(math.log10(min(ys)))
+        y_hi = 10 ** math.ceil(math.log10(max(ys)))
+    y_ticks = [t for t in ticks(y_lo, y_hi, args.log_y) if y_lo <= t <= y_hi]
+    y_hi = max(y_hi, *(y_ticks or [y_hi]))
+    x_ticks = sorted(set(xs))
+
+    def px(x):
+        return left + scale(x, x_lo, x_hi, plot_w, args.log_x)
+
+    def py(y):
+        return top + plot_h - scale(max(y, y_lo), y_lo, y_hi, plot_h, args.log_y)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="15" font-weight="bold">{args.title}</text>']
+    for t in y_ticks:
+        y = py(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
+                   'stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label(t)}</text>')
+    for t in x_ticks:
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" '
+                   'stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">'
+                   f'{label(t)}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+               'stroke="#333"/>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{height - 18}" text-anchor="middle">'
+               f'{args.xlabel}</text>')
+    out.append(f'<text transform="translate(18,{top + plot_h / 2}) rotate(-90)" '
+               f'text-anchor="middle">{args.ylabel}</text>')
+    for i, (name, points) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(m):.1f}"
+                        for j, (x, m, _, _) in enumerate(points))
+        out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, m, lo, hi in points:
+            out.append(f'<line x1="{px(x):.1f}" y1="{py(lo):.1f}" x2="{px(x):.1f}" '
+                       f'y2="{py(hi):.1f}" stroke="{colour}"/>')
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(m):.1f}" r="3" fill="{colour}"/>')
+        ly = top + 14 + i * 20
+        out.append(f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 34}" '
+                   f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{left + plot_w + 40}" y="{ly}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report")
+    ap.add_argument("--metric", default="cpu_us_per_unit")
+    ap.add_argument("--metrics", help="comma-separated metrics of one --server instead")
+    ap.add_argument("--server", default="ringhub")
+    ap.add_argument("--title", default="")
+    ap.add_argument("--xlabel", default="")
+    ap.add_argument("--ylabel", default="")
+    ap.add_argument("--log-x", action="store_true")
+    ap.add_argument("--log-y", action="store_true")
+    ap.add_argument("-o", "--output", required=True)
+    args = ap.parse_args()
+    with open(args.report) as f:
+        report = json.load(f)
+    series = series_from(report, args)
+    if not series:
+        sys.exit("nothing to plot: no numeric steps with that metric")
+    with open(args.output, "w") as f:
+        f.write(draw(series, args))
+
+
+if __name__ == "__main__":
+    main()
