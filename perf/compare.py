@@ -68,6 +68,8 @@ class Server:
             return [str(args.ringhub), "--listen", "127.0.0.1:0", "--workers", "1", *sets]
         if self.name == "floor":
             return [str(args.floor), "--port", "0"]
+        if self.name == "floor-coalesce":
+            return [str(args.floor), "--port", "0", "--coalesce"]
         if self.name == "bun":
             return [str(BUN), str(PEERS / "bun-server.js"), "--port", "0"]
         if self.name == "uws":
@@ -81,8 +83,10 @@ SERVERS = {
     for s in [
         Server("ringhub", "ringhub, 1 shard, SignalR JSON on /hubs/diagnostics", False,
                re.compile(r"listening.*addr=\S*:(\d+)")),
-        Server("floor", "perf/floor: one frame built once, one io_uring Send SQE per socket",
-               True, PEER_LINE),
+        Server("floor", "perf/floor: one frame built once, one io_uring Send SQE per socket "
+               "and frame", True, PEER_LINE),
+        Server("floor-coalesce", "perf/floor --coalesce: the same, but all frames queued for "
+               "a socket go out in one SendMsg SQE", True, PEER_LINE),
         Server("bun", "Bun.serve (uWebSockets inside), topics + server.publish", True,
                PEER_LINE),
         Server("uws", "uWebSockets.js (@trufflesuite/uws-js-unofficial), app.publish", True,
@@ -567,6 +571,7 @@ def missing_prerequisites(args):
     needs = {
         "ringhub": (args.ringhub, "cargo build --release"),
         "floor": (args.floor, "cargo build --release -p ringhub-floor"),
+        "floor-coalesce": (args.floor, "cargo build --release -p ringhub-floor"),
         "bun": (BUN, "npm ci --prefix perf/peers"),
         "uws": (PEERS / "node_modules/@trufflesuite/uws-js-unofficial", "npm ci --prefix perf/peers"),
         "ws": (PEERS / "node_modules/ws", "npm ci --prefix perf/peers"),

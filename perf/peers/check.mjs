@@ -10,8 +10,9 @@
 //
 // Run from the repository root after `npm ci --prefix perf/peers` and
 // `cargo build --release -p ringhub-floor`:
-//   node perf/peers/check.mjs [--floor target/release/ringhub-floor] [floor bun uws ws]
-// Exits non-zero if any check fails.
+//   node perf/peers/check.mjs [--floor target/release/ringhub-floor] [floor floor-coalesce bun uws ws]
+// CHECK_ONLY=checkEcho (or another check's function name) runs one check. Exits non-zero if any
+// check fails.
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -34,6 +35,7 @@ function floorBinary(argv) {
 const argv = process.argv.slice(2);
 const SERVERS = {
   floor: () => [floorBinary(argv), ["--port", "0"]],
+  "floor-coalesce": () => [floorBinary(argv), ["--port", "0", "--coalesce"]],
   bun: () => [BUN, [path.join(here, "bun-server.js"), "--port", "0"]],
   uws: () => [process.execPath, [path.join(here, "uws-server.js"), "--port", "0"]],
   ws: () => [process.execPath, [path.join(here, "ws-server.mjs"), "--port", "0"]],
@@ -43,7 +45,10 @@ const chosen = positional.length ? positional : Object.keys(SERVERS);
 
 function start(name) {
   const [command, args] = SERVERS[name]();
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  // The server's own stderr is shown only if a check fails.
+  child.stderrText = "";
+  child.stderr.on("data", (chunk) => { child.stderrText = (child.stderrText + chunk).slice(-4000); });
   return new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`${name}: no "listening" line in 10 s`)), 10_000);
@@ -190,11 +195,12 @@ for (const name of chosen) {
     for (const check of [checkBroadcast, checkSlowSubscriber, checkEcho, checkHttp]) {
       if (only && check.name !== only) continue;
       const what = await within(30_000, check.name, check(server.port));
-      console.log(`ok   ${name.padEnd(5)} ${check.name}: ${what}`);
+      console.log(`ok   ${name.padEnd(14)} ${check.name}: ${what}`);
     }
   } catch (error) {
     failed += 1;
-    console.log(`FAIL ${name.padEnd(5)} ${error.message}`);
+    console.log(`FAIL ${name.padEnd(14)} ${error.message}`);
+    if (server?.child.stderrText) console.log(`     ${name} stderr:\n${server.child.stderrText}`);
   } finally {
     server?.child.kill();
   }

@@ -20,12 +20,19 @@
 //! - `/ws/echo`: each message comes back to its sender;
 //! - `GET /health/ready` answers `200`, any other path `404`.
 //!
+//! With `--coalesce` it also pulls the other lever: when several frames are waiting for one
+//! connection (a publisher sent several messages in one read, or the socket was still busy), one
+//! `SendMsg` SQE writes them all (up to 64), its iovecs pointing at the shared frames. uWebSockets
+//! does the same when it drains a topic once per event-loop turn. Running both modes shows how
+//! much of a peer's advantage comes from coalescing.
+//!
 //! Pings are answered with pongs and closes with closes. Fragmented messages are refused (close
-//! 1003); no extension (compression) is ever negotiated. At most one write per connection is in
-//! flight, so frames arrive in order; a short write is resubmitted from where it stopped.
+//! 1003); no extension (compression) is ever negotiated. Sends are queued while completions are
+//! handled and armed once per loop turn. At most one write per connection is in flight, so frames
+//! arrive in order; a short write is resubmitted from where it stopped.
 //!
 //! ```text
-//! ringhub-floor [--listen 127.0.0.1:0 | --port P]     # prints `listening <addr>` on stdout
+//! ringhub-floor [--listen 127.0.0.1:0 | --port P] [--coalesce]   # prints `listening <addr>`
 //! ```
 
 mod frame;
@@ -49,14 +56,20 @@ use crate::http::{Head, Route};
 /// Submission queue size. A broadcast to up to this many subscribers reaches the kernel in one
 /// `io_uring_enter`; past it, the queue is flushed each time it fills.
 const RING_ENTRIES: u32 = 16_384;
-/// First size of a connection's read buffer; it grows to fit a larger frame or request head.
+/// First size of a connection's read buffer. It grows to fit a larger frame or request head, and
+/// doubles (up to `MAX_READ_BUFFER`) whenever a receive fills it: a publisher's messages are then
+/// read many at a time, as an epoll server reading until `EAGAIN` would.
 const READ_BUFFER: usize = 1024;
+/// Largest size a read buffer grows to because receives keep filling it.
+const MAX_READ_BUFFER: usize = 256 * 1024;
 /// `user_data` of the accept operation.
 const ACCEPT: u64 = u64::MAX;
 /// Low byte of the `user_data` of a connection's receive.
 const RECV: u64 = 1;
 /// Low byte of the `user_data` of a connection's send.
 const SEND: u64 = 2;
+/// Most frames one coalesced send writes.
+const MAX_COALESCED: usize = 64;
 
 fn main() -> ExitCode {
     match start() {
@@ -69,7 +82,7 @@ fn main() -> ExitCode {
 }
 
 fn start() -> io::Result<()> {
-    let addr = listen_addr()?;
+    let Options { addr, coalesce } = options()?;
     raise_open_files_limit();
     let listener = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     listener.set_reuse_address(true)?;
@@ -91,18 +104,32 @@ fn start() -> io::Result<()> {
     Floor {
         ring,
         listener,
+        coalesce,
         conns: Slab::new(),
+        to_flush: Vec::new(),
         stats: Stats::default(),
     }
     .run()
 }
 
-/// `--listen ADDR` or `--port P` (on 127.0.0.1); the default is `127.0.0.1:0`, a free port.
-fn listen_addr() -> io::Result<SocketAddr> {
+/// The command line.
+struct Options {
+    addr: SocketAddr,
+    coalesce: bool,
+}
+
+/// `--listen ADDR` or `--port P` (on 127.0.0.1; the default is `127.0.0.1:0`, a free port), and
+/// `--coalesce`.
+fn options() -> io::Result<Options> {
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut coalesce = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--coalesce" {
+            coalesce = true;
+            continue;
+        }
         let value = args.next();
         match (flag.as_str(), value) {
             ("--listen", Some(value)) => {
@@ -118,12 +145,13 @@ fn listen_addr() -> io::Result<SocketAddr> {
             }
             _ => {
                 return Err(invalid(format!(
-                    "unexpected {flag}; usage: ringhub-floor [--listen ADDR | --port P]"
+                    "unexpected {flag}; usage: ringhub-floor [--listen ADDR | --port P] \
+                     [--coalesce]"
                 )));
             }
         }
     }
-    Ok(addr)
+    Ok(Options { addr, coalesce })
 }
 
 /// Raises the soft open-files limit to the hard one: each connection holds a descriptor.
@@ -146,6 +174,7 @@ struct Stats {
     accepted: u64,
     broadcasts: u64,
     frames_written: u64,
+    sends: u64,
     short_writes: u64,
 }
 
@@ -166,9 +195,10 @@ enum Role {
 
 /// One accepted connection.
 ///
-/// Buffers lent to the kernel: `read[filled..]` while `receiving`, and the first frame of `queue`
-/// while `sending`. Neither is touched until the operation's completion is reaped, and the
-/// connection is removed from the slab (closing its descriptor) only once neither is in flight.
+/// Buffers lent to the kernel: `read[filled..]` while `receiving`; the first `sending` frames of
+/// `queue`, and `msg` with `iov`, while `sending > 0`. None of them is touched until the
+/// operation's completion is reaped, and the connection is removed from the slab (closing its
+/// descriptor) only once nothing is in flight.
 struct Conn {
     fd: OwnedFd,
     role: Role,
@@ -178,7 +208,13 @@ struct Conn {
     /// Frames waiting to be written, in order.
     queue: VecDeque<Out>,
     receiving: bool,
-    sending: bool,
+    /// How many frames at the front of `queue` the send in flight writes (0: none in flight).
+    sending: usize,
+    /// In the list of connections whose sends are armed at the end of this loop turn.
+    flush_scheduled: bool,
+    /// The iovecs and header of a coalesced send, boxed so they stay put.
+    iov: Vec<libc::iovec>,
+    msg: Option<Box<libc::msghdr>>,
     /// Once the queue is written, shut the connection down (after a close frame or a refusal).
     close_when_flushed: bool,
     /// The socket is shut down; the slot is freed when nothing is in flight.
@@ -194,7 +230,10 @@ impl Conn {
             filled: 0,
             queue: VecDeque::new(),
             receiving: false,
-            sending: false,
+            sending: 0,
+            flush_scheduled: false,
+            iov: Vec::new(),
+            msg: None,
             close_when_flushed: false,
             closing: false,
         }
@@ -207,8 +246,8 @@ impl Conn {
             return;
         }
         self.closing = true;
-        // Keep the frame the kernel may still be reading from; drop the rest.
-        self.queue.truncate(usize::from(self.sending));
+        // Keep the frames the kernel may still be reading from; drop the rest.
+        self.queue.truncate(self.sending);
         // An error here means the peer is gone already, which is what we want.
         let _ = SockRef::from(&self.fd).shutdown(Shutdown::Both);
     }
@@ -218,7 +257,11 @@ impl Conn {
 struct Floor {
     ring: IoUring,
     listener: Socket,
+    /// Write every queued frame of a connection with one send, not one send per frame.
+    coalesce: bool,
     conns: Slab<Conn>,
+    /// Connections with frames queued in this loop turn.
+    to_flush: Vec<usize>,
     stats: Stats,
 }
 
@@ -246,7 +289,24 @@ impl Floor {
                 }
                 self.release_if_done(key);
             }
+            self.flush()?;
         }
+    }
+
+    /// Arms a send on every connection that got frames in this loop turn and has none in
+    /// flight: a broadcast's SQEs all go to the kernel in the next `io_uring_enter`.
+    fn flush(&mut self) -> io::Result<()> {
+        for key in self.to_flush.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.flush_scheduled = false;
+            if !conn.closing && conn.sending == 0 && !conn.queue.is_empty() {
+                arm_send(&mut self.ring, key, conn, self.coalesce)?;
+                self.stats.sends += 1;
+            }
+        }
+        Ok(())
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
@@ -294,12 +354,17 @@ impl Floor {
             conn.begin_close();
             return Ok(());
         }
+        let filled_it = result as usize == conn.read.len() - conn.filled;
         conn.filled += result as usize;
         self.on_bytes(key)?;
         if let Some(conn) = self.conns.get_mut(key)
             && !conn.closing
             && !conn.close_when_flushed
         {
+            if filled_it && conn.read.len() < MAX_READ_BUFFER {
+                let grown = 2 * conn.read.len();
+                conn.read.resize(grown, 0);
+            }
             arm_recv(&mut self.ring, key, conn)?;
         }
         Ok(())
@@ -316,7 +381,7 @@ impl Floor {
             Role::Handshake => match http::parse(&conn.read[..conn.filled]) {
                 Head::Incomplete => return Ok(()),
                 Head::Refuse(response) => {
-                    enqueue(&mut self.ring, key, conn, response.as_bytes().to_vec())?;
+                    enqueue(&mut self.to_flush, key, conn, response.as_bytes().to_vec());
                     conn.close_when_flushed = true;
                     return Ok(());
                 }
@@ -325,7 +390,7 @@ impl Floor {
                     response,
                     len,
                 } => {
-                    enqueue(&mut self.ring, key, conn, response.into_bytes())?;
+                    enqueue(&mut self.to_flush, key, conn, response.into_bytes());
                     conn.role = Role::Upgraded(route);
                     start = len;
                     route
@@ -391,20 +456,22 @@ impl Floor {
                 }
                 Route::Echo => {
                     let out = frame::build(opcode, payload);
-                    enqueue(&mut self.ring, key, conn, out)
+                    enqueue(&mut self.to_flush, key, conn, out);
+                    Ok(())
                 }
                 Route::Broadcast => Ok(()),
             },
             frame::OP_PING => {
                 let pong = frame::build(frame::OP_PONG, payload);
-                enqueue(&mut self.ring, key, conn, pong)
+                enqueue(&mut self.to_flush, key, conn, pong);
+                Ok(())
             }
             frame::OP_PONG => Ok(()),
             frame::OP_CLOSE => {
                 // Answer with the peer's status code (or none), then shut down.
                 let code = payload.get(..2).unwrap_or_default();
                 let close = frame::build(frame::OP_CLOSE, code);
-                enqueue(&mut self.ring, key, conn, close)?;
+                enqueue(&mut self.to_flush, key, conn, close);
                 conn.close_when_flushed = true;
                 Ok(())
             }
@@ -412,12 +479,13 @@ impl Floor {
         }
     }
 
-    /// Queues one shared frame on every subscriber: one SQE each, all pointing at `out`.
+    /// Queues one shared frame on every subscriber; `flush` then points one SQE per subscriber
+    /// at it.
     fn broadcast(&mut self, out: &Rc<Vec<u8>>) -> io::Result<()> {
         self.stats.broadcasts += 1;
         for (key, conn) in &mut self.conns {
             if matches!(conn.role, Role::Upgraded(Route::Broadcast)) {
-                enqueue_shared(&mut self.ring, key, conn, Rc::clone(out))?;
+                enqueue_shared(&mut self.to_flush, key, conn, Rc::clone(out));
             }
         }
         Ok(())
@@ -426,7 +494,7 @@ impl Floor {
     /// Sends a close frame with `code`, then shuts the connection down.
     fn close_with(&mut self, key: usize, code: u16) -> io::Result<()> {
         if let Some(conn) = self.conns.get_mut(key) {
-            enqueue(&mut self.ring, key, conn, frame::close(code))?;
+            enqueue(&mut self.to_flush, key, conn, frame::close(code));
             conn.close_when_flushed = true;
         }
         Ok(())
@@ -436,27 +504,31 @@ impl Floor {
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(());
         };
-        conn.sending = false;
+        conn.sending = 0;
         if conn.closing {
             return Ok(());
         }
-        let Some(out) = conn.queue.front_mut() else {
-            return Ok(());
-        };
         if result <= 0 {
             conn.begin_close();
             return Ok(());
         }
-        out.written += result as usize;
-        if out.written < out.frame.len() {
-            // A short write: the next send starts where this one stopped.
-            self.stats.short_writes += 1;
-        } else {
+        let mut written = result as usize;
+        while written > 0
+            && let Some(out) = conn.queue.front_mut()
+        {
+            let rest = out.frame.len() - out.written;
+            if written < rest {
+                // A short write: the next send starts where this one stopped.
+                out.written += written;
+                self.stats.short_writes += 1;
+                break;
+            }
+            written -= rest;
             conn.queue.pop_front();
             self.stats.frames_written += 1;
         }
         if !conn.queue.is_empty() {
-            arm_send(&mut self.ring, key, conn)?;
+            schedule(&mut self.to_flush, key, conn);
         } else if conn.close_when_flushed {
             conn.begin_close();
         }
@@ -468,7 +540,7 @@ impl Floor {
         let done = self
             .conns
             .get(key)
-            .is_some_and(|conn| conn.closing && !conn.receiving && !conn.sending);
+            .is_some_and(|conn| conn.closing && !conn.receiving && conn.sending == 0);
         if !done {
             return;
         }
@@ -478,36 +550,38 @@ impl Floor {
                 accepted,
                 broadcasts,
                 frames_written,
+                sends,
                 short_writes,
             } = self.stats;
             eprintln!(
                 "ringhub-floor: no connections; so far accepted {accepted}, broadcasts \
-                 {broadcasts}, frames written {frames_written}, short writes {short_writes}"
+                 {broadcasts}, frames written {frames_written} in {sends} sends, short writes \
+                 {short_writes}"
             );
         }
     }
 }
 
 /// Queues a frame of this connection's own.
-fn enqueue(ring: &mut IoUring, key: usize, conn: &mut Conn, frame: Vec<u8>) -> io::Result<()> {
-    enqueue_shared(ring, key, conn, Rc::new(frame))
+fn enqueue(to_flush: &mut Vec<usize>, key: usize, conn: &mut Conn, frame: Vec<u8>) {
+    enqueue_shared(to_flush, key, conn, Rc::new(frame));
 }
 
-/// Queues a frame on a connection, and starts writing if no write is in flight.
-fn enqueue_shared(
-    ring: &mut IoUring,
-    key: usize,
-    conn: &mut Conn,
-    frame: Rc<Vec<u8>>,
-) -> io::Result<()> {
+/// Queues a frame on a connection; its send is armed at the end of the loop turn.
+fn enqueue_shared(to_flush: &mut Vec<usize>, key: usize, conn: &mut Conn, frame: Rc<Vec<u8>>) {
     if conn.closing || conn.close_when_flushed {
-        return Ok(());
+        return;
     }
     conn.queue.push_back(Out { frame, written: 0 });
-    if conn.sending {
-        return Ok(());
+    schedule(to_flush, key, conn);
+}
+
+/// Puts a connection on the list of sends to arm at the end of the loop turn, once.
+fn schedule(to_flush: &mut Vec<usize>, key: usize, conn: &mut Conn) {
+    if !conn.flush_scheduled {
+        conn.flush_scheduled = true;
+        to_flush.push(key);
     }
-    arm_send(ring, key, conn)
 }
 
 /// Queues a receive into the free end of the connection's read buffer.
@@ -529,22 +603,51 @@ fn arm_recv(ring: &mut IoUring, key: usize, conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-/// Queues a send of the rest of the connection's first queued frame.
-fn arm_send(ring: &mut IoUring, key: usize, conn: &mut Conn) -> io::Result<()> {
-    let Some(out) = conn.queue.front() else {
-        return Ok(());
+/// Queues a send of the rest of the connection's first queued frame, or with `coalesce` of all
+/// its queued frames (up to `MAX_COALESCED`) in one `SendMsg`.
+fn arm_send(ring: &mut IoUring, key: usize, conn: &mut Conn, coalesce: bool) -> io::Result<()> {
+    let frames = if coalesce {
+        conn.queue.len().min(MAX_COALESCED)
+    } else {
+        1
     };
-    let rest = &out.frame[out.written..];
-    let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-    let entry = opcode::Send::new(types::Fd(conn.fd.as_raw_fd()), rest.as_ptr(), len)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(token(key, SEND));
-    // SAFETY: the frame is reference-counted by the queue, is never mutated once built, and stays
-    // first in the queue while `sending` is set (`begin_close` keeps it, `on_send` pops it only
-    // after the completion). The connection is released only once `sending` is clear.
+    let fd = types::Fd(conn.fd.as_raw_fd());
+    let entry = if frames <= 1 {
+        let Some(out) = conn.queue.front() else {
+            return Ok(());
+        };
+        let rest = &out.frame[out.written..];
+        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        opcode::Send::new(fd, rest.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+    } else {
+        conn.iov.clear();
+        conn.iov.extend(conn.queue.iter().take(frames).map(|out| {
+            let rest = &out.frame[out.written..];
+            libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            }
+        }));
+        let msg = conn.msg.get_or_insert_with(|| {
+            // SAFETY: `msghdr` is plain data; all zeroes is a valid empty header (no name, no
+            // control data, no iovecs).
+            Box::new(unsafe { std::mem::zeroed() })
+        });
+        msg.msg_iov = conn.iov.as_mut_ptr();
+        msg.msg_iovlen = conn.iov.len();
+        opcode::SendMsg::new(fd, &raw const **msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    };
+    let entry = entry.user_data(token(key, SEND));
+    // SAFETY: the frames are reference-counted by the queue and never mutated once built; the
+    // first `sending` of them stay queued while the send is in flight (`begin_close` keeps them,
+    // `on_send` pops them only after the completion). `msg` and `iov` are heap allocations that
+    // are not touched while `sending > 0`. The connection is released only once `sending` is 0.
     unsafe { push(ring, &entry)? };
-    conn.sending = true;
+    conn.sending = frames.max(1);
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use socket2::{Domain, Socket, Type};
+
 /// The floor process, killed when the test ends.
 struct Floor {
     child: Child,
@@ -15,11 +17,12 @@ struct Floor {
 }
 
 impl Floor {
-    fn start() -> Self {
+    fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub-floor"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the floor starts");
         let mut line = String::new();
@@ -34,8 +37,27 @@ impl Floor {
         Self { child, addr }
     }
 
+    /// Waits for the counters the floor prints once its last connection is gone.
+    fn counters_when_idle(&mut self) -> String {
+        let stderr = self.child.stderr.take().expect("stderr is piped");
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("no connections"))
+            .expect("the floor reports when idle")
+    }
+
     fn connect(&self, path: &str) -> TcpStream {
-        let mut s = TcpStream::connect(self.addr).expect("connects");
+        self.connect_with_receive_buffer(path, None)
+    }
+
+    fn connect_with_receive_buffer(&self, path: &str, rcvbuf: Option<usize>) -> TcpStream {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        socket.connect(&self.addr.into()).expect("connects");
+        let mut s = TcpStream::from(socket);
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,
@@ -109,7 +131,7 @@ fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 
 #[test]
 fn every_subscriber_gets_each_published_message_and_the_publisher_none() {
-    let floor = Floor::start();
+    let floor = Floor::start(&[]);
     let mut subscribers: Vec<_> = (0..20).map(|_| floor.connect("/ws/broadcast")).collect();
     let mut publisher = floor.connect("/ws/publish");
     let text = vec![b'a'; 1070];
@@ -130,9 +152,69 @@ fn every_subscriber_gets_each_published_message_and_the_publisher_none() {
     );
 }
 
+/// Publishes `count` messages of assorted sizes in one write, so the floor reads several per
+/// receive, and checks that every subscriber gets all of them in order.
+fn burst_reaches_every_subscriber_in_order(floor: &Floor, count: usize) {
+    let mut subscribers: Vec<_> = (0..10).map(|_| floor.connect("/ws/broadcast")).collect();
+    let mut publisher = floor.connect("/ws/publish");
+    let messages: Vec<Vec<u8>> = (0..count)
+        .map(|i| vec![b'0' + (i % 10) as u8; [1070, 5, 300, 40_000][i % 4]])
+        .collect();
+    let burst: Vec<u8> = messages.iter().flat_map(|m| client_frame(0x2, m)).collect();
+    publisher.write_all(&burst).unwrap();
+    for s in &mut subscribers {
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(read_frame(s), (0x2, m.clone()), "message {i}");
+        }
+    }
+}
+
+#[test]
+fn a_burst_of_messages_reaches_every_subscriber_in_order() {
+    burst_reaches_every_subscriber_in_order(&Floor::start(&[]), 200);
+}
+
+#[test]
+fn with_coalescing_a_burst_still_reaches_every_subscriber_in_order() {
+    burst_reaches_every_subscriber_in_order(&Floor::start(&["--coalesce"]), 200);
+}
+
+/// A subscriber with a small receive buffer that reads only after the whole burst was published
+/// makes the floor's sends come back short; it must still get every byte, in order.
+fn late_reader_gets_every_byte_in_order(extra: &[&str]) {
+    let mut floor = Floor::start(extra);
+    let mut late = floor.connect_with_receive_buffer("/ws/broadcast", Some(4096));
+    let mut publisher = floor.connect("/ws/publish");
+    let messages: Vec<Vec<u8>> = (0..100u32)
+        .map(|i| (0..40_000u32).map(|j| ((i * 7 + j) % 251) as u8).collect())
+        .collect();
+    let burst: Vec<u8> = messages.iter().flat_map(|m| client_frame(0x2, m)).collect();
+    publisher.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(read_frame(&mut late), (0x2, m.clone()), "message {i}");
+    }
+    drop((late, publisher));
+    let counters = floor.counters_when_idle();
+    assert!(
+        !counters.ends_with("short writes 0"),
+        "the test must exercise short writes: {counters}"
+    );
+}
+
+#[test]
+fn a_late_reader_gets_every_byte_in_order_across_short_writes() {
+    late_reader_gets_every_byte_in_order(&[]);
+}
+
+#[test]
+fn with_coalescing_a_late_reader_gets_every_byte_in_order_across_short_writes() {
+    late_reader_gets_every_byte_in_order(&["--coalesce"]);
+}
+
 #[test]
 fn echo_returns_messages_answers_pings_and_echoes_the_close_code() {
-    let floor = Floor::start();
+    let floor = Floor::start(&[]);
     let mut s = floor.connect("/ws/echo");
     s.write_all(&client_frame(0x1, b"hello")).unwrap();
     assert_eq!(read_frame(&mut s), (0x1, b"hello".to_vec()));
@@ -149,7 +231,7 @@ fn echo_returns_messages_answers_pings_and_echoes_the_close_code() {
 
 #[test]
 fn an_unmasked_client_frame_is_closed_with_a_protocol_error() {
-    let floor = Floor::start();
+    let floor = Floor::start(&[]);
     let mut s = floor.connect("/ws/echo");
     s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     assert_eq!(read_frame(&mut s), (0x8, 1002u16.to_be_bytes().to_vec()));
