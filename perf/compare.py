@@ -20,6 +20,7 @@ Comma-separated values are steps: every combination is run. Prerequisites:
 """
 import argparse
 import datetime
+import hashlib
 import itertools
 import json
 import os
@@ -175,6 +176,9 @@ def parse_args(argv):
         p.add_argument("--loadgen-arg", action="append", default=[], metavar="ARG",
                        help="extra loadgen argument, repeatable (e.g. --loadgen-arg=--threads=1)")
         p.add_argument("--sources", default="4", help="client source addresses (default 4)")
+        p.add_argument("--max-server-rss-mib", type=int, default=4096,
+                       help="kill a server whose RSS passes this during a run (default 4096): "
+                            "peers buffer without bound for subscribers they cannot keep up with")
         p.add_argument("--settle", type=float, default=2.0,
                        help="seconds between runs for the kernel to tear sockets down")
         p.add_argument("--loadgen", type=Path, default=ROOT / "target/release/loadgen")
@@ -225,6 +229,17 @@ def loadgen_command(args, server, step, port, pid):
         cmd += ["--processes", "2"]
     cmd += ["--server-pid", str(pid), "--sources", args.sources, "--json", *args.loadgen_arg]
     return cmd
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def read_slab_kib():
@@ -333,18 +348,35 @@ def run_once(args, server, step, rep, logdir):
         cmd = loadgen_command(args, server, step, running.port, running.proc.pid)
         record["command"] = shlex.join(cmd)
         err_path = Path(logdir) / f"loadgen-{server.name}-{time.monotonic_ns()}.log"
-        with open(err_path, "w") as err:
-            try:
-                done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                      timeout=timeout_for(args), cwd=ROOT)
-                record["exit_code"] = done.returncode
-                record["report"] = last_json_object(done.stdout)
-            except subprocess.TimeoutExpired:
-                record["error"] = "loadgen timed out"
+        with open(err_path, "w") as err, tempfile.TemporaryFile("w+") as out:
+            loadgen = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
+            deadline = time.monotonic() + timeout_for(args)
+            peak = 0
+            while loadgen.poll() is None:
+                rss = rss_kib(running.proc.pid)
+                peak = max(peak, rss or 0)
+                if rss and rss > args.max_server_rss_mib * 1024:
+                    # A server buffering for subscribers it cannot keep up with can take the
+                    # whole (shared) machine down; stop it and keep the run as failed.
+                    record["error"] = (f"server RSS {rss // 1024} MiB went over "
+                                       f"--max-server-rss-mib {args.max_server_rss_mib}")
+                    running.proc.kill()
+                    break
+                if time.monotonic() > deadline:
+                    record["error"] = "loadgen timed out"
+                    break
+                time.sleep(0.5)
+            if loadgen.poll() is None:
+                loadgen.kill()
+            loadgen.wait()
+            out.seek(0)
+            record["exit_code"] = loadgen.returncode
+            record["report"] = last_json_object(out.read())
+            record["server_peak_rss_kib"] = peak
         slab_after = read_slab_kib()
         if slab_before is not None and slab_after is not None:
             record["slab_delta_kib"] = slab_after - slab_before
-        if running.proc.poll() is not None:
+        if running.proc.poll() is not None and "error" not in record:
             record["error"] = f"server exited with {running.proc.returncode} during the run"
         if record.get("report") is None and "error" not in record:
             tail = "\n".join(err_path.read_text(errors="replace").splitlines()[-5:])
@@ -429,10 +461,10 @@ def summarize(records, servers, step_list):
                 "softirq_s": stats(lambda r: r["server"]["softirq_s"]),
                 "slab_delta_kib": None,
             })
-            slabs = [r["slab_delta_kib"] for r in runs if "slab_delta_kib" in r]
-            if slabs:
-                out[-1]["slab_delta_kib"] = {"median": statistics.median(slabs),
-                                             "min": min(slabs), "max": max(slabs)}
+            for key in ("slab_delta_kib", "server_peak_rss_kib"):
+                found = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+                out[-1][key] = ({"median": statistics.median(found), "min": min(found),
+                                 "max": max(found)} if found else None)
     return out
 
 
@@ -468,6 +500,15 @@ def machine():
     }
 
 
+def file_identity(path):
+    """A binary's path, size, modification time and hash prefix: which build ran."""
+    path = Path(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    stat = path.stat()
+    return {"path": str(path), "bytes": stat.st_size, "sha256": digest,
+            "modified": datetime.datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds")}
+
+
 def peer_versions():
     versions = {}
     for package in ["@oven/bun-linux-x64", "@trufflesuite/uws-js-unofficial", "ws", "bufferutil"]:
@@ -484,6 +525,8 @@ def report_markdown(args, meta, summary, records):
     m = meta["machine"]
     lines += [f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory']}, kernel {m['kernel']}",
               f"- Commit: {m['commit']}{' (uncommitted changes)' if m['dirty'] else ''}",
+              f"- loadgen: `{meta['loadgen']['path']}` (sha256 {meta['loadgen']['sha256']}, "
+              f"built {meta['loadgen']['modified']})",
               f"- Peers: node {m['node']}, bun {m['bun']}, "
               + ", ".join(f"{k} {v}" for k, v in m["peer_packages"].items()),
               f"- Pinning: servers `taskset -c {SERVER_CPU}`, loadgen `taskset -c {LOADGEN_CPU}`; "
@@ -508,7 +551,7 @@ def report_markdown(args, meta, summary, records):
         floor = next((r for r in rows if r["server"] == "floor" and r["cpu_us_per_unit"]), None)
         unit = next((r["unit"] for r in rows if r["unit"]), scenario.unit)
         header = ["server", f"CPU µs/{unit}", "× floor", "delivered/s", "lost / expected", "errors",
-                  "p50 µs", "p99 µs"]
+                  "p50 µs", "p99 µs", "peak RSS MiB"]
         if args.scenario == "s1":
             header = ["server", "CPU µs/conn", "× floor", "RSS/conn KiB", "Slab Δ KiB",
                       "lost", "errors"]
@@ -525,7 +568,7 @@ def report_markdown(args, meta, summary, records):
             else:
                 cells = [name, spread(cpu), ratio, median(r["rate_delivered_per_s"]),
                          f"{fmt(r['lost'])} / {fmt(r['expected'])}", fmt(r["errors"]),
-                         median(r["p50_us"]), median(r["p99_us"])]
+                         median(r["p50_us"]), median(r["p99_us"]), mib(r["server_peak_rss_kib"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     failures = [r for r in records if "error" in r or r.get("exit_code") not in (0, None)]
@@ -546,6 +589,10 @@ def spread(stat):
     if stat["min"] == stat["max"]:
         return fmt(stat["median"])
     return f"{fmt(stat['median'])} ({fmt(stat['min'])}–{fmt(stat['max'])})"
+
+
+def mib(stat):
+    return fmt(stat["max"] / 1024) if stat else "–"
 
 
 def median(stat):
@@ -608,7 +655,8 @@ def main(argv):
     started = datetime.datetime.now()
     meta = {"date": started.strftime("%Y-%m-%d %H:%M"),
             "command": shlex.join(["python3", "perf/compare.py", *argv]),
-            "machine": machine(), "scenario": args.scenario, "unit": SCENARIOS[args.scenario].unit,
+            "machine": machine(), "loadgen": file_identity(args.loadgen),
+            "floor": file_identity(args.floor), "scenario": args.scenario, "unit": SCENARIOS[args.scenario].unit,
             "repeat": args.repeat, "warmup": args.warmup, "duration": args.duration,
             "servers": {n: SERVERS[n].what for n in args.servers},
             "ringhub_command": shlex.join(SERVERS["ringhub"].command(args)),
