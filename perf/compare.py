@@ -336,8 +336,13 @@ def duration_seconds(value):
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def run_once(args, server, step, rep, logdir):
-    record = {"server": server.name, "step": step, "repetition": rep}
+    record = {"server": server.name, "step": step, "repetition": rep, "loadavg": loadavg()}
     slab_before = read_slab_kib()
     try:
         running = Running(args, server, logdir)
@@ -531,6 +536,9 @@ def report_markdown(args, meta, summary, records):
               + ", ".join(f"{k} {v}" for k, v in m["peer_packages"].items()),
               f"- Pinning: servers `taskset -c {SERVER_CPU}`, loadgen `taskset -c {LOADGEN_CPU}`; "
               f"every run starts a fresh server; {args.repeat} repetition(s), interleaved",
+              f"- Load average (1 min) at the runs' starts: up to {meta['loadavg']['max_at_run_start']}"
+              f", {meta['loadavg']['end']} at the end. The server and loadgen account for about "
+              "1–2; more means other jobs shared the 2 CPUs, and contention inflates CPU per unit",
               f"- Window: warm-up {args.warmup}, measurement {args.duration}"
               + (f", hold {args.hold}" if args.scenario == "s1" else ""),
               f"- ringhub: `{shlex.join(SERVERS['ringhub'].command(args))}` "
@@ -676,6 +684,8 @@ def main(argv):
                 records.append(record)
                 print(f"[{n}/{total}] {name} {step} rep {rep}: {describe(record)}",
                       file=sys.stderr)
+    meta["loadavg"] = {"start": records[0]["loadavg"] if records else None, "end": loadavg(),
+                       "max_at_run_start": max((r["loadavg"] for r in records), default=None)}
     summary = summarize(records, args.servers, step_list)
     args.out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = output_paths(args, started.strftime("%Y-%m-%d"))
