@@ -1,0 +1,46 @@
+// Bun peer for perf/compare.py: Bun.serve (uWebSockets inside) with topics and server.publish.
+// Raw contract: /ws/broadcast subscribes to one topic, every message on /ws/publish is published
+// to it (opcode kept), /ws/echo echoes; GET /health/ready answers 200.
+// Run: node_modules/@oven/bun-linux-x64/bin/bun bun-server.js [--port P]   (P = 0: a free port)
+// Prints `listening <port>` once ready.
+
+const TOPIC = "broadcast";
+const ROUTES = { "/ws/broadcast": "subscribe", "/ws/publish": "publish", "/ws/echo": "echo" };
+
+function portArg(argv) {
+  const at = argv.indexOf("--port");
+  const value = at >= 0 ? argv[at + 1] : argv.find((a) => /^\d+$/.test(a));
+  return Number(value ?? 0);
+}
+
+const server = Bun.serve({
+  hostname: "127.0.0.1",
+  port: portArg(process.argv.slice(2)),
+  fetch(req, server) {
+    const path = new URL(req.url).pathname;
+    if (path === "/health/ready") return new Response("");
+    const role = ROUTES[path];
+    if (!role) return new Response("not found", { status: 404 });
+    if (server.upgrade(req, { data: { role } })) return undefined;
+    return new Response("upgrade required", { status: 426 });
+  },
+  websocket: {
+    perMessageDeflate: false,
+    maxPayloadLength: 64 * 1024 * 1024,
+    // Same buffering allowance as the uWS.js peer; never close a slow reader for it.
+    backpressureLimit: 16 * 1024 * 1024,
+    closeOnBackpressureLimit: false,
+    // No server pings and no idle timeout: connections stay up for the idle scenario.
+    idleTimeout: 0,
+    sendPings: false,
+    open(ws) {
+      if (ws.data.role === "subscribe") ws.subscribe(TOPIC);
+    },
+    message(ws, message) {
+      if (ws.data.role === "publish") server.publish(TOPIC, message);
+      else if (ws.data.role === "echo") ws.send(message);
+    },
+  },
+});
+
+console.log(`listening ${server.port}`);
