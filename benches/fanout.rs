@@ -20,6 +20,8 @@
 //! its buffer allocated already. Dropping the queued bytes (done by `Outbox::flush` in the
 //! server) is outside the timed part for all three variants; so is the socket write.
 //!
+//! Allocations go through mimalloc, the server's global allocator (`src/main.rs`).
+//!
 //! Run with `cargo bench --bench fanout` (add `-- --warm-up-time 1 --measurement-time 3` for a
 //! quicker run); `cargo test --benches` runs each case once. Results are recorded in
 //! `perf/results/`.
@@ -34,6 +36,10 @@ use ringhub::hub::actions::event;
 use ringhub::hub::broadcast::PreparedMessage;
 use ringhub::protocol::signalr::{HubMessage, HubProtocol, Payload};
 use ringhub::transport::outbox::Outbox;
+
+/// The server's allocator, so allocation costs are the ones it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Recipient counts.
 const RECIPIENTS: [usize; 3] = [100, 1_000, 10_000];

@@ -19,6 +19,8 @@
 //!
 //! Untimed work (putting the table back as it was) runs between timed chunks of iterations.
 //!
+//! Allocations go through mimalloc, the server's global allocator (`src/main.rs`).
+//!
 //! Run with `cargo bench --bench groups` (add `-- --warm-up-time 1 --measurement-time 3` for a
 //! quicker run); `cargo test --benches` runs each case once (building the 10-million-member
 //! table takes a few seconds). Results are recorded in `perf/results/`.
@@ -30,6 +32,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ringhub::shard::groups::GroupTable;
 use ringhub::shard::sessions::SessionKey;
+
+/// The server's allocator, so allocation costs are the ones it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HUB: &str = "chat";
 

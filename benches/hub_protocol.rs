@@ -17,6 +17,8 @@
 //!
 //! Throughput is in bytes of encoded hub message (framing included).
 //!
+//! Allocations go through mimalloc, the server's global allocator (`src/main.rs`).
+//!
 //! Run with `cargo bench --bench hub_protocol` (add `-- --warm-up-time 1 --measurement-time 3`
 //! for a quicker run); `cargo test --benches` runs each case once. Results are recorded in
 //! `perf/results/`.
@@ -28,6 +30,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ringhub::protocol::signalr::{
     Completion, CompletionOutcome, Decoded, Headers, HubMessage, HubProtocol, Invocation, Payload,
 };
+
+/// The server's allocator, so allocation costs are the ones it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// String argument sizes, in bytes.
 const SIZES: [usize; 4] = [16, 128, 1024, 32_000];
