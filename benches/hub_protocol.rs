@@ -17,7 +17,9 @@
 //!
 //! Throughput is in bytes of encoded hub message (framing included).
 //!
-//! Allocations go through mimalloc, the server's global allocator (`src/main.rs`).
+//! Allocations go through mimalloc, the server's global allocator (`src/main.rs`). Times are
+//! on-CPU time: wall time minus the time the thread waited for a CPU (`on_cpu/mod.rs`), so a
+//! busy machine slows the numbers less.
 //!
 //! Run with `cargo bench --bench hub_protocol` (add `-- --warm-up-time 1 --measurement-time 3`
 //! for a quicker run); `cargo test --benches` runs each case once. Results are recorded in
@@ -30,6 +32,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ringhub::protocol::signalr::{
     Completion, CompletionOutcome, Decoded, Headers, HubMessage, HubProtocol, Invocation, Payload,
 };
+
+mod on_cpu;
+use on_cpu::OnCpu;
 
 /// The server's allocator, so allocation costs are the ones it pays.
 #[global_allocator]
@@ -96,7 +101,7 @@ fn other(protocol: HubProtocol) -> HubProtocol {
 
 /// Benches decoding each `(id, message)` and encoding its decoded form, in both protocols, in
 /// the groups `decode_{name}` and `encode_{name}`.
-fn decode_and_encode(c: &mut Criterion, name: &str, cases: &[(String, HubMessage)]) {
+fn decode_and_encode(c: &mut Criterion<OnCpu>, name: &str, cases: &[(String, HubMessage)]) {
     let mut decode = c.benchmark_group(format!("decode_{name}"));
     for protocol in HubProtocol::ALL {
         for (id, message) in cases {
@@ -127,7 +132,7 @@ fn decode_and_encode(c: &mut Criterion, name: &str, cases: &[(String, HubMessage
     encode.finish();
 }
 
-fn invocations(c: &mut Criterion) {
+fn invocations(c: &mut Criterion<OnCpu>) {
     let cases: Vec<_> = SIZES
         .iter()
         .map(|&len| (format!("{len}b"), invocation(len)))
@@ -135,7 +140,7 @@ fn invocations(c: &mut Criterion) {
     decode_and_encode(c, "invocation", &cases);
 }
 
-fn transcoding(c: &mut Criterion) {
+fn transcoding(c: &mut Criterion<OnCpu>) {
     let mut group = c.benchmark_group("encode_invocation_transcoded");
     for protocol in HubProtocol::ALL {
         let from = other(protocol);
@@ -162,7 +167,7 @@ fn transcoding(c: &mut Criterion) {
     group.finish();
 }
 
-fn completions_and_pings(c: &mut Criterion) {
+fn completions_and_pings(c: &mut Criterion<OnCpu>) {
     let completions = [
         ("void".to_owned(), completion(CompletionOutcome::Void)),
         (
@@ -174,7 +179,7 @@ fn completions_and_pings(c: &mut Criterion) {
     decode_and_encode(c, "ping", &[("ping".to_owned(), HubMessage::Ping)]);
 }
 
-fn batches(c: &mut Criterion) {
+fn batches(c: &mut Criterion<OnCpu>) {
     let mut group = c.benchmark_group("decode_batch");
     for protocol in HubProtocol::ALL {
         let mut buffer = BytesMut::new();
@@ -207,11 +212,9 @@ fn batches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    invocations,
-    transcoding,
-    completions_and_pings,
-    batches
-);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(OnCpu);
+    targets = invocations, transcoding, completions_and_pings, batches
+}
 criterion_main!(benches);
