@@ -6,7 +6,7 @@
 //!   - `join`: one more connection joins an existing group (`GroupTable::join`);
 //!   - `leave`: that connection leaves it again, the group staying alive (`GroupTable::leave`);
 //!   - `members`: the member snapshot a send to the group delivers to (`GroupTable::members`);
-//!   - `has_members`: the check done before subscribing a group on the backplane.
+//!   - `has_members`: whether the group has a member here (the REST API's "group exists").
 //!
 //!   Each iteration touches the next group in turn, so successive iterations hit different
 //!   parts of the table.
