@@ -21,10 +21,10 @@ step "format"
 cargo fmt --all --check
 
 step "clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 
 step "protocol/ stays sans-IO"
 if grep -rnE 'monoio|std::rc|Rc<|Rc::|quanta|Instant::now|SystemTime' src/protocol \
@@ -61,14 +61,15 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-step "unit and integration tests (io_uring and legacy drivers, official JS client)"
-cargo test --locked
+step "unit and integration tests (io_uring and legacy drivers, official JS client; the floor)"
+cargo test --locked --workspace
 
-step "benches build and run once (test mode)"
+step "benches build and run once (test mode), and build in the bench profile"
 cargo test --locked --benches
+cargo bench --locked --no-run
 
-step "release build"
-cargo build --locked --release
+step "release build (server, load generator, floor)"
+cargo build --locked --release --workspace
 
 step "Autobahn|Testsuite 1-7, 9, 10 against the echo route"
 bash tests/autobahn/run.sh

@@ -614,13 +614,33 @@ fn write_key(key: &Value, out: &mut BytesMut) {
 }
 
 /// Writes a quoted, escaped JSON string (see [`encode_value`] for the rules).
+///
+/// Runs of plain printable ASCII (the bulk of most strings) are found eight bytes at a time and
+/// copied whole; only the bytes around an escape or a non-ASCII character are looked at one
+/// character at a time.
 fn write_string(s: &str, out: &mut BytesMut) {
     fn hex4(unit: u32, out: &mut BytesMut) {
         write_display(format_args!("\\u{unit:04X}"), out);
     }
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.put_u8(b'"');
     let mut run_start = 0;
-    for (i, c) in s.char_indices() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(chunk) = <[u8; 8]>::try_from(chunk)
+            && is_plain_ascii(u64::from_le_bytes(chunk))
+        {
+            i += 8;
+            continue;
+        }
+        let Some(c) = s.get(i..).and_then(|rest| rest.chars().next()) else {
+            // invariant: `i` only ever advances by whole ASCII words or whole characters, so
+            // it is a character boundary; stop rather than split one.
+            break;
+        };
+        let len = c.len_utf8();
         let short = match c {
             '"' => Some(b'"'),
             '\\' => Some(b'\\'),
@@ -639,10 +659,12 @@ fn write_string(s: &str, out: &mut BytesMut) {
             || c == '\u{2029}'
             || code > 0xffff;
         if !escape {
+            i += len;
             continue;
         }
-        out.extend_from_slice(s.get(run_start..i).unwrap_or_default().as_bytes());
-        run_start = i + c.len_utf8();
+        out.extend_from_slice(bytes.get(run_start..i).unwrap_or_default());
+        i += len;
+        run_start = i;
         match short {
             Some(letter) => out.extend_from_slice(&[b'\\', letter]),
             None if code > 0xffff => {
@@ -654,8 +676,23 @@ fn write_string(s: &str, out: &mut BytesMut) {
             None => hex4(code, out),
         }
     }
-    out.extend_from_slice(s.get(run_start..).unwrap_or_default().as_bytes());
+    out.extend_from_slice(bytes.get(run_start..).unwrap_or_default());
     out.put_u8(b'"');
+}
+
+/// Whether all eight bytes of `word` are printable ASCII that JSON writes as is: none is a
+/// control character (< 0x20), DEL (0x7f), non-ASCII (>= 0x80), `"` or `\\`.
+fn is_plain_ascii(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero exactly when the matching high bit of this is set.
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_0x20 = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    word & HIGH == 0
+        && below_0x20 == 0
+        && has_zero(word ^ (ONES * u64::from(b'"'))) == 0
+        && has_zero(word ^ (ONES * u64::from(b'\\'))) == 0
+        && has_zero(word ^ (ONES * 0x7f)) == 0
 }
 
 /// Writes a double as .NET Core's `double.ToString()` does: the shortest round-trip digits,
@@ -906,6 +943,49 @@ mod tests {
     fn raw_non_ascii_round_trips_unescaped() {
         let json = r#"{"type":1,"target":"Grüße","arguments":["日本語 héllo"]}"#;
         assert_eq!(enc(&one(json).unwrap()), format!("{json}\x1e"));
+    }
+
+    #[test]
+    fn strings_escape_the_same_whether_special_bytes_fall_inside_or_across_eight_byte_words() {
+        // Every special character at every offset of a long ASCII run, checked against a
+        // character-at-a-time reference.
+        let specials = [
+            '"', '\\', '\n', '\u{1}', '\u{7f}', '\u{85}', 'é', '\u{2028}', '😀', '~', ' ',
+        ];
+        for special in specials {
+            for at in 0..20 {
+                let mut text: String = "abcdefghijklmnopqrstuvwxyz".chars().take(at).collect();
+                text.push(special);
+                text.push_str("0123456789ABCDEF");
+                let mut fast = BytesMut::new();
+                write_string(&text, &mut fast);
+                let mut slow = String::from("\"");
+                for c in text.chars() {
+                    let code = u32::from(c);
+                    match c {
+                        '"' => slow.push_str("\\\""),
+                        '\\' => slow.push_str("\\\\"),
+                        '\n' => slow.push_str("\\n"),
+                        _ if code < 0x20 || (0x7f..=0x9f).contains(&code) || c == '\u{2028}' => {
+                            slow.push_str(&format!("\\u{code:04X}"));
+                        }
+                        _ if code > 0xffff => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                slow.push_str(&format!("\\u{:04X}", *unit));
+                            }
+                        }
+                        _ => slow.push(c),
+                    }
+                }
+                slow.push('"');
+                assert_eq!(
+                    std::str::from_utf8(&fast).unwrap(),
+                    slow,
+                    "{special:?} at {at}"
+                );
+            }
+        }
     }
 
     #[test]
