@@ -153,23 +153,28 @@ impl Conn {
 
         let (handshake_tx, handshake_rx) = oneshot::channel();
         let fd = stream.as_raw_fd();
-        let conn = Rc::new(Self {
-            index,
-            client: client.clone(),
-            fd,
-            out: RefCell::new(Vec::with_capacity(256)),
-            writer: Cell::new(None),
-            open: Cell::new(true),
-            closing: Cell::new(false),
-            counts_deliveries,
-            last_send_ns: Cell::new(now_ns()),
-            next_id: Cell::new(0),
-            pending: RefCell::new(HashMap::new()),
-            delivery_waiter: RefCell::new(None),
-            close_waiter: RefCell::new(None),
-            close_error: RefCell::new(None),
-            handshake: RefCell::new(Some(handshake_tx)),
-        });
+        let conn =
+            Rc::new(Self {
+                index,
+                client: client.clone(),
+                fd,
+                out: RefCell::new(Vec::with_capacity(256)),
+                writer: Cell::new(None),
+                open: Cell::new(true),
+                closing: Cell::new(false),
+                counts_deliveries,
+                // Pretend the last send happened at a random point of the last ping interval,
+                // so connections opened together do not all ping in the same sweep.
+                last_send_ns: Cell::new(now_ns().saturating_sub(
+                    client.random() % crate::clock::ns(settings.ping_interval).max(1),
+                )),
+                next_id: Cell::new(0),
+                pending: RefCell::new(HashMap::new()),
+                delivery_waiter: RefCell::new(None),
+                close_waiter: RefCell::new(None),
+                close_error: RefCell::new(None),
+                handshake: RefCell::new(Some(handshake_tx)),
+            });
         let inbound = Inbound {
             buf,
             frag: Vec::new(),
@@ -541,6 +546,9 @@ async fn writer(conn: Rc<Conn>, mut half: OwnedWriteHalf<TcpStream>) {
     }
 }
 
+/// The read buffer doubles up to this size while reads keep filling it.
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
 /// What the reader keeps between reads.
 struct Inbound {
     buf: Vec<u8>,
@@ -579,6 +587,9 @@ async fn reader(conn: Rc<Conn>, mut half: OwnedReadHalf<TcpStream>, mut inbound:
         inbound.buf = slice.into_inner();
         match res {
             Ok(0) => break "the server closed the TCP connection".into(),
+            // A read that filled the buffer suggests a backlog: read more at once next time
+            // (idle connections keep their small buffer).
+            Ok(n) if n == cap - len && cap < MAX_READ_BUFFER => inbound.buf.reserve(cap),
             Ok(_) => {}
             Err(error) => break format!("read failed: {error}"),
         }

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod signalr;
 pub mod ws;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -54,6 +55,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let common = cli.common.clone();
     let cli = Arc::new(cli);
     let gate = plan.gate.then(|| Arc::new(Gate::default()));
+    let window = run::WindowSpec {
+        barrier: plan.window_barrier,
+        offset_ns: clock::ns(plan.window_offset),
+        len_ns: clock::ns(plan.window_len),
+    };
     if let Some(index) = common.worker_index {
         let label = (!common.quiet).then(|| format!("w{index}"));
         let tally = run_process(
@@ -64,11 +70,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 processes: common.processes,
                 gate,
                 progress: label,
+                window,
             },
             &mut WorkerHost,
             scenario::body(cli),
         )?;
-        println!("RESULT {}", serde_json::to_string(&tally)?);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "RESULT {}", serde_json::to_string(&tally)?)?;
+        out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut observer = Observer::new(&plan, common.server_pid);
@@ -84,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 processes: 1,
                 gate,
                 progress: label,
+                window,
             },
             &mut observer,
             scenario::body(cli.clone()),
@@ -91,11 +101,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     observer.finish();
     let report = Report::build(&cli, &plan, &tally, &observer);
-    if common.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if common.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.human());
-    }
+        report.human()
+    };
+    // A closed stdout (e.g. `| head`) is not worth a panic; the exit code still counts.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(if report.failed(common.require_zero_loss) {
         ExitCode::FAILURE
     } else {

@@ -101,9 +101,12 @@ pub enum Hist {
     Leave,
     /// Disconnect → reconnected and rejoined.
     Reconnect,
+    /// How late the pacer dispatched a send after its due time (window sends): large
+    /// values mean the generator, not the server, fell behind.
+    SendLag,
 }
 
-const HISTS: usize = 7;
+const HISTS: usize = 8;
 
 impl Hist {
     /// Every histogram.
@@ -115,6 +118,7 @@ impl Hist {
         Self::Join,
         Self::Leave,
         Self::Reconnect,
+        Self::SendLag,
     ];
 
     /// Its key in a [`Tally`].
@@ -127,6 +131,7 @@ impl Hist {
             Self::Join => "join",
             Self::Leave => "leave",
             Self::Reconnect => "reconnect",
+            Self::SendLag => "send_lag",
         }
     }
 }

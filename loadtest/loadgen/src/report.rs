@@ -11,6 +11,7 @@ use crate::cli::Cli;
 use crate::observer::Observer;
 use crate::probe::{ProcSample, Snapshot, clock_ticks};
 use crate::recorder::{Counter, Hist, Tally};
+use crate::run::CLIENT_CPU_TICKS;
 use crate::scenario::{Plan, Unit};
 
 /// Latency percentiles in microseconds.
@@ -94,6 +95,16 @@ pub struct Connections {
     pub connect_latency_us: Latency,
 }
 
+/// The load generator's own CPU use: near 100 % per thread means the generator, not the
+/// server, may be the limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientReport {
+    /// utime + stime over the window, seconds, summed over processes.
+    pub cpu_s: f64,
+    /// The same, in percent of one core.
+    pub cpu_percent: f64,
+}
+
 /// The report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -123,12 +134,17 @@ pub struct Report {
     pub rate_delivered_per_s: f64,
     /// Scheduled send → receipt, window messages only.
     pub latency_us: Latency,
+    /// Open loop: how late the generator dispatched sends after their due time. A p99 near
+    /// the latency's means the generator, not the server, was the bottleneck.
+    pub send_lag_us: Option<Latency>,
     /// The server, with --server-pid.
     pub server: Option<ServerReport>,
     /// S6 instance A, with --publish-server-pid.
     pub publish_server: Option<ServerReport>,
     /// Connections.
     pub connections: Connections,
+    /// The load generator's own CPU time over the window (all its processes).
+    pub client: ClientReport,
     /// Payload throughput to clients.
     pub mb_per_s: f64,
     /// Group operation latencies (S3/S6).
@@ -207,8 +223,20 @@ impl Report {
             rate_sent_per_s: sent as f64 / duration_s.max(1e-9),
             rate_delivered_per_s: delivered as f64 / duration_s.max(1e-9),
             latency_us: Latency::of(&tally.histogram(Hist::Latency)),
+            send_lag_us: tally
+                .hists
+                .contains_key(Hist::SendLag.key())
+                .then(|| Latency::of(&tally.histogram(Hist::SendLag))),
             server,
             publish_server,
+            client: {
+                let ticks = tally.counters.get(CLIENT_CPU_TICKS).copied().unwrap_or(0);
+                let cpu_s = ticks as f64 / clock_ticks();
+                ClientReport {
+                    cpu_s,
+                    cpu_percent: cpu_s / duration_s.max(1e-9) * 100.0,
+                }
+            },
             connections: Connections {
                 established: connected,
                 failed: tally.count(Counter::ConnectFailed),
@@ -281,6 +309,16 @@ impl Report {
             out,
             "  {name} us: p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
             l.p50, l.p90, l.p99, l.p999, l.max, l.count
+        );
+        let _ = writeln!(
+            out,
+            "  load generator: cpu {:.2}s ({:.0}% of one core){}",
+            self.client.cpu_s,
+            self.client.cpu_percent,
+            self.send_lag_us
+                .as_ref()
+                .map(|l| format!(", send lag us p50 {} p99 {} max {}", l.p50, l.p99, l.max))
+                .unwrap_or_default()
         );
         if let Some(ops) = &self.group_ops {
             for (name, l) in ops {

@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::client::{Client, Gate};
 use crate::clock::now_ns;
+use crate::probe::ProcSample;
 use crate::recorder::{Counter, Recorder, Tally, new_histogram};
 
 /// Phase barriers between this process's threads and its coordinator.
@@ -110,7 +111,25 @@ pub struct ProcessSpec {
     pub gate: Option<Arc<Gate>>,
     /// The progress line's label (`None`: no progress line).
     pub progress: Option<String>,
+    /// The measurement window, to sample this process's own CPU time over it.
+    pub window: WindowSpec,
 }
+
+/// Where the measurement window sits: it starts `offset_ns` after barrier `barrier` is
+/// released and lasts `len_ns`.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSpec {
+    /// The barrier the window follows.
+    pub barrier: usize,
+    /// Delay after its release.
+    pub offset_ns: u64,
+    /// Length.
+    pub len_ns: u64,
+}
+
+/// Tally key of this process's own CPU time over the window (clock ticks, summed over
+/// processes).
+pub const CLIENT_CPU_TICKS: &str = "client_cpu_ticks";
 
 /// Runs the spec's monoio threads, each running `body(env)`, and returns their tally.
 pub fn run_process<F, Fut>(spec: ProcessSpec, host: &mut dyn Host, body: F) -> anyhow::Result<Tally>
@@ -125,6 +144,7 @@ where
         processes,
         gate,
         progress,
+        window,
     } = spec;
     let shared = Arc::new(Shared {
         barriers: Barriers::new(barrier_count),
@@ -163,6 +183,10 @@ where
     }
 
     let started = now_ns();
+    let own_cpu = || ProcSample::take(std::process::id()).map_or(0, |s| s.cpu_ticks);
+    let mut cpu_window: Option<(u64, u64)> = None;
+    let mut cpu_at_start: Option<u64> = None;
+    let mut cpu_ticks: Option<u64> = None;
     let mut next_barrier = 0;
     let mut next_progress = started + 1_000_000_000;
     let mut last = (0u64, 0u64);
@@ -176,11 +200,23 @@ where
         {
             let at = host.release(next_barrier)?;
             shared.barriers.released[next_barrier].store(at.max(1), Ordering::SeqCst);
+            if next_barrier == window.barrier {
+                let start = at + window.offset_ns;
+                cpu_window = Some((start, start + window.len_ns));
+            }
             next_barrier += 1;
             continue;
         }
         let now = now_ns();
         host.tick(now);
+        if let Some((start, end)) = cpu_window {
+            if cpu_at_start.is_none() && now >= start {
+                cpu_at_start = Some(own_cpu());
+            }
+            if let (Some(begin), None, true) = (cpu_at_start, cpu_ticks, now >= end) {
+                cpu_ticks = Some(own_cpu().saturating_sub(begin));
+            }
+        }
         if now >= next_progress {
             next_progress += 1_000_000_000;
             if let Some(label) = &progress {
@@ -189,6 +225,9 @@ where
         }
         thread::sleep(Duration::from_millis(2));
     }
+    if let (Some(begin), None) = (cpu_at_start, cpu_ticks) {
+        cpu_ticks = Some(own_cpu().saturating_sub(begin)); // the run ended early
+    }
     for handle in handles {
         let _ = handle.join();
     }
@@ -196,6 +235,9 @@ where
     for rec in &shared.recorders {
         tally.merge(&rec.tally());
     }
+    tally
+        .counters
+        .insert(CLIENT_CPU_TICKS.into(), cpu_ticks.unwrap_or(0));
     Ok(tally)
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::clock::now_ns;
+use crate::recorder::Hist;
 
 /// One open-loop schedule.
 #[derive(Debug, Clone)]
@@ -123,6 +124,11 @@ pub async fn run(
             }
         }
         let index = pacers[which].advance();
+        if client.in_window(due) {
+            client
+                .rec
+                .record(Hist::SendLag, now_ns().saturating_sub(due));
+        }
         on_event(which, index, due);
     }
 }
