@@ -4,7 +4,7 @@
 # small N and --require-zero-loss --json, and fails on the first scenario that fails.
 #
 # Needs: cargo build --release --workspace (target/release/ringhub and target/release/loadgen),
-# redis-server on PATH (S6; skipped with a note if missing), python3 (summaries).
+# redis-server on PATH (S6; a missing one fails the smoke run), python3 (summaries).
 # Usage: loadtest/smoke.sh            (from anywhere; takes about a minute)
 set -euo pipefail
 
@@ -153,7 +153,8 @@ if command -v redis-server >/dev/null; then
     run s6-same-instance --url "$URL_B" --server-pid "$PID_B" s6 --same-instance \
         --redis-port "$REDIS_PORT"
 else
-    echo "smoke: redis-server not found, S6 skipped"
+    echo "smoke: redis-server not found: S6 cannot run (install redis-server)" >&2
+    FAILED=$((FAILED + 1))
 fi
 
 if [[ $FAILED -ne 0 ]]; then

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
 # and integration tests (both monoio drivers, the official @microsoft/signalr client suite, the
-# Redis key store against a real redis-server), the
-# benches (run once), and Autobahn|Testsuite
-# against the release binary. Installs what it needs (Python tools into target/), starts every
+# Redis key store and backplane against a real redis-server; the io_uring floor), the benches (run
+# once, and built in the bench profile), a smoke run of every load generator scenario, and
+# Autobahn|Testsuite against the release binary. Installs what it needs (Python tools into target/), starts every
 # service it needs on free ports, and stops them afterwards.
 #
 #   bash tests/run-all.sh
@@ -70,6 +70,9 @@ cargo bench --locked --no-run
 
 step "release build (server, load generator, floor)"
 cargo build --locked --release --workspace
+
+step "load generator smoke run: every scenario S1-S6 for a few seconds against its own servers"
+bash loadtest/smoke.sh
 
 step "Autobahn|Testsuite 1-7, 9, 10 against the echo route"
 bash tests/autobahn/run.sh
