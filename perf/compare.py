@@ -171,6 +171,10 @@ def parse_args(argv):
                        help="print the commands that would run, run nothing")
         p.add_argument("--ringhub-protocol", default="json", choices=["json", "msgpack"],
                        help="SignalR protocol for ringhub (default json)")
+        p.add_argument("--ringhub-hub", default="/hubs/diagnostics", metavar="PATH",
+                       help="ringhub hub path (default /hubs/diagnostics, which keeps request "
+                            "headers for GetHeader; configure a product-like hub with "
+                            "--ringhub-set for memory runs)")
         p.add_argument("--ringhub-set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra ringhub --set, repeatable")
         p.add_argument("--loadgen-arg", action="append", default=[], metavar="ARG",
@@ -218,7 +222,7 @@ def loadgen_command(args, server, step, port, pid):
            "--url", f"http://127.0.0.1:{port}",
            "--protocol", "raw" if server.raw else args.ringhub_protocol]
     if not server.raw:
-        cmd += ["--hub", "/hubs/diagnostics"]
+        cmd += ["--hub", args.ringhub_hub]
     for key, value in params.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     if scenario.timed:

@@ -18,7 +18,13 @@ COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#7f7f7f"]
 
 
+X_KEY = None
+
+
 def numeric(step):
+    """The x value of a step: a number, or the --x entry of a step dict (e.g. subscribers)."""
+    if isinstance(step, dict):
+        step = step.get(X_KEY) if X_KEY else next(iter(step.values()), None)
     try:
         return float(step)
     except (TypeError, ValueError):
@@ -136,6 +142,7 @@ def main():
     ap.add_argument("--metric", default="cpu_us_per_unit")
     ap.add_argument("--metrics", help="comma-separated metrics of one --server instead")
     ap.add_argument("--server", default="ringhub")
+    ap.add_argument("--x", help="the step parameter on the x axis (default: the first one)")
     ap.add_argument("--title", default="")
     ap.add_argument("--xlabel", default="")
     ap.add_argument("--ylabel", default="")
@@ -143,6 +150,8 @@ def main():
     ap.add_argument("--log-y", action="store_true")
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args()
+    global X_KEY
+    X_KEY = args.x
     with open(args.report) as f:
         report = json.load(f)
     series = series_from(report, args)
