@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles ringhub under one load generator scenario and renders a flamegraph.
 #
-#   perf/flamegraph.sh [--name NAME] [--seconds 15] [--server-arg ARG]... -- <loadgen scenario and flags>
+#   perf/flamegraph.sh [--name NAME] [--set KEY=VALUE]... -- <loadgen flags and scenario>
 #   perf/flamegraph.sh --name s2-1000 -- s2 --subscribers 1000 --rate 1000 --size 1024
 #
 # Builds the `profiling` profile (release code with debug info) and the load generator, starts
@@ -18,7 +18,7 @@ server_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) name=$2; shift 2 ;;
-    --server-arg) server_args+=("$2"); shift 2 ;;
+    --set) server_args+=(--set "$2"); shift 2 ;;
     --) shift; break ;;
     *) echo "unknown flag $1 (scenario flags go after --)" >&2; exit 2 ;;
   esac
