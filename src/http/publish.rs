@@ -207,9 +207,7 @@ async fn handle(head: &RequestHead, body: &[u8], ctx: &ShardContext) -> Result<u
     let options = Options::from_query(head.query());
     let name = hub.name.as_str();
     let found = |found: bool, missing: RestError| if found { Ok(200) } else { Err(missing) };
-    let max = hub
-        .max_message_size
-        .unwrap_or(ctx.config.signalr.max_message_size);
+    let max = hub.session.max_message_size;
     match request.operation {
         Operation::Send(target) => {
             if body.len() > max {
@@ -357,7 +355,7 @@ mod tests {
     #[test]
     fn hubs_are_found_by_exact_name_then_ignoring_case() {
         let mut upper = HubDefinition::new("Chat", "/hubs/upper", &[]);
-        upper.max_message_size = Some(1);
+        upper.session.max_message_size = 1;
         let definitions = vec![HubDefinition::new("chat", "/hubs/chat", &[]), upper];
         let names = HubNames::new(&definitions, &Hubs::new(&definitions));
         assert_eq!(

@@ -231,8 +231,6 @@ pub struct HubDefinition {
     pub name: String,
     /// The URL path clients connect to (negotiate is `{path}/negotiate`).
     pub path: String,
-    /// Overrides `signalr.max_message_size` for this hub.
-    pub max_message_size: Option<usize>,
     /// Protocols the handshake may choose.
     pub protocols: Vec<HubProtocol>,
     /// Who may connect.
@@ -293,7 +291,6 @@ impl HubDefinition {
         Self {
             name: name.to_owned(),
             path: path.to_owned(),
-            max_message_size: None,
             protocols: HubProtocol::ALL.to_vec(),
             auth: HubAuth::Anonymous,
             join_on_connect: Vec::new(),
@@ -413,7 +410,6 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             .into_iter()
             .map(|m| (m.name.to_lowercase(), m))
             .collect();
-        definition.max_message_size = hub.max_message_size;
         definition.session = SessionOptions::from_config(&config.signalr);
         if let Some(max) = hub.max_message_size {
             definition.session.max_message_size = max;
@@ -603,7 +599,7 @@ mod tests {
             .filter(|h| h.path == "/hubs/chat")
             .collect();
         assert_eq!(hubs.len(), 1);
-        assert_eq!(hubs[0].max_message_size, Some(4096));
+        assert_eq!(hubs[0].session.max_message_size, 4096);
         assert_eq!(hubs[0].method("say").map(|m| m.action), Some(Action::Echo));
         assert_eq!(
             hubs[0].method("WHO").map(|m| m.action),
