@@ -729,6 +729,10 @@ async fn wait_readable(
     connection: &ConnectionHandle,
     deadline: Instant,
 ) -> WaitEnd {
+    // One readiness poll for the whole wait: a signal that does not end the wait leaves it
+    // armed instead of cancelling it (an io_uring cancel walks a hash chain shared by every
+    // armed poll of the ring).
+    let mut ready = std::pin::pin!(ReadBuffer::readable(stream));
     loop {
         if connection.signal.is_shutdown() {
             return WaitEnd::Shutdown;
@@ -738,7 +742,7 @@ async fn wait_readable(
         }
         connection.arm(deadline, &ctx.timers);
         let signal = monoio::select! {
-            ready = ReadBuffer::readable(stream) => {
+            ready = &mut ready => {
                 return if ready.is_ok() { WaitEnd::Data } else { WaitEnd::Failed };
             },
             signal = connection.signal.wait() => signal,
