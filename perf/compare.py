@@ -82,7 +82,7 @@ PEER_LINE = re.compile(r"^listening (?:\S*:)?(\d+)\s*$", re.M)
 SERVERS = {
     s.name: s
     for s in [
-        Server("ringhub", "ringhub, 1 shard, SignalR JSON on /hubs/diagnostics", False,
+        Server("ringhub", "ringhub, 1 shard, SignalR on {hub}", False,
                re.compile(r"listening.*addr=\S*:(\d+)")),
         Server("floor", "perf/floor: one frame built once, one io_uring Send SQE per socket "
                "and frame", True, PEER_LINE),
@@ -417,6 +417,11 @@ def describe(record):
             f"p50 {fmt(latency.get('p50'))} µs, p99 {fmt(latency.get('p99'))} µs")
 
 
+def describe_server(name, args):
+    """The server's description, with the hub path and protocol ringhub was driven on."""
+    return SERVERS[name].what.format(hub=f"{args.ringhub_hub} ({args.ringhub_protocol})")
+
+
 def fmt(value, digits=3):
     if value is None:
         return "–"
@@ -562,7 +567,7 @@ def report_markdown(args, meta, summary, records):
               f"(protocol {args.ringhub_protocol})",
               "- Fixed parameters: " + ", ".join(f"{k} {getattr(args, k)}" for k in scenario.fixed)]
     lines += [f"- {note}" for note in scenario.notes]
-    lines += ["", "Servers:"] + [f"- **{n}**: {SERVERS[n].what}" for n in args.servers]
+    lines += ["", "Servers:"] + [f"- **{n}**: {describe_server(n, args)}" for n in args.servers]
     lines += ["", "CPU columns are median (min–max) over the repetitions; \"× floor\" divides the "
               "median by the floor's. Loss is summed over repetitions.", ""]
     step_keys = list(scenario.steps)
@@ -684,7 +689,7 @@ def main(argv):
             "machine": machine(), "loadgen": file_identity(args.loadgen),
             "floor": file_identity(args.floor), "scenario": args.scenario, "unit": SCENARIOS[args.scenario].unit,
             "repeat": args.repeat, "warmup": args.warmup, "duration": args.duration,
-            "servers": {n: SERVERS[n].what for n in args.servers},
+            "servers": {n: describe_server(n, args) for n in args.servers},
             "ringhub_command": shlex.join(SERVERS["ringhub"].command(args)),
             "ringhub_protocol": args.ringhub_protocol}
     records = []
