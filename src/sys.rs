@@ -59,16 +59,11 @@ impl<'a> ArmedStream<'a> {
         // SAFETY: an exclusive reference to the stream may coexist with a pending readiness
         // future made from a shared one, because that future touches the stream only while it
         // is first polled: monoio 0.2.4's `TcpStream::readable` clones the stream's fd handle
-        // into a `PollAdd` op and from then on awaits only that op (`Cargo.lock` pins the
-        // version). `poll_readable` polls every future it makes right away, and `self` is
+        // into a `PollAdd` op and from then on awaits only that op (`Cargo.toml` pins the
+        // version: recheck this on an upgrade). `poll_readable` polls every future it makes right away, and `self` is
         // borrowed exclusively for as long as the returned reference lives, so no first poll
         // can happen meanwhile.
         unsafe { &mut *self.stream.get() }
-    }
-
-    /// Whether a readiness wait is pending.
-    pub fn is_armed(&self) -> bool {
-        self.readable.is_some()
     }
 
     /// Polls the readiness wait, arming one first if none is pending. Ready once the socket
