@@ -82,7 +82,7 @@ PEER_LINE = re.compile(r"^listening (?:\S*:)?(\d+)\s*$", re.M)
 SERVERS = {
     s.name: s
     for s in [
-        Server("ringhub", "ringhub, 1 shard, SignalR JSON on /hubs/diagnostics", False,
+        Server("ringhub", "ringhub, 1 shard, SignalR on {hub}", False,
                re.compile(r"listening.*addr=\S*:(\d+)")),
         Server("floor", "perf/floor: one frame built once, one io_uring Send SQE per socket "
                "and frame", True, PEER_LINE),
@@ -118,7 +118,10 @@ SCENARIOS = {
         quick_steps={"connections": "200"},
         timed=False,
         notes=["Idle connections held; RSS/conn is (VmRSS after - before) / N, kernel socket "
-               "memory excluded (Slab delta shown separately)."],
+               "memory excluded (Slab delta shown separately).",
+               "Connect CPU is the server's CPU from the first connect to the last handshake, per "
+               "connection; idle CPU is its CPU over the hold only (every connection up, "
+               "keep-alives only), in % of one core."],
     ),
     "s2": Scenario(
         unit="delivery",
@@ -403,9 +406,20 @@ def describe(record):
     latency = report.get("latency_us") or {}
     if "error" in record:
         return f"ERROR {record['error'].splitlines()[0]}"
+    if server.get("unit") == "connection":
+        conns = report.get("connections") or {}
+        return (f"connect cpu {fmt(server.get('cpu_us_per_unit'))} µs/connection, "
+                f"idle cpu {fmt(server.get('cpu_percent'))} % over the hold, "
+                f"rss {fmt(server.get('rss_per_connection_kib'))} KiB/conn, "
+                f"drops {conns.get('drops')}, failed {conns.get('failed')}")
     return (f"cpu {fmt(server.get('cpu_us_per_unit'))} µs/{server.get('unit', '?')}, "
             f"delivered/s {fmt(report.get('rate_delivered_per_s'))}, lost {report.get('lost')}, "
             f"p50 {fmt(latency.get('p50'))} µs, p99 {fmt(latency.get('p99'))} µs")
+
+
+def describe_server(name, args):
+    """The server's description, with the hub path and protocol ringhub was driven on."""
+    return SERVERS[name].what.format(hub=f"{args.ringhub_hub} ({args.ringhub_protocol})")
 
 
 def fmt(value, digits=3):
@@ -468,6 +482,10 @@ def summarize(records, servers, step_list):
                 "rss_after_kib": stats(lambda r: r["server"]["rss_after_kib"]),
                 "rss_per_connection_kib": stats(lambda r: r["server"]["rss_per_connection_kib"]),
                 "softirq_s": stats(lambda r: r["server"]["softirq_s"]),
+                # S1: CPU over the hold only (every connection up, keep-alives only).
+                "idle_cpu_percent": stats(lambda r: r["server"]["cpu_percent"]),
+                "drops": sum(values(lambda r: r["connections"]["drops"])),
+                "failed": sum(values(lambda r: r["connections"]["failed"])),
                 "slab_delta_kib": None,
             })
             for key in ("slab_delta_kib", "server_peak_rss_kib"):
@@ -549,7 +567,7 @@ def report_markdown(args, meta, summary, records):
               f"(protocol {args.ringhub_protocol})",
               "- Fixed parameters: " + ", ".join(f"{k} {getattr(args, k)}" for k in scenario.fixed)]
     lines += [f"- {note}" for note in scenario.notes]
-    lines += ["", "Servers:"] + [f"- **{n}**: {SERVERS[n].what}" for n in args.servers]
+    lines += ["", "Servers:"] + [f"- **{n}**: {describe_server(n, args)}" for n in args.servers]
     lines += ["", "CPU columns are median (min–max) over the repetitions; \"× floor\" divides the "
               "median by the floor's. Loss is summed over repetitions.", ""]
     step_keys = list(scenario.steps)
@@ -565,8 +583,8 @@ def report_markdown(args, meta, summary, records):
         header = ["server", f"CPU µs/{unit}", "× floor", "delivered/s", "lost / expected", "errors",
                   "p50 µs", "p99 µs", "peak RSS MiB"]
         if args.scenario == "s1":
-            header = ["server", "CPU µs/conn", "× floor", "RSS/conn KiB", "Slab Δ KiB",
-                      "lost", "errors"]
+            header = ["server", "connect CPU µs/conn", "× floor", "idle CPU % (hold)",
+                      "RSS/conn KiB", "Slab Δ KiB", "drops", "failed", "errors"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in rows:
             cpu = r["cpu_us_per_unit"]
@@ -575,8 +593,9 @@ def report_markdown(args, meta, summary, records):
             name = r["server"] + ("" if r["ok_runs"] == r["runs"]
                                   else f" ({r['ok_runs']}/{r['runs']} ok)")
             if args.scenario == "s1":
-                cells = [name, spread(cpu), ratio, spread(r["rss_per_connection_kib"]),
-                         spread(r["slab_delta_kib"]), fmt(r["lost"]), fmt(r["errors"])]
+                cells = [name, spread(cpu), ratio, spread(r["idle_cpu_percent"]),
+                         spread(r["rss_per_connection_kib"]), spread(r["slab_delta_kib"]),
+                         fmt(r["drops"]), fmt(r["failed"]), fmt(r["errors"])]
             else:
                 cells = [name, spread(cpu), ratio, median(r["rate_delivered_per_s"]),
                          f"{fmt(r['lost'])} / {fmt(r['expected'])}", fmt(r["errors"]),
@@ -670,7 +689,7 @@ def main(argv):
             "machine": machine(), "loadgen": file_identity(args.loadgen),
             "floor": file_identity(args.floor), "scenario": args.scenario, "unit": SCENARIOS[args.scenario].unit,
             "repeat": args.repeat, "warmup": args.warmup, "duration": args.duration,
-            "servers": {n: SERVERS[n].what for n in args.servers},
+            "servers": {n: describe_server(n, args) for n in args.servers},
             "ringhub_command": shlex.join(SERVERS["ringhub"].command(args)),
             "ringhub_protocol": args.ringhub_protocol}
     records = []

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles ringhub under one load generator scenario and renders a flamegraph.
 #
-#   perf/flamegraph.sh [--name NAME] [--set KEY=VALUE]... -- <loadgen flags and scenario>
+#   perf/flamegraph.sh [--name NAME] [--set KEY=VALUE]... [--window START:SECONDS] -- <loadgen flags and scenario>
 #   perf/flamegraph.sh --name s2-1000 -- s2 --subscribers 1000 --rate 1000 --size 1024
 #
 # Builds the `profiling` profile (release code with debug info) and the load generator, starts
@@ -9,16 +9,20 @@
 # under `perf record -e cpu-clock -g` (the only sampling event this VM offers), runs
 # `target/release/loadgen` pinned to CPU 1 against it, then folds the samples with inferno
 # (installed into target/tools when missing) into perf/results/<date>-flamegraph-<NAME>.svg.
-# The loadgen JSON report is written next to it.
+# The loadgen JSON report is written next to it. --window START:SECONDS samples only SECONDS
+# from START seconds after the server is up (perf attaches to the running server), e.g. an S1
+# hold without its connect ramp or the teardown at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=profile
 server_args=()
+window=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) name=$2; shift 2 ;;
     --set) server_args+=(--set "$2"); shift 2 ;;
+    --window) window=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "unknown flag $1 (scenario flags go after --)" >&2; exit 2 ;;
   esac
@@ -39,17 +43,28 @@ data=target/perf-$name.data
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-taskset -c 0 perf record -e cpu-clock -F 4999 -g -o "$data" -- \
-  target/profiling/ringhub --listen "127.0.0.1:$port" --workers 1 \
-  --set runtime.pin_cores=false --set diagnostics.enabled=true --set echo.enabled=true \
-  --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 \
-  "${server_args[@]}" >/dev/null 2>&1 &
+server=(target/profiling/ringhub --listen "127.0.0.1:$port" --workers 1
+  --set runtime.pin_cores=false --set diagnostics.enabled=true --set echo.enabled=true
+  --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000
+  "${server_args[@]}")
+sample=(perf record -e cpu-clock -F 4999 -g -o "$data")
+if [[ -z $window ]]; then
+  taskset -c 0 "${sample[@]}" -- "${server[@]}" >/dev/null 2>&1 &
+else
+  taskset -c 0 "${server[@]}" >/dev/null 2>&1 &
+fi
 pids+=($!)
 until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do sleep 0.05; done
 server_pid=$(pgrep -n -f "target/profiling/ringhub --listen 127.0.0.1:$port")
+if [[ -n $window ]]; then
+  (sleep "${window%%:*}" && taskset -c 1 "${sample[@]}" -p "$server_pid" -- sleep "${window##*:}" \
+    >/dev/null 2>&1) &
+  pids+=($!)
+fi
 
 taskset -c 1 target/release/loadgen --url "http://127.0.0.1:$port" --server-pid "$server_pid" \
   --json "$@" > "$out.json"
+[[ -z $window ]] || wait "${pids[1]}"
 kill -INT "$server_pid"
 wait "${pids[0]}" || true
 

@@ -147,6 +147,26 @@ on_both_drivers! {
         }
     }
 
+    fn a_client_silent_through_many_server_pings_is_still_read(driver) {
+        // Each ping is a timer wake-up and a write while the connection waits for bytes; the
+        // wait stays armed through them, and the invocation sent afterwards is still read.
+        let server = diagnostics(driver, |c| c.signalr.keepalive_interval = Duration::from_millis(30));
+        let mut ws = connect(server.addr, "");
+        handshake(&mut ws, r#"{"protocol":"json","version":1}"#);
+        for _ in 0..5 {
+            assert_eq!(ws.read_frame().payload, b"{\"type\":6}\x1e");
+        }
+        ws.send(1, b"{\"type\":1,\"invocationId\":\"7\",\"target\":\"echo\",\"arguments\":[\"late\"]}\x1e");
+        loop {
+            let frame = ws.read_frame();
+            if frame.payload != b"{\"type\":6}\x1e" {
+                let reply = records(&frame);
+                assert_eq!(reply[0], serde_json::json!({"type":3,"invocationId":"7","result":"late"}));
+                break;
+            }
+        }
+    }
+
     fn a_client_silent_after_its_first_ping_is_closed_with_an_error(driver) {
         let server = diagnostics(driver, |c| {
             c.signalr.client_timeout = Duration::from_millis(300);

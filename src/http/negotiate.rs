@@ -4,6 +4,8 @@
 //! whichever shard accepts it. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
 //! are reported the same way.
 
+use std::rc::Rc;
+
 use crate::auth::Principal;
 use crate::http::cors;
 use crate::hub::HubDefinition;
@@ -16,7 +18,7 @@ use crate::shard::ShardContext;
 use crate::shard::negotiations::{Negotiation, Slot};
 
 /// Answers a negotiate request (or its preflight).
-pub async fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext) -> Response {
+pub async fn respond(hub: &Rc<HubDefinition>, head: &RequestHead, ctx: &ShardContext) -> Response {
     let cors_config = &ctx.config.cors;
     if cors::is_preflight(head) {
         return cors::preflight(head, cors_config, "POST, OPTIONS");
@@ -56,7 +58,7 @@ pub async fn respond(hub: &HubDefinition, head: &RequestHead, ctx: &ShardContext
     )
 }
 
-fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext) -> Response {
+fn negotiate(hub: &Rc<HubDefinition>, request: NegotiateRequest, ctx: &ShardContext) -> Response {
     let shards = ctx.config.workers.get();
     // v0 clients connect with the connection id itself, so it must carry the home shard.
     let ids = if request.negotiate_version > 0 {
@@ -77,10 +79,10 @@ fn negotiate(hub: &HubDefinition, request: NegotiateRequest, ctx: &ShardContext)
     }
     .to_json();
     ctx.negotiations.insert(
-        token,
+        token.into(),
         Negotiation {
-            connection_id,
-            hub_path: hub.path.clone(),
+            connection_id: connection_id.into(),
+            hub: Rc::clone(hub),
             expires: ctx.timers.now() + ctx.config.signalr.disconnect_timeout,
             stateful,
             slot: Slot::Waiting,

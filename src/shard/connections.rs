@@ -149,9 +149,11 @@ impl ConnectionHandle {
             .is_some_and(|since| now.saturating_duration_since(since) >= STALL_GRACE)
     }
 
-    /// Makes sure a [`Signal::Timer`] arrives at `at` or earlier. Cheap when an entry at or
-    /// before `at` is already pending, which is the common case.
+    /// Makes sure a [`Signal::Timer`] arrives at `at`, or up to a 16th of the wait later so
+    /// that deadlines share wake-ups ([`Timers::coalesce`]), or earlier. Cheap when an entry
+    /// at or before that time is already pending, which is the common case.
     pub fn arm(&self, at: Instant, timers: &Timers) {
+        let at = timers.coalesce(at);
         if self.armed.get().is_none_or(|armed| at < armed) {
             self.armed.set(Some(at));
             timers.schedule(at, self.id, self.serial);

@@ -8,10 +8,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use quanta::Instant;
 
 use super::sessions::SessionKey;
+use crate::hub::HubDefinition;
 
 /// What holds a token now.
 #[derive(Debug)]
@@ -38,13 +40,15 @@ pub enum Claimed {
     Resume(SessionKey),
 }
 
-/// One negotiated connection.
+/// One negotiated connection. An entry outlives the negotiate request for every connected
+/// WebSocket, so it holds no copy it does not need: the hub is shared, and the connection id
+/// is handed to the session when the token is claimed.
 #[derive(Debug)]
 pub struct Negotiation {
-    /// The public connection id.
-    pub connection_id: String,
+    /// The public connection id (empty once claimed: the session holds it then).
+    pub connection_id: Box<str>,
     /// The hub it was negotiated for.
-    pub hub_path: String,
+    pub hub: Rc<HubDefinition>,
     /// When an unconnected (waiting or parked) token is dropped.
     pub expires: Instant,
     /// Whether negotiate agreed to stateful reconnect.
@@ -65,12 +69,13 @@ pub enum ClaimError {
 /// The shard's negotiated connections.
 #[derive(Debug, Default)]
 pub struct Negotiations {
-    by_token: RefCell<HashMap<String, Negotiation>>,
+    /// Keyed by the token, shared with the connection that claimed it.
+    by_token: RefCell<HashMap<Rc<str>, Negotiation>>,
 }
 
 impl Negotiations {
     /// Records a new negotiation.
-    pub fn insert(&self, token: String, negotiation: Negotiation) {
+    pub fn insert(&self, token: Rc<str>, negotiation: Negotiation) {
         self.by_token.borrow_mut().insert(token, negotiation);
     }
 
@@ -82,7 +87,7 @@ impl Negotiations {
         let table = self.by_token.borrow();
         let entry = table.get(token).ok_or(ClaimError::NotFound)?;
         let connected = matches!(entry.slot, Slot::Connected);
-        if entry.hub_path != hub_path || (!connected && now >= entry.expires) {
+        if entry.hub.path != hub_path || (!connected && now >= entry.expires) {
             return Err(ClaimError::NotFound);
         }
         if connected {
@@ -101,20 +106,31 @@ impl Negotiations {
     }
 
     /// Marks `token` connected for `hub_path`: a new connection, or a parked one to resume.
+    /// Also returns the table's copy of the token, for the connection to keep.
     ///
     /// # Errors
     /// [`ClaimError`] with the HTTP answer.
-    pub fn claim(&self, token: &str, hub_path: &str, now: Instant) -> Result<Claimed, ClaimError> {
+    pub fn claim(
+        &self,
+        token: &str,
+        hub_path: &str,
+        now: Instant,
+    ) -> Result<(Claimed, Rc<str>), ClaimError> {
         self.check(token, hub_path, now)?;
         let mut table = self.by_token.borrow_mut();
+        let key = table
+            .get_key_value(token)
+            .map(|(key, _)| Rc::clone(key))
+            .ok_or(ClaimError::NotFound)?;
         let entry = table.get_mut(token).ok_or(ClaimError::NotFound)?;
-        Ok(match std::mem::replace(&mut entry.slot, Slot::Connected) {
+        let claimed = match std::mem::replace(&mut entry.slot, Slot::Connected) {
             Slot::Parked(session) => Claimed::Resume(session),
             Slot::Waiting | Slot::Connected => Claimed::New {
-                connection_id: entry.connection_id.clone(),
+                connection_id: std::mem::take(&mut entry.connection_id).into(),
                 stateful: entry.stateful,
             },
-        })
+        };
+        Ok((claimed, key))
     }
 
     /// Keeps a dropped stateful connection's session until `expires` for a reconnect.
@@ -165,15 +181,15 @@ mod tests {
     fn negotiation(expires: Instant) -> Negotiation {
         Negotiation {
             connection_id: "id".into(),
-            hub_path: "/hubs/a".into(),
+            hub: Rc::new(HubDefinition::diagnostics("/hubs/a")),
             expires,
             stateful: false,
             slot: Slot::Waiting,
         }
     }
 
-    fn new_id(claimed: Result<Claimed, ClaimError>) -> Result<String, ClaimError> {
-        claimed.map(|c| match c {
+    fn new_id(claimed: Result<(Claimed, Rc<str>), ClaimError>) -> Result<String, ClaimError> {
+        claimed.map(|(c, _)| match c {
             Claimed::New { connection_id, .. } => connection_id,
             Claimed::Resume(_) => panic!("nothing was parked"),
         })
@@ -194,6 +210,18 @@ mod tests {
             new_id(table.claim("t", "/hubs/a", now)),
             Err(ClaimError::NotFound)
         );
+    }
+
+    #[test]
+    fn a_claimed_entry_shares_its_token_with_the_connection_and_drops_its_id_copy() {
+        let now = Timers::new().now();
+        let table = Negotiations::default();
+        table.insert("t".into(), negotiation(now + Duration::from_secs(15)));
+        let (claimed, token) = table.claim("t", "/hubs/a", now).unwrap();
+        assert!(matches!(claimed, Claimed::New { connection_id, .. } if connection_id == "id"));
+        assert_eq!(&*token, "t");
+        assert_eq!(Rc::strong_count(&token), 2, "one token allocation, not two");
+        assert!(table.by_token.borrow()["t"].connection_id.is_empty());
     }
 
     #[test]
@@ -226,7 +254,9 @@ mod tests {
         assert!(new_id(table.claim("t", "/hubs/a", now)).is_ok());
         let key = SessionKey { slot: 3, serial: 9 };
         table.park("t", key, now + Duration::from_secs(15));
-        assert!(matches!(table.claim("t", "/hubs/a", now), Ok(Claimed::Resume(k)) if k == key));
+        assert!(
+            matches!(table.claim("t", "/hubs/a", now), Ok((Claimed::Resume(k), _)) if k == key)
+        );
         assert_eq!(
             new_id(table.claim("t", "/hubs/a", now)),
             Err(ClaimError::AlreadyConnected)

@@ -86,7 +86,7 @@ struct HubUpgrade {
     hub: Rc<HubDefinition>,
     /// The negotiated token, released (or parked on) when the connection ends (`None`:
     /// skipNegotiation).
-    token: Option<Box<str>>,
+    token: Option<Rc<str>>,
     session: SessionStart,
 }
 
@@ -410,10 +410,13 @@ async fn upgrade_hub(
             }
         }
         Some(token) => match ctx.negotiations.claim(&token, &hub.path, ctx.timers.now()) {
-            Ok(Claimed::New {
-                connection_id,
-                stateful,
-            }) => match ctx.quota.acquire(key_id) {
+            Ok((
+                Claimed::New {
+                    connection_id,
+                    stateful,
+                },
+                token,
+            )) => match ctx.quota.acquire(key_id) {
                 Ok(permit) => (
                     SessionStart::New {
                         connection_id,
@@ -422,7 +425,7 @@ async fn upgrade_hub(
                         caller,
                         permit,
                     },
-                    Some(token.into_owned().into_boxed_str()),
+                    Some(token),
                 ),
                 Err(error) => {
                     ctx.negotiations.release(&token);
@@ -430,10 +433,7 @@ async fn upgrade_hub(
                         .await;
                 }
             },
-            Ok(Claimed::Resume(session)) => (
-                SessionStart::Resume(session),
-                Some(token.into_owned().into_boxed_str()),
-            ),
+            Ok((Claimed::Resume(session), token)) => (SessionStart::Resume(session), Some(token)),
             Err(ClaimError::NotFound) => {
                 return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
             }
@@ -729,6 +729,10 @@ async fn wait_readable(
     connection: &ConnectionHandle,
     deadline: Instant,
 ) -> WaitEnd {
+    // One readiness poll for the whole wait: a signal that does not end the wait leaves it
+    // armed instead of cancelling it (an io_uring cancel walks a hash chain shared by every
+    // armed poll of the ring).
+    let mut ready = std::pin::pin!(ReadBuffer::readable(stream));
     loop {
         if connection.signal.is_shutdown() {
             return WaitEnd::Shutdown;
@@ -738,7 +742,7 @@ async fn wait_readable(
         }
         connection.arm(deadline, &ctx.timers);
         let signal = monoio::select! {
-            ready = ReadBuffer::readable(stream) => {
+            ready = &mut ready => {
                 return if ready.is_ok() { WaitEnd::Data } else { WaitEnd::Failed };
             },
             signal = connection.signal.wait() => signal,

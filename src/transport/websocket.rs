@@ -5,6 +5,8 @@
 //! and time. An endpoint plugs in through [`WebSocketApp`], which sees whole data messages and
 //! queues its answers in the [`Outbox`].
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -165,6 +167,8 @@ pub fn serve<'a, A: WebSocketApp>(
         let mut ping_outstanding = false;
         let mut closing: Option<Closing> = None;
         let mut fin_sent = false;
+        // The readiness poll stays armed across wake-ups that are not "readable".
+        let mut socket = crate::sys::ArmedStream::new(stream);
         app.on_open(&mut outbox);
         let start_close = |outbox: &mut Outbox,
                            code: CloseCode,
@@ -216,13 +220,14 @@ pub fn serve<'a, A: WebSocketApp>(
                         Message::Close(frame) => {
                             if let Some(closing) = closing {
                                 // Our close was answered: the handshake is complete.
-                                let _ = stream.shutdown().await;
+                                let _ = socket.stream().shutdown().await;
                                 return closing.end;
                             }
                             match frame.code {
                                 Some(code) => outbox.push_close(code, ""),
                                 None => outbox.push_frame(OpCode::Close, Bytes::new()),
                             }
+                            let stream = socket.stream();
                             let _ = flush(stream, &mut outbox, limits, connection, timers).await;
                             let _ = stream.shutdown().await;
                             return ConnectionEnd::PeerClosed(frame.code);
@@ -251,6 +256,7 @@ pub fn serve<'a, A: WebSocketApp>(
 
             // 2. Everything queued, and whatever the endpoint produces once the socket has taken it.
             loop {
+                let stream = socket.stream();
                 if let Err(end) = flush(stream, &mut outbox, limits, connection, timers).await {
                     return closing.map_or(end, |c| c.end);
                 }
@@ -267,7 +273,7 @@ pub fn serve<'a, A: WebSocketApp>(
             if closing.as_ref().is_some_and(|c| c.drain_only) && !fin_sent {
                 // Failing the connection: our close frame is out, now send FIN and only wait for
                 // the peer to finish, so unread bytes do not turn our close into a reset.
-                let _ = stream.shutdown().await;
+                let _ = socket.stream().shutdown().await;
                 fin_sent = true;
             }
 
@@ -298,24 +304,33 @@ pub fn serve<'a, A: WebSocketApp>(
                 }
             };
             connection.arm(deadline, timers);
-            let wake = monoio::select! {
-                ready = ReadBuffer::readable(stream) => Wake::Readable(ready),
-                signal = connection.signal.wait() => Wake::Signal(signal),
-            };
+            // Readiness first: a wait armed now gets its first poll before the stream is used
+            // again. A signal leaves the wait armed (no io_uring cancel) for the next turn.
+            let wake = std::future::poll_fn(|cx| {
+                if let Poll::Ready(ready) = socket.poll_readable(cx) {
+                    return Poll::Ready(Wake::Readable(ready));
+                }
+                std::pin::pin!(connection.signal.wait())
+                    .poll(cx)
+                    .map(Wake::Signal)
+            })
+            .await;
             match wake {
                 Wake::Readable(Err(error)) => {
                     return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
                 }
                 // Boxed: the read completes at once (the socket is readable), and its state would
                 // otherwise enlarge every idle connection's task.
-                Wake::Readable(Ok(())) => match Box::pin(input.read_ready(stream, want)).await {
-                    Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
-                    Ok(_) => {
-                        last_rx = timers.now();
-                        ping_outstanding = false;
+                Wake::Readable(Ok(())) => {
+                    match Box::pin(input.read_ready(socket.stream(), want)).await {
+                        Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
+                        Ok(_) => {
+                            last_rx = timers.now();
+                            ping_outstanding = false;
+                        }
+                        Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
                     }
-                    Err(error) => return closing.map_or(ConnectionEnd::Io(error), |c| c.end),
-                },
+                }
                 // Handled at the top of the next turn.
                 Wake::Signal(Signal::Shutdown) => {}
                 Wake::Signal(Signal::Outbound) => {

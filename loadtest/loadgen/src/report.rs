@@ -52,11 +52,12 @@ pub struct ServerReport {
     pub pid: u32,
     /// utime + stime over the measurement window, seconds.
     pub cpu_s: f64,
-    /// Server CPU-µs per unit of work.
+    /// Server CPU-µs per unit of work (S1: from the first connect to the last handshake, per
+    /// connection: the connect cost, apart from `cpu_s`, which covers the hold only).
     pub cpu_us_per_unit: Option<f64>,
     /// What the unit is.
     pub unit: &'static str,
-    /// CPU use over the window, percent of one core.
+    /// CPU use over the window, percent of one core (S1: the idle CPU over the hold).
     pub cpu_percent: f64,
     /// softirq time over the window, all CPUs, seconds.
     pub softirq_s: f64,
@@ -334,9 +335,15 @@ impl Report {
             ("publish server", &self.publish_server),
         ] {
             if let Some(s) = server {
+                // S1: the window is the hold; the per-connection figure is the connect cost.
+                let (window, per) = if s.unit == "connection" {
+                    ("idle cpu over the hold", "connect ")
+                } else {
+                    ("cpu", "")
+                };
                 let _ = writeln!(
                     out,
-                    "  {label} {}: cpu {:.2}s ({:.1}%), {} us/{}, softirq {:.2}s, rss {} -> {} KiB{}{}",
+                    "  {label} {}: {window} {:.2}s ({:.1}%), {per}{} us/{}, softirq {:.2}s, rss {} -> {} KiB{}{}",
                     s.pid,
                     s.cpu_s,
                     s.cpu_percent,
