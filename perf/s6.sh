@@ -14,7 +14,8 @@
 # profiling build under `perf record` and writes perf/results/<date>-s6-<NAME>.svg.
 # Loadgen flags before the scenario (`--warmup`, `--duration`, `--protocol`) go in S6_COMMON
 # (default: --warmup 3s --duration 10s --drain 3s); S6_RINGHUB picks another ringhub binary
-# (default target/release/ringhub), e.g. a build of an older commit for a before/after.
+# (default target/release/ringhub), e.g. a build of an older commit for a before/after;
+# S6_REDIS_CPU=0 moves Redis next to the instances (a diagnostic, not the harness).
 # Needs: cargo build --release --workspace (and --profile profiling for --perf), redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,7 @@ while [[ $# -gt 0 ]]; do
 done
 read -r -a common <<<"${S6_COMMON:---warmup 3s --duration 10s --drain 3s}"
 ringhub=${S6_RINGHUB:-target/release/ringhub}
+redis_cpu=${S6_REDIS_CPU:-1}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -50,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 redis_port=$(free_port)
-taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+taskset -c "$redis_cpu" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   >"$work/redis.log" 2>&1 &
 redis_pid=$!
 pids+=("$redis_pid")
