@@ -281,6 +281,55 @@ on_both_drivers! {
         });
     }
 
+    fn detached_publishes_are_pipelined_in_order_and_none_is_lost(driver) {
+        let redis = RedisServer::start();
+        let url = RedisUrl::parse(&redis.url()).unwrap();
+        block_on(driver, async move {
+            let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = std::rc::Rc::clone(&events);
+            let subscriber = Subscriber::open(
+                url.clone(),
+                ClientOptions::default(),
+                [Bytes::from_static(b"ordered")],
+                move |event| {
+                    if let SubscriberEvent::Message { payload, .. } = event {
+                        sink.borrow_mut().push(payload);
+                    }
+                },
+            );
+            let publisher = CommandConnection::open(url, ClientOptions::default());
+            wait_for(|| subscriber.is_up() && publisher.is_up()).await;
+            let before = redis.command(&["INFO", "commandstats"]).text();
+            // 5,000 binary 1 KiB payloads queued without awaiting anything: they go out in
+            // a few pipelined writes, and nobody waits for the replies.
+            let payload = |i: usize| [format!("{i:05}").as_bytes(), &[0xff; 1019][..]].concat();
+            for i in 0..5_000 {
+                publisher.send_detached(&[b"PUBLISH", b"ordered", &payload(i)]).unwrap();
+            }
+            assert!(publisher.in_flight() > 0);
+            publisher.drained().await;
+            assert_eq!(publisher.in_flight(), 0, "every reply was read");
+            wait_for(|| events.borrow().len() >= 5_000).await;
+            {
+                let received = events.borrow();
+                assert_eq!(received.len(), 5_000);
+                for (i, got) in received.iter().enumerate() {
+                    assert_eq!(&got[..], &payload(i)[..], "message {i} in order and intact");
+                }
+            }
+            let calls = |info: &str| -> u64 {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+                    .and_then(|rest| rest.split(',').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let after = redis.command(&["INFO", "commandstats"]).text();
+            assert_eq!(calls(&after) - calls(&before), 5_000, "one PUBLISH per message");
+            // The connection still answers awaited commands after the detached ones.
+            assert_eq!(publisher.publish(b"ordered", b"last").await.unwrap(), 1);
+        });
+    }
+
     fn a_subscriber_gives_up_a_link_that_went_silent_and_comes_back(driver) {
         let redis = RedisServer::start();
         let url = RedisUrl::parse(&redis.url()).unwrap();

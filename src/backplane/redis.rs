@@ -177,6 +177,19 @@ impl RedisBackplane {
             .is_some_and(|l| l.subscriber.is_up() && l.publisher.is_up())
     }
 
+    /// PUBLISHes (and other publisher commands) queued or on the wire, not yet answered.
+    pub fn publishes_waiting(&self) -> usize {
+        self.links.get().map_or(0, |l| l.publisher.in_flight())
+    }
+
+    /// Resolves once every publish queued so far was answered by Redis (or failed with the
+    /// link).
+    pub async fn publishes_drained(&self) {
+        if let Some(links) = self.links.get() {
+            links.publisher.drained().await;
+        }
+    }
+
     fn channels_of(&self, hub: &str) -> Option<&Channels> {
         self.hubs.iter().find(|h| h.hub == hub).map(|h| &h.channels)
     }
@@ -216,13 +229,12 @@ impl RedisBackplane {
         if !links.publisher.is_up() || links.publisher.in_flight() >= self.publish_queue {
             return false;
         }
-        // Fire and forget: the command is queued now; dropping the future drops the reply.
-        drop(
-            links
-                .publisher
-                .send(&[b"PUBLISH", channel.as_bytes(), &payload]),
-        );
-        true
+        // Fire and forget: queued now, written with everything else queued before the
+        // publisher's task runs; the reply is read and dropped.
+        links
+            .publisher
+            .send_detached(&[b"PUBLISH", channel.as_bytes(), &payload])
+            .is_ok()
     }
 
     /// PUBLISHes a send to its channel, one framed serialization per protocol.

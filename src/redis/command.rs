@@ -30,8 +30,9 @@ pub enum LinkState {
     Down,
 }
 
-/// Who waits for a reply.
-type Waiter = oneshot::Sender<Result<Value, RedisError>>;
+/// Who waits for a reply: a caller, or nobody (a detached command, whose reply is read and
+/// dropped).
+type Waiter = Option<oneshot::Sender<Result<Value, RedisError>>>;
 
 /// A pipelined command connection owned by one shard. Dropping it closes the link and stops
 /// its task.
@@ -52,6 +53,8 @@ struct Shared {
     in_flight: RefCell<InFlight<Waiter>>,
     /// Wakes the driver: commands queued, a reconnect asked for, or the handle dropped.
     doorbell: Doorbell,
+    /// Rung when the last command in flight was answered (or failed): wakes [`CommandConnection::drained`].
+    drained: Doorbell,
     /// A command timed out: replace the link.
     replace_link: Cell<bool>,
     closed: Cell<bool>,
@@ -72,6 +75,7 @@ impl CommandConnection {
             outbound: RefCell::new(BytesMut::new()),
             in_flight: RefCell::new(InFlight::default()),
             doorbell: Doorbell::default(),
+            drained: Doorbell::default(),
             replace_link: Cell::new(false),
             closed: Cell::new(false),
         });
@@ -98,7 +102,8 @@ impl CommandConnection {
     /// [`RedisError::Timeout`] after `command_timeout`, [`RedisError::Server`] for an error
     /// reply, or the link's error when it is lost before the reply.
     pub fn send(&self, args: &[&[u8]]) -> impl Future<Output = Result<Value, RedisError>> + use<> {
-        let queued = self.shared.queue(args);
+        let (sender, receiver) = oneshot::channel();
+        let queued = self.shared.queue(args, Some(sender)).map(|()| receiver);
         let shared = Rc::clone(&self.shared);
         async move {
             let reply = queued?;
@@ -118,9 +123,29 @@ impl CommandConnection {
         }
     }
 
+    /// Queues the command `args` (name first) now, pipelined like [`Self::send`], and forgets
+    /// it: its reply is read and dropped. No reply channel, no future and no timer: this is the
+    /// cheap path for PUBLISHes nobody waits on. A command that never gets an answer still
+    /// counts in [`Self::in_flight`] until the link is replaced.
+    ///
+    /// # Errors
+    /// [`RedisError::Down`] while the link is down, [`RedisError::Closed`] after the handle was
+    /// dropped.
+    pub fn send_detached(&self, args: &[&[u8]]) -> Result<(), RedisError> {
+        self.shared.queue(args, None)
+    }
+
     /// Commands queued or on the wire, waiting for their replies.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.borrow().len()
+    }
+
+    /// Resolves once no command is queued or on the wire: every one sent before (detached ones
+    /// included) was answered, or failed with the link. One waiter at a time.
+    pub async fn drained(&self) {
+        while self.in_flight() > 0 {
+            self.shared.drained.wait().await;
+        }
     }
 
     /// Sends the command `args` and waits for its reply (see [`Self::send`]).
@@ -174,10 +199,7 @@ impl Drop for CommandConnection {
 
 impl Shared {
     /// Encodes `args` behind the queued commands and registers their caller.
-    fn queue(
-        &self,
-        args: &[&[u8]],
-    ) -> Result<oneshot::Receiver<Result<Value, RedisError>>, RedisError> {
+    fn queue(&self, args: &[&[u8]], waiter: Waiter) -> Result<(), RedisError> {
         if self.closed.get() {
             return Err(RedisError::Closed);
         }
@@ -185,19 +207,19 @@ impl Shared {
             return Err(RedisError::Down(self.last_error.borrow().clone()));
         }
         encode_command(&mut self.outbound.borrow_mut(), args)?;
-        let (sender, receiver) = oneshot::channel();
-        self.in_flight.borrow_mut().push(sender);
+        self.in_flight.borrow_mut().push(waiter);
         self.doorbell.ring();
-        Ok(receiver)
+        Ok(())
     }
 
     /// The link is gone: every waiting caller gets `error`, queued bytes are dropped.
     fn fail_all(&self, error: &RedisError) {
         self.outbound.borrow_mut().clear();
         let waiters: Vec<Waiter> = self.in_flight.borrow_mut().drain().collect();
-        for waiter in waiters {
+        for waiter in waiters.into_iter().flatten() {
             let _ = waiter.send(Err(error.clone()));
         }
+        self.drained.ring();
     }
 }
 
@@ -262,8 +284,14 @@ async fn read_replies(
     loop {
         while let Some(reply) = reader.next_frame()? {
             let (waiter, reply) = shared.in_flight.borrow_mut().complete(reply)?;
-            // A caller that gave up (timeout, dropped future) no longer listens.
-            let _ = waiter.send(reply.into_result());
+            // A caller that gave up (timeout, dropped future) no longer listens; a detached
+            // command has nobody.
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(reply.into_result());
+            }
+        }
+        if shared.in_flight.borrow().len() == 0 {
+            shared.drained.ring();
         }
         link::read_more(read_half, reader).await?;
     }

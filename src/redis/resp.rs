@@ -1,4 +1,4 @@
-//! Sans-IO RESP2: commands encoded with the `redis-protocol` crate's codec, replies decoded from
+//! Sans-IO RESP2: commands encoded in place, replies decoded (the `redis-protocol` crate's codec) from
 //! a growing buffer, and the first-in-first-out matching of pipelined replies to their callers.
 //! No sockets, no clock: everything here is tested with byte literals.
 
@@ -6,18 +6,48 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
-use redis_protocol::resp2::encode::extend_encode_borrowed;
-use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
+use redis_protocol::resp2::types::BytesFrame;
 
 use super::{RedisError, Value};
 
 /// Appends the command `args` (name first) to `out` as a RESP array of bulk strings. Arguments
-/// are bytes: binary payloads need no escaping.
+/// are bytes: binary payloads need no escaping. The whole command is reserved at once and
+/// written in place (no per-argument frames): it runs once per PUBLISH on the backplane's
+/// publish path.
+///
+/// # Errors
+/// Never today; the `Result` keeps the encoder's signature should a limit be added.
 pub(crate) fn encode_command(out: &mut BytesMut, args: &[&[u8]]) -> Result<(), RedisError> {
-    let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
-    extend_encode_borrowed(out, &BorrowedFrame::Array(&parts), false)
-        .map(drop)
-        .map_err(|error| RedisError::Protocol(error.to_string()))
+    // `*N\r\n`, then `$len\r\n` + bytes + `\r\n` per argument; 20 digits hold any usize.
+    let size = 3 + 20 + args.iter().map(|arg| 5 + 20 + arg.len()).sum::<usize>();
+    out.reserve(size);
+    out.extend_from_slice(b"*");
+    put_decimal(out, args.len());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        out.extend_from_slice(b"$");
+        put_decimal(out, arg.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(())
+}
+
+/// Appends `n` in decimal ASCII.
+fn put_decimal(out: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // invariant: `n % 10` is a single digit.
+        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Reads frames out of the bytes a connection receives, however the network splits them.
@@ -199,6 +229,28 @@ mod tests {
             &out[..],
             b"*2\r\n$3\r\nGET\r\n$7\r\nvkey:ab\r\n*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$4\r\n\r\n\0\xff\r\n"
         );
+    }
+
+    #[test]
+    fn commands_are_encoded_byte_for_byte_as_the_resp_crate_encodes_them() {
+        use redis_protocol::resp2::encode::extend_encode_borrowed;
+        use redis_protocol::resp2::types::BorrowedFrame;
+        let big = vec![0x5a_u8; 12_345];
+        let cases: [&[&[u8]]; 4] = [
+            &[b"PING"],
+            &[b"PUBLISH", b"hub:group:g", &big],
+            &[b"SUBSCRIBE", b"", b"a", b"0123456789"],
+            &[],
+        ];
+        for args in cases {
+            let mut ours = BytesMut::new();
+            encode_command(&mut ours, args).unwrap();
+            let parts: Vec<BorrowedFrame<'_>> =
+                args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+            let mut theirs = BytesMut::new();
+            extend_encode_borrowed(&mut theirs, &BorrowedFrame::Array(&parts), false).unwrap();
+            assert_eq!(ours, theirs, "{} arguments", args.len());
+        }
     }
 
     #[test]
