@@ -48,7 +48,9 @@ pub(super) const MAX_DEPTH: usize = 64;
 /// record's JSON or message-shape error.
 pub fn decode(input: &Bytes, max_message_size: usize) -> Result<Decoded, HubProtocolError> {
     let window = input.get(..max_message_size).unwrap_or(input.as_ref());
-    let Some(end) = window.iter().position(|&b| b == RECORD_SEPARATOR) else {
+    // memchr's vectorised search: a byte-at-a-time scan was two thirds of decoding a 32 KB
+    // record (criterion `decode_invocation/json/32000b`).
+    let Some(end) = memchr::memchr(RECORD_SEPARATOR, window) else {
         return if input.len() >= max_message_size {
             Err(HubProtocolError::MessageTooLarge {
                 max: max_message_size,
@@ -481,6 +483,9 @@ fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<(), HubProt
     if let HubMessage::Unknown(_) = message {
         return Ok(());
     }
+    // One reservation for the raw payloads plus the envelope, so that a large payload is
+    // copied once: growing after it (for the closing `}` and 0x1E) would copy it again.
+    out.reserve(raw_payload_len(message) + 128);
     out.extend_from_slice(b"{\"type\":");
     write_display(message.type_id(), out);
     match message {
@@ -543,6 +548,25 @@ fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<(), HubProt
     }
     out.extend_from_slice(b"}\x1e");
     Ok(())
+}
+
+/// The bytes of the message's payloads that are written as they are ([`Payload::Json`]).
+fn raw_payload_len(message: &HubMessage) -> usize {
+    let raw = |payload: &Payload| match payload {
+        Payload::Json(json) => json.len(),
+        _ => 0,
+    };
+    match message {
+        HubMessage::Invocation(m) | HubMessage::StreamInvocation(m) => {
+            m.arguments.iter().map(raw).sum()
+        }
+        HubMessage::StreamItem(m) => raw(&m.item),
+        HubMessage::Completion(Completion {
+            outcome: CompletionOutcome::Result(result),
+            ..
+        }) => raw(result),
+        _ => 0,
+    }
 }
 
 fn write_headers(headers: &Headers, out: &mut BytesMut) {
