@@ -102,6 +102,16 @@ pub fn decode_value(json: &[u8]) -> Result<Value, HubProtocolError> {
     to_value(&tape.0)
 }
 
+/// The text of `json` when it is exactly one string literal without escapes (a payload from
+/// the decoder, so already validated), e.g. to transcode it without building a [`Value`].
+pub fn plain_string(json: &[u8]) -> Option<&str> {
+    let inner = json.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if memchr::memchr2(b'"', b'\\', inner).is_some() {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
+}
+
 /// Appends `value` as JSON text, the way System.Text.Json writes it for SignalR:
 /// - strings: `"`, `\` and control characters escaped (`\n`-style where JSON has a short form,
 ///   else `\u00XX` with upper-case hex), U+2028/U+2029 escaped, other non-ASCII written raw, and
@@ -1196,6 +1206,27 @@ mod tests {
         let json =
             r#"{"type":1,"invocationId":"7","target":"T","arguments":[{"a":[1, 2]},{"b":0.5}]}"#;
         assert_eq!(enc(&M::Invocation(invocation)), format!("{json}\x1e"));
+    }
+
+    #[test]
+    fn only_a_single_string_literal_without_escapes_is_a_plain_string() {
+        assert_eq!(plain_string("\"héllo\"".as_bytes()), Some("héllo"));
+        assert_eq!(plain_string(b"\"\""), Some(""));
+        for json in [
+            &b"\"a\\nb\""[..],
+            b"\"a\" ",
+            b"1",
+            b"[\"a\"]",
+            b"\"",
+            b"\"a\",\"b\"",
+        ] {
+            assert_eq!(
+                plain_string(json),
+                None,
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
     }
 
     #[test]
