@@ -1,9 +1,10 @@
-//! The JSON hub protocol: UTF-8 JSON records ending in 0x1E, decoded with simd-json and encoded
-//! byte for byte as ASP.NET Core's `JsonHubProtocol` writes them. Specs: HubProtocol.md "JSON
-//! Encoding"; `shared/reference/signalr-protocol.md` §3.1 (fields, order, parse rules), §4.4
-//! (test vectors) and §6 (the receive window includes the 0x1E).
+//! The JSON hub protocol: UTF-8 JSON records ending in 0x1E, decoded by a span scanner (simd-json
+//! for what it leaves alone) and encoded byte for byte as ASP.NET Core's `JsonHubProtocol` writes
+//! them. Specs: HubProtocol.md "JSON Encoding"; `shared/reference/signalr-protocol.md` §3.1
+//! (fields, order, parse rules), §4.4 (test vectors) and §6 (the receive window includes the
+//! 0x1E).
 //!
-//! Decoding first tries the span scanner ([`span`]): one validating pass over the received
+//! Decoding first tries the span scanner (`json/span.rs`): one validating pass over the received
 //! bytes that keeps arguments, stream items and results as slices of them
 //! ([`Payload::Json`], no copy). Whatever it does not accept — invalid records, shape errors,
 //! and the rare constructs it leaves alone — takes the simd-json path below, which gives the
