@@ -6,12 +6,12 @@
 //!   `Session::receive` decodes it; the 32,000 B one still fits the default 32 KiB
 //!   `signalr.max_message_size`, which is the window passed to the decoder.
 //! - `encode_invocation/…`: writing that decoded message back in its own protocol (relaying
-//!   it). The MessagePack decoder keeps the argument as a slice of the received bytes
-//!   (`Payload::MessagePack`), which is copied as is; the JSON decoder turns it into a `Value`
-//!   (`Payload::Value`), which is escaped and written again.
+//!   it). Both decoders keep the argument as a slice of the received bytes
+//!   (`Payload::MessagePack`, `Payload::Json`), which is copied as is.
 //! - `encode_invocation_transcoded/…`: writing it in the other protocol (what
-//!   `PreparedMessage::new` pays for the recipients that speak the other one): a MessagePack
-//!   argument is decoded to a `Value` and written as JSON; a JSON one is already a `Value`.
+//!   `PreparedMessage::new` pays for the recipients that speak the other one): the argument is
+//!   decoded to a `Value` and written in the other encoding (a JSON string without escapes is
+//!   written to MessagePack directly).
 //! - `decode_completion/…`, `encode_completion/…`: a void Completion and one with a 128 B
 //!   string result; `decode_ping/…`, `encode_ping/…`: the keep-alive.
 //! - `decode_batch/…/16x_invocation_128b`: one buffer holding 16 invocations (a client that

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::conflation::Tag;
 use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError};
 use crate::protocol::websocket::FrameHeader;
+use crate::transport::outbox::HEADROOM;
 
 /// One message, framed for each protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,12 +32,35 @@ impl PreparedMessage {
     /// # Errors
     /// A payload that cannot be transcoded.
     pub fn new(message: &HubMessage) -> Result<Self, HubProtocolError> {
-        let mut payloads = [BytesMut::new(), BytesMut::new()];
+        let mut frames = [Bytes::new(), Bytes::new()];
+        let mut payload_at = [0; 2];
         for protocol in HubProtocol::ALL {
-            protocol.encode(message, &mut payloads[index(protocol)])?;
+            // Encoded after room for the header, which is then written in place: each payload
+            // is copied once, into the frame.
+            let mut frame = BytesMut::with_capacity(HEADROOM + 256);
+            frame.resize(HEADROOM, 0);
+            protocol.encode(message, &mut frame)?;
+            let header = FrameHeader {
+                fin: true,
+                opcode: protocol.transfer_format().opcode(),
+                mask: None,
+                payload_len: (frame.len() - HEADROOM) as u64,
+            };
+            let mut encoded = BytesMut::with_capacity(HEADROOM);
+            header.encode(&mut encoded);
+            let start = HEADROOM - encoded.len();
+            if let Some(room) = frame.get_mut(start..HEADROOM) {
+                room.copy_from_slice(&encoded);
+            }
+            frames[index(protocol)] = frame.freeze().slice(start..);
+            payload_at[index(protocol)] = encoded.len();
         }
-        let [json, msgpack] = payloads;
-        Ok(Self::from_framed(&json, &msgpack, message.is_trackable()))
+        Ok(Self {
+            frames,
+            payload_at,
+            trackable: message.is_trackable(),
+            conflation: None,
+        })
     }
 
     /// Encodes `json` for JSON clients and `msgpack` for MessagePack clients: the same message

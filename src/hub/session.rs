@@ -7,6 +7,7 @@
 //! MessagePack.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::protocol::signalr::{
     Invocation, StreamItem,
 };
 use crate::protocol::websocket::{CloseCode, OpCode};
-use crate::transport::outbox::Outbox;
+use crate::transport::outbox::{HEADROOM, Outbox};
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 
 /// Invocations waiting for a free slot beyond this close the connection (an invocation flood).
@@ -515,9 +516,10 @@ impl Session {
                 let rest = std::mem::take(&mut self.inbound).freeze();
                 // The success response and anything the first messages produce share a frame.
                 let result = self.receive(rest, now);
-                let mut parts = vec![Bytes::from_static(handshake::SUCCESS_RESPONSE)];
-                self.encode_outgoing(protocol, &mut parts);
-                outbox.push_frame_parts(frame_type(protocol), parts);
+                let mut frame = frame_buffer();
+                frame.extend_from_slice(handshake::SUCCESS_RESPONSE);
+                let tracked = self.encode_outgoing(protocol, &mut frame);
+                self.send_frame(protocol, frame, &tracked, outbox);
                 // Delivered before the handshake finished (state pushed on connect, groups
                 // joined on connect): sent right after the handshake response.
                 self.drain_mailbox(outbox);
@@ -914,28 +916,51 @@ impl Session {
         normal_close()
     }
 
-    /// Encodes the messages produced so far, one part per message, keeping trackable ones for
-    /// resending when stateful reconnect is on.
-    fn encode_outgoing(&mut self, protocol: HubProtocol, parts: &mut Vec<Bytes>) {
-        let mut scratch = BytesMut::new();
+    /// Encodes the messages produced so far after what `frame` holds, and returns where the
+    /// trackable ones are when stateful reconnect is on (to keep them for resending).
+    fn encode_outgoing(
+        &mut self,
+        protocol: HubProtocol,
+        frame: &mut BytesMut,
+    ) -> Vec<Range<usize>> {
+        let mut tracked = Vec::new();
         for message in std::mem::take(&mut self.outgoing) {
-            // Payloads built here or decoded by the codecs always encode; a failure would drop
-            // only this message.
-            if protocol.encode(&message, &mut scratch).is_err() {
-                scratch.clear();
+            let start = frame.len();
+            // Payloads built here or decoded by the codecs always encode; a failure (which
+            // leaves `frame` as it was) would drop only this message.
+            if protocol.encode(&message, frame).is_err() {
+                frame.truncate(start);
                 continue;
             }
-            let bytes = scratch.split().freeze();
-            if message.is_trackable()
-                && let Some(stateful) = self.stateful.as_deref_mut()
-            {
-                stateful.track(bytes.clone());
+            if message.is_trackable() && self.stateful.is_some() && frame.len() > start {
+                tracked.push(start..frame.len());
             }
-            parts.push(bytes);
+        }
+        tracked
+    }
+
+    /// Queues `frame` (a buffer from [`frame_buffer`], payload after the headroom) as one
+    /// WebSocket frame, unless it is empty, and keeps the `tracked` messages for resending.
+    fn send_frame(
+        &mut self,
+        protocol: HubProtocol,
+        frame: BytesMut,
+        tracked: &[Range<usize>],
+        outbox: &mut Outbox,
+    ) {
+        if frame.len() <= HEADROOM {
+            return;
+        }
+        let frame = outbox.push_frame_in_place(frame_type(protocol), frame);
+        if let Some(stateful) = self.stateful.as_deref_mut() {
+            for range in tracked {
+                stateful.track(frame.slice(range.clone()));
+            }
         }
     }
 
-    /// Puts everything produced by the current event into one frame.
+    /// Puts everything produced by the current event into one frame, encoded in place after
+    /// room for the frame header (one buffer, each payload copied once).
     fn flush(&mut self, outbox: &mut Outbox) {
         let Phase::Active { protocol } = self.phase else {
             self.outgoing.clear();
@@ -944,11 +969,9 @@ impl Session {
         if self.outgoing.is_empty() {
             return;
         }
-        let mut parts = Vec::with_capacity(self.outgoing.len());
-        self.encode_outgoing(protocol, &mut parts);
-        if !parts.is_empty() {
-            outbox.push_frame_parts(frame_type(protocol), parts);
-        }
+        let mut frame = frame_buffer();
+        let tracked = self.encode_outgoing(protocol, &mut frame);
+        self.send_frame(protocol, frame, &tracked, outbox);
     }
 }
 
@@ -1121,6 +1144,14 @@ fn completion(invocation_id: String, outcome: CompletionOutcome) -> HubMessage {
 }
 
 /// The WebSocket frame type of a protocol.
+/// An empty frame buffer: [`HEADROOM`] bytes reserved for the header, and room for a typical
+/// reply after them.
+fn frame_buffer() -> BytesMut {
+    let mut frame = BytesMut::with_capacity(HEADROOM + 256);
+    frame.resize(HEADROOM, 0);
+    frame
+}
+
 fn frame_type(protocol: HubProtocol) -> OpCode {
     protocol.transfer_format().opcode()
 }

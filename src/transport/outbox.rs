@@ -21,6 +21,14 @@ const INLINE_PAYLOAD: usize = 1024;
 /// Chunks are coalesced into writes of about this size.
 const COALESCE: usize = 64 * 1024;
 
+/// Chunks at least this large are written by themselves rather than copied into a coalesced
+/// write (a 32 KB payload is not worth a memcpy to save one syscall).
+const WRITE_ALONE: usize = 16 * 1024;
+
+/// The bytes a buffer for [`Outbox::push_frame_in_place`] keeps free in front of the payload:
+/// the largest unmasked frame header.
+pub const HEADROOM: usize = 10;
+
 /// Encoded frames not yet written.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -74,6 +82,29 @@ impl Outbox {
         }
     }
 
+    /// Queues one final frame whose payload is `buf[HEADROOM..]`, written in place: the header
+    /// goes into the headroom in front of the payload, so the frame is one chunk and the
+    /// payload is not copied. Returns the whole frozen buffer (headroom included, so indexes
+    /// into `buf` stay valid) for callers that keep parts of the payload by reference.
+    pub fn push_frame_in_place(&mut self, opcode: OpCode, buf: BytesMut) -> Bytes {
+        let header = FrameHeader {
+            fin: true,
+            opcode,
+            mask: None,
+            payload_len: buf.len().saturating_sub(HEADROOM) as u64,
+        };
+        let mut encoded = BytesMut::with_capacity(HEADROOM);
+        header.encode(&mut encoded);
+        let start = HEADROOM.saturating_sub(encoded.len());
+        let mut buf = buf;
+        if let Some(room) = buf.get_mut(start..HEADROOM) {
+            room.copy_from_slice(&encoded);
+        }
+        let buf = buf.freeze();
+        self.push_encoded(buf.slice(start..));
+        buf
+    }
+
     /// Queues one final frame whose payload is `parts` concatenated, without copying them (e.g.
     /// several encoded hub messages that are also kept elsewhere for resending).
     pub fn push_frame_parts(&mut self, opcode: OpCode, parts: Vec<Bytes>) {
@@ -113,13 +144,14 @@ impl Outbox {
     /// The socket's error; the outbox is then in an unspecified state and the connection is over.
     pub async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
         while let Some(first) = self.chunks.pop_front() {
-            let chunk = if first.len() >= COALESCE || self.chunks.front().is_none() {
+            let alone = |next: Option<&Bytes>| next.is_none_or(|next| next.len() >= WRITE_ALONE);
+            let chunk = if first.len() >= WRITE_ALONE || alone(self.chunks.front()) {
                 first
             } else {
                 let mut joined = BytesMut::with_capacity(COALESCE);
                 joined.extend_from_slice(&first);
                 while let Some(next) = self.chunks.front() {
-                    if joined.len() + next.len() > COALESCE {
+                    if joined.len() + next.len() > COALESCE || next.len() >= WRITE_ALONE {
                         break;
                     }
                     joined.extend_from_slice(next);
@@ -156,6 +188,28 @@ mod tests {
         assert_eq!(&outbox.chunks[1][..], &[0x82, 0x7e, 0x13, 0x88]);
         assert_eq!(outbox.chunks[2].as_ptr(), big.as_ptr());
         assert_eq!(outbox.queued_bytes(), 4 + 4 + 5000);
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_one_chunk_sharing_the_payload_buffer() {
+        for len in [0, 125, 126, 70_000] {
+            let mut outbox = Outbox::new();
+            let mut buf = BytesMut::new();
+            buf.resize(HEADROOM + len, b'x');
+            let whole = outbox.push_frame_in_place(OpCode::Text, buf);
+            assert_eq!(outbox.chunks.len(), 1);
+            let mut expected = BytesMut::new();
+            let mut reference = Outbox::new();
+            reference.push_frame(OpCode::Text, Bytes::from(vec![b'x'; len]));
+            for chunk in &reference.chunks {
+                expected.extend_from_slice(chunk);
+            }
+            assert_eq!(outbox.chunks[0], expected.freeze(), "{len}");
+            assert_eq!(
+                outbox.chunks[0].as_ptr_range().end,
+                whole.as_ptr_range().end
+            );
+        }
     }
 
     #[test]

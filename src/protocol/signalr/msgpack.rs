@@ -681,7 +681,11 @@ impl Writer {
         match payload {
             Payload::MessagePack(bytes) => self.0.as_mut_vec().extend_from_slice(bytes),
             Payload::Value(value) => self.value(value),
-            Payload::Json(json) => self.value(&super::json::decode_value(json)?),
+            Payload::Json(json) => match super::json::plain_string(json) {
+                // The common case (a string without escapes) skips building a value.
+                Some(text) => self.str(text),
+                None => self.value(&super::json::decode_value(json)?),
+            },
         }
         Ok(())
     }
