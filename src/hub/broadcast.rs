@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use super::conflation::Tag;
 use crate::protocol::signalr::{HubMessage, HubProtocol, HubProtocolError};
 use crate::protocol::websocket::FrameHeader;
-use crate::transport::outbox::HEADROOM;
+use crate::protocol::websocket::frame::frame_in_place;
+use crate::transport::outbox::{HEADROOM, frame_buffer};
 
 /// One message, framed for each protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,53 +33,36 @@ impl PreparedMessage {
     /// # Errors
     /// A payload that cannot be transcoded.
     pub fn new(message: &HubMessage) -> Result<Self, HubProtocolError> {
-        let mut frames = [Bytes::new(), Bytes::new()];
-        let mut payload_at = [0; 2];
-        for protocol in HubProtocol::ALL {
-            // Encoded after room for the header, which is then written in place: each payload
-            // is copied once, into the frame.
-            let mut frame = BytesMut::with_capacity(HEADROOM + 256);
-            frame.resize(HEADROOM, 0);
-            protocol.encode(message, &mut frame)?;
-            let header = FrameHeader {
-                fin: true,
-                opcode: protocol.transfer_format().opcode(),
-                mask: None,
-                payload_len: (frame.len() - HEADROOM) as u64,
-            };
-            let mut encoded = BytesMut::with_capacity(HEADROOM);
-            header.encode(&mut encoded);
-            let start = HEADROOM - encoded.len();
-            if let Some(room) = frame.get_mut(start..HEADROOM) {
-                room.copy_from_slice(&encoded);
-            }
-            frames[index(protocol)] = frame.freeze().slice(start..);
-            payload_at[index(protocol)] = encoded.len();
-        }
-        Ok(Self {
-            frames,
-            payload_at,
-            trackable: message.is_trackable(),
-            conflation: None,
-        })
+        Self::per_protocol(message, message)
     }
 
     /// Encodes `json` for JSON clients and `msgpack` for MessagePack clients: the same message
-    /// whose payloads are already in each protocol's encoding, so encoding copies them (a
-    /// streamed chunk is encoded once per protocol, then framed per subscriber).
+    /// whose payloads are already in each protocol's encoding (a streamed chunk is encoded once
+    /// per protocol, then framed per subscriber).
     ///
     /// # Errors
     /// A payload that cannot be transcoded.
     pub fn per_protocol(json: &HubMessage, msgpack: &HubMessage) -> Result<Self, HubProtocolError> {
-        let mut json_bytes = BytesMut::new();
-        HubProtocol::Json.encode(json, &mut json_bytes)?;
-        let mut msgpack_bytes = BytesMut::new();
-        HubProtocol::MessagePack.encode(msgpack, &mut msgpack_bytes)?;
-        Ok(Self::from_framed(
-            &json_bytes,
-            &msgpack_bytes,
-            json.is_trackable(),
-        ))
+        let mut frames = [Bytes::new(), Bytes::new()];
+        let mut payload_at = [0; 2];
+        for (protocol, message) in [
+            (HubProtocol::Json, json),
+            (HubProtocol::MessagePack, msgpack),
+        ] {
+            // Encoded after room for the header, which is then written in place: each payload
+            // is copied once, into the frame.
+            let mut frame = frame_buffer();
+            protocol.encode(message, &mut frame)?;
+            let start = frame_in_place(protocol.transfer_format().opcode(), &mut frame);
+            frames[index(protocol)] = frame.freeze().slice(start..);
+            payload_at[index(protocol)] = HEADROOM - start;
+        }
+        Ok(Self {
+            frames,
+            payload_at,
+            trackable: json.is_trackable(),
+            conflation: None,
+        })
     }
 
     /// Wraps hub messages already framed for each protocol (e.g. received from the Redis

@@ -28,7 +28,7 @@ use crate::protocol::signalr::{
     Invocation, StreamItem,
 };
 use crate::protocol::websocket::{CloseCode, OpCode};
-use crate::transport::outbox::{HEADROOM, Outbox};
+use crate::transport::outbox::{HEADROOM, Outbox, frame_buffer};
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 
 /// Invocations waiting for a free slot beyond this close the connection (an invocation flood).
@@ -1144,14 +1144,6 @@ fn completion(invocation_id: String, outcome: CompletionOutcome) -> HubMessage {
 }
 
 /// The WebSocket frame type of a protocol.
-/// An empty frame buffer: [`HEADROOM`] bytes reserved for the header, and room for a typical
-/// reply after them.
-fn frame_buffer() -> BytesMut {
-    let mut frame = BytesMut::with_capacity(HEADROOM + 256);
-    frame.resize(HEADROOM, 0);
-    frame
-}
-
 fn frame_type(protocol: HubProtocol) -> OpCode {
     protocol.transfer_format().opcode()
 }

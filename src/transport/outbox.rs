@@ -12,6 +12,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::protocol::websocket::close::encode_close_payload;
+use crate::protocol::websocket::frame::{MAX_SERVER_HEADER_LEN, frame_in_place};
 use crate::protocol::websocket::{CloseCode, FrameHeader, OpCode};
 
 /// Payloads up to this size are copied next to their header (one chunk); larger ones are
@@ -27,7 +28,16 @@ const WRITE_ALONE: usize = 16 * 1024;
 
 /// The bytes a buffer for [`Outbox::push_frame_in_place`] keeps free in front of the payload:
 /// the largest unmasked frame header.
-pub const HEADROOM: usize = 10;
+pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
+
+/// An empty buffer to encode a frame's payload into for [`Outbox::push_frame_in_place`] (or
+/// [`frame_in_place`]): [`HEADROOM`] bytes kept for the header, and room for a typical reply
+/// after them.
+pub fn frame_buffer() -> BytesMut {
+    let mut frame = BytesMut::with_capacity(HEADROOM + 256);
+    frame.resize(HEADROOM, 0);
+    frame
+}
 
 /// Encoded frames not yet written.
 #[derive(Debug, Default)]
@@ -86,20 +96,8 @@ impl Outbox {
     /// goes into the headroom in front of the payload, so the frame is one chunk and the
     /// payload is not copied. Returns the whole frozen buffer (headroom included, so indexes
     /// into `buf` stay valid) for callers that keep parts of the payload by reference.
-    pub fn push_frame_in_place(&mut self, opcode: OpCode, buf: BytesMut) -> Bytes {
-        let header = FrameHeader {
-            fin: true,
-            opcode,
-            mask: None,
-            payload_len: buf.len().saturating_sub(HEADROOM) as u64,
-        };
-        let mut encoded = BytesMut::with_capacity(HEADROOM);
-        header.encode(&mut encoded);
-        let start = HEADROOM.saturating_sub(encoded.len());
-        let mut buf = buf;
-        if let Some(room) = buf.get_mut(start..HEADROOM) {
-            room.copy_from_slice(&encoded);
-        }
+    pub fn push_frame_in_place(&mut self, opcode: OpCode, mut buf: BytesMut) -> Bytes {
+        let start = frame_in_place(opcode, &mut buf);
         let buf = buf.freeze();
         self.push_encoded(buf.slice(start..));
         buf

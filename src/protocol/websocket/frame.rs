@@ -227,9 +227,14 @@ impl FrameHeader {
 
     /// Appends the header to `out` using the shortest length encoding.
     pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        self.write(out);
+    }
+
+    /// Writes the header to `out`, which has room for [`Self::encoded_len`] bytes.
+    fn write(&self, out: &mut impl BufMut) {
         let b0 = (u8::from(self.fin) << 7) | self.opcode as u8;
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        out.reserve(self.encoded_len());
         out.put_u8(b0);
         match self.payload_len {
             // invariant: each arm's range makes the narrowing cast lossless.
@@ -249,6 +254,29 @@ impl FrameHeader {
     }
 }
 
+/// The longest header of an unmasked (server-to-client) frame: the room
+/// [`frame_in_place`] needs in front of a payload.
+pub const MAX_SERVER_HEADER_LEN: usize = 10;
+
+/// Makes `buf` one final unmasked frame without moving its payload: the payload is
+/// `buf[MAX_SERVER_HEADER_LEN..]` (a shorter `buf` is padded to an empty payload), and the header
+/// is written into the room in front of it. Returns where the frame starts in `buf`.
+pub fn frame_in_place(opcode: OpCode, buf: &mut BytesMut) -> usize {
+    if buf.len() < MAX_SERVER_HEADER_LEN {
+        buf.resize(MAX_SERVER_HEADER_LEN, 0);
+    }
+    let header = FrameHeader {
+        fin: true,
+        opcode,
+        mask: None,
+        payload_len: (buf.len() - MAX_SERVER_HEADER_LEN) as u64,
+    };
+    let start = MAX_SERVER_HEADER_LEN - header.encoded_len();
+    let mut room = &mut buf[start..MAX_SERVER_HEADER_LEN];
+    header.write(&mut room);
+    start
+}
+
 /// Appends one complete unmasked (server-to-client) frame: header and payload.
 pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut BytesMut) {
     let header = FrameHeader {
@@ -265,6 +293,21 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_made_in_place_matches_one_encoded_normally_and_a_short_buffer_is_an_empty_frame() {
+        for len in [0, 1, 125, 126, 0xffff, 0x10000] {
+            let mut buf = BytesMut::new();
+            buf.resize(MAX_SERVER_HEADER_LEN + len, b'p');
+            let start = frame_in_place(OpCode::Binary, &mut buf);
+            let mut expected = BytesMut::new();
+            encode_frame(OpCode::Binary, &vec![b'p'; len], &mut expected);
+            assert_eq!(&buf[start..], &expected[..], "{len}");
+        }
+        let mut short = BytesMut::from(&b"ab"[..]);
+        let start = frame_in_place(OpCode::Text, &mut short);
+        assert_eq!(&short[start..], &[0x81, 0x00]);
+    }
 
     fn header(bytes: &[u8]) -> Result<Decoded<FrameHeader>, FrameError> {
         FrameHeader::parse(bytes)
