@@ -221,6 +221,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The raw RFC 6455 echo route used for conformance testing.
     pub echo: EchoConfig,
+    /// `GET /metrics` in the Prometheus text format.
+    pub metrics: MetricsConfig,
     /// SignalR hub connections (ASP.NET Core `HubOptions` equivalents).
     pub signalr: SignalRConfig,
     /// Cross-origin requests from browsers.
@@ -331,6 +333,19 @@ pub struct EchoConfig {
     /// Largest echoed message in bytes; default `16MiB` (Autobahn sends large messages). Only
     /// applies to the echo route.
     pub max_message_size: usize,
+}
+
+/// The Prometheus endpoint ([`crate::metrics`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Serve the metrics endpoint; default `true`.
+    pub enabled: bool,
+    /// Its path; default `/metrics`; must start with `/`.
+    pub path: String,
+    /// SHA-256 (lowercase hex) of the scrape key; when set, a scrape must send
+    /// `Authorization: Bearer KEY` and is answered 401 otherwise. Default: none (open, as
+    /// Prometheus targets usually are behind the load balancer).
+    pub key_hash: Option<String>,
 }
 
 /// SignalR hub connections; defaults are ASP.NET Core's except stateful reconnect (on here).
@@ -622,6 +637,7 @@ struct RawConfig {
     websocket: RawWebSocket,
     limits: RawLimits,
     echo: RawEcho,
+    metrics: RawMetrics,
     signalr: RawSignalR,
     auth: RawAuth,
     health: RawHealth,
@@ -745,6 +761,13 @@ struct RawEcho {
 }
 
 #[derive(Serialize)]
+struct RawMetrics {
+    enabled: bool,
+    path: &'static str,
+    key_hash: &'static str,
+}
+
+#[derive(Serialize)]
 struct RawShutdown {
     deadline: &'static str,
 }
@@ -790,6 +813,11 @@ impl Default for RawConfig {
                 enabled: false,
                 path: "/ws/echo",
                 max_message_size: "16MiB",
+            },
+            metrics: RawMetrics {
+                enabled: true,
+                path: "/metrics",
+                key_hash: "",
             },
             signalr: RawSignalR {
                 keepalive_interval: "15s",
@@ -888,6 +916,10 @@ echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
 echo.enabled|Serve the echo route; keep it off in production.
 echo.path|Path of the echo route; must start with '/'.
 echo.max_message_size|Largest message the echo route accepts.
+metrics|Prometheus metrics (text format 0.0.4).
+metrics.enabled|Serve the metrics endpoint.
+metrics.path|Path of the metrics endpoint; must start with '/'.
+metrics.key_hash|SHA-256 (lowercase hex) of a scrape key, e.g. from: printf %s KEY | sha256sum; scrapes then need 'Authorization: Bearer KEY'. Empty: no key.
 signalr|SignalR hub connections (ASP.NET Core HubOptions equivalents).
 signalr.keepalive_interval|Server Ping interval (clients time out after 30s without one).
 signalr.client_timeout|Close a client silent this long after its first Ping.
@@ -1519,6 +1551,18 @@ fn http_url(value: &Value) -> Result<String, String> {
     Ok(text)
 }
 
+/// A route's path: starts with `/`, no whitespace, query or fragment.
+fn route_path(value: &Value) -> Result<String, String> {
+    let path = string(value)?;
+    if !path.starts_with('/') {
+        Err("must start with '/'".to_owned())
+    } else if path.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
+        Err("must not contain whitespace, '?' or '#'".to_owned())
+    } else {
+        Ok(path)
+    }
+}
+
 fn boolean(value: &Value) -> Result<bool, String> {
     value
         .as_bool()
@@ -1691,19 +1735,22 @@ impl Config {
             },
             echo: EchoConfig {
                 enabled: m.get("echo.enabled", boolean)?,
-                path: m.get("echo.path", |v| {
-                    let path = string(v)?;
-                    if !path.starts_with('/') {
-                        Err("must start with '/'".to_owned())
-                    } else if path.contains(|c: char| {
-                        c.is_whitespace() || c.is_control() || c == '?' || c == '#'
-                    }) {
-                        Err("must not contain whitespace, '?' or '#'".to_owned())
+                path: m.get("echo.path", route_path)?,
+                max_message_size: m.get("echo.max_message_size", nonzero_size)?,
+            },
+            metrics: MetricsConfig {
+                enabled: m.get("metrics.enabled", boolean)?,
+                path: m.get("metrics.path", route_path)?,
+                key_hash: m.get("metrics.key_hash", |v| {
+                    let hash = string(v)?.to_ascii_lowercase();
+                    if hash.is_empty() {
+                        Ok(None)
+                    } else if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                        Ok(Some(hash))
                     } else {
-                        Ok(path)
+                        Err("must be empty or 64 hex digits (a SHA-256)".to_owned())
                     }
                 })?,
-                max_message_size: m.get("echo.max_message_size", nonzero_size)?,
             },
             signalr: SignalRConfig {
                 keepalive_interval: m.get("signalr.keepalive_interval", duration)?,
@@ -2281,7 +2328,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 63);
+        assert_eq!(keys.len(), 66);
         for key in keys {
             let comment = comment_above
                 .get(&key)

@@ -44,10 +44,13 @@
 //!   process, or one ASP.NET-compatible Redis participant per shard ([`backplane::redis`], on
 //!   the core-local client [`redis`] and the sans-IO codec [`protocol::backplane`]).
 //! - [`stats`]: counters each shard writes alone and anyone sums without a lock (the Health
-//!   hub's snapshot).
+//!   hub's snapshot, `/health`, `/metrics`); code without a shard context counts through
+//!   [`stats::local`].
+//! - [`metrics`]: every exported series' name, and the Prometheus text rendering served by
+//!   [`http::metrics`].
 //! - [`transport`]: sockets: the accept loop ([`transport::listener`]), HTTP keep-alive and
 //!   upgrade ([`transport::connection`]), the WebSocket loop ([`transport::websocket`]).
-//! - [`http`]: routes and plain responses ([`http::health`], [`http::negotiate`] with
+//! - [`http`]: routes and plain responses ([`http::health`], [`http::metrics`], [`http::negotiate`] with
 //!   [`http::cors`], the REST publish API [`http::publish`], the conformance [`http::echo`]
 //!   endpoint).
 //! - [`hub`]: hub definitions, built-in actions ([`hub::actions`]), the per-connection
@@ -71,6 +74,7 @@ pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod redis;
 pub mod server;

@@ -321,6 +321,8 @@ fn run_shard(
         source,
     };
     let config = Arc::clone(&parts.config);
+    // Sessions, outboxes and the Redis client count into this shard's counters from here on.
+    let _counting = parts.stats.enter(usize::from(id.0));
     let keys = keys.for_shard(&config);
     let backplane = match config.backplane.kind {
         BackplaneKind::InProcess => Backplane::InProcess,

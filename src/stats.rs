@@ -1,89 +1,378 @@
 //! Process statistics: counters each shard writes alone (relaxed atomics, one writer each) and
 //! any shard or endpoint reads by summing, without a lock.
 //!
-//! The Health hub's snapshot ([`Stats::snapshot`]) and `/health` read the same numbers, so the
-//! two can never disagree.
+//! The Health hub's snapshot ([`Stats::snapshot`]), `/health` and `/metrics`
+//! ([`crate::metrics`], which names every exported series) read the same numbers, so they can
+//! never disagree. Code that has no [`ShardContext`](crate::shard::ShardContext) at hand (a
+//! session, an outbox) counts through [`local`]: the shard's thread registers its counters
+//! once ([`Stats::enter`]), so no connection carries a pointer to them.
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::protocol::signalr::Value;
+use crate::auth::AuthError;
+use crate::protocol::signalr::handshake::HandshakeError;
+use crate::protocol::signalr::{HubMessage, Value};
+
+/// Upper bounds of the latency histograms' buckets, in nanoseconds (50 µs to 10 s).
+pub const LATENCY_BOUNDS_NS: &[u64] = &[
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Upper bounds of the Redis commands-per-write histogram.
+pub const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A histogram one shard observes into: a count per bucket (the last is +Inf) and the sum.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    counts: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+/// A histogram's buckets summed over shards: cumulative counts per bound, then +Inf.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistogramTotals {
+    /// Each bucket's upper bound, in the histogram's unit (ns or a count).
+    pub bounds: Vec<u64>,
+    /// Observations at or below each bound, then all of them (+Inf); cumulative.
+    pub cumulative: Vec<u64>,
+    /// The sum of every observation, in the histogram's unit.
+    pub sum: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation of `value` (ns for latencies).
+    pub fn observe(&self, value: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        if let Some(count) = self.counts.get(bucket) {
+            add(count, 1);
+        }
+        add(&self.sum, value);
+    }
+
+    /// Records a duration (latency histograms).
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.observe(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn add_into(&self, totals: &mut HistogramTotals) {
+        if totals.bounds.is_empty() {
+            totals.bounds = self.bounds.to_vec();
+            totals.cumulative = vec![0; self.counts.len()];
+        }
+        let mut running = 0u64;
+        for (slot, count) in totals.cumulative.iter_mut().zip(self.counts.iter()) {
+            running = running.wrapping_add(count.load(Ordering::Relaxed));
+            *slot = slot.wrapping_add(running);
+        }
+        totals.sum = totals.sum.wrapping_add(self.sum.load(Ordering::Relaxed));
+    }
+}
+
+/// Only the owning shard writes a counter, so a load and a store are enough.
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Hub message types as counted, in the spec's `type` order; anything else is `unknown`.
+pub const MESSAGE_TYPES: [&str; 10] = [
+    "invocation",
+    "stream_item",
+    "completion",
+    "stream_invocation",
+    "cancel_invocation",
+    "ping",
+    "close",
+    "ack",
+    "sequence",
+    "unknown",
+];
+
+/// The index of `message`'s type in [`MESSAGE_TYPES`].
+pub fn message_type(message: &HubMessage) -> usize {
+    match message.type_id() {
+        id @ 1..=9 => usize::try_from(id - 1).unwrap_or(9),
+        _ => 9,
+    }
+}
+
+/// Why a message meant for a client was not sent, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The client read too slowly and its queue passed `max_outbound`.
+    SlowConsumer = 0,
+    /// An invocation beyond the connection's rate was refused.
+    RateLimit = 1,
+    /// A progress event was replaced by a newer one before it was sent.
+    Conflated = 2,
+    /// The backplane was down or too slow to take a send.
+    BackplaneDown = 3,
+}
+
+/// [`DropReason`]'s label values, by discriminant.
+pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "rate_limit", "conflated", "backplane_down"];
 
 /// One shard's counters. Only that shard writes them.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct ShardStats {
     /// Open SignalR connections per hub, in [`Stats::hubs`] order.
-    connections: Box<[AtomicU64]>,
+    pub(crate) connections: Box<[AtomicU64]>,
+    /// SignalR connections ever opened per hub.
+    pub(crate) connections_opened: Box<[AtomicU64]>,
+    /// Completed handshakes per hub.
+    pub(crate) handshakes: Box<[AtomicU64]>,
+    /// Failed handshakes by [`HandshakeError::reason_index`].
+    pub(crate) handshake_failures: [AtomicU64; HandshakeError::REASONS.len()],
+    /// From the WebSocket upgrade to the handshake response.
+    pub(crate) handshake_latency: Histogram,
+    /// Negotiate requests, from the parsed head to the response.
+    pub(crate) negotiate_latency: Histogram,
+    /// Hub messages received per hub and type (`hub * MESSAGE_TYPES.len() + type`).
+    pub(crate) received_by_type: Box<[AtomicU64]>,
+    /// Hub messages sent per hub and type, fan-out deliveries included.
+    pub(crate) sent_by_type: Box<[AtomicU64]>,
+    /// Invocation handling, from receipt to its completion, per hub.
+    pub(crate) invocation_latency: Box<[Histogram]>,
     /// Hub messages received from clients.
-    messages_in: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
     /// Messages delivered to clients by fan-out (one per recipient).
-    deliveries: AtomicU64,
-    /// Progress events replaced by a newer one before they were sent (conflation).
-    conflated: AtomicU64,
-    /// Sends the backplane dropped (Redis down or too slow).
-    backplane_dropped: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
+    /// Bytes written to sockets (WebSocket frames and HTTP responses of upgraded connections).
+    pub(crate) bytes_sent: AtomicU64,
+    /// Bytes read from WebSocket connections.
+    pub(crate) bytes_received: AtomicU64,
+    /// Bytes queued in outboxes and not yet written.
+    pub(crate) outbox_bytes: AtomicI64,
+    /// Messages not sent, by [`DropReason`].
+    pub(crate) drops: [AtomicU64; DROP_REASONS.len()],
+    /// Keys refused, by [`AuthError::reason_index`].
+    pub(crate) auth_failures: [AtomicU64; AuthError::REASONS.len()],
     /// Whether this shard's backplane participant is up (always, in process).
-    backplane_up: AtomicBool,
+    pub(crate) backplane_up: AtomicBool,
+    /// Times this shard's backplane went from down to up (the first connect included).
+    pub(crate) backplane_ups: AtomicU64,
+    /// From queueing a backplane PUBLISH to Redis's reply.
+    pub(crate) backplane_publish_latency: Histogram,
+    /// Redis commands written per socket write.
+    pub(crate) backplane_batch: Histogram,
 }
 
 impl ShardStats {
     fn new(hubs: usize) -> Self {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         Self {
-            connections: (0..hubs).map(|_| AtomicU64::new(0)).collect(),
+            connections: zeros(hubs),
+            connections_opened: zeros(hubs),
+            handshakes: zeros(hubs),
+            handshake_failures: Default::default(),
+            handshake_latency: Histogram::new(LATENCY_BOUNDS_NS),
+            negotiate_latency: Histogram::new(LATENCY_BOUNDS_NS),
+            received_by_type: zeros(hubs * MESSAGE_TYPES.len()),
+            sent_by_type: zeros(hubs * MESSAGE_TYPES.len()),
+            invocation_latency: (0..hubs)
+                .map(|_| Histogram::new(LATENCY_BOUNDS_NS))
+                .collect(),
             messages_in: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
-            conflated: AtomicU64::new(0),
-            backplane_dropped: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            outbox_bytes: AtomicI64::new(0),
+            drops: Default::default(),
+            auth_failures: Default::default(),
             backplane_up: AtomicBool::new(true),
+            backplane_ups: AtomicU64::new(0),
+            backplane_publish_latency: Histogram::new(LATENCY_BOUNDS_NS),
+            backplane_batch: Histogram::new(BATCH_BOUNDS),
         }
+    }
+
+    /// Times this shard's backplane came back after it had been up and went down.
+    pub fn backplane_reconnects(&self) -> u64 {
+        self.backplane_ups.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     /// `n` sends were dropped by the backplane.
     pub fn backplane_dropped(&self, n: u64) {
-        Self::add(&self.backplane_dropped, n);
+        self.dropped(DropReason::BackplaneDown, n);
     }
 
     /// Records whether this shard's backplane is up.
     pub fn set_backplane_up(&self, up: bool) {
-        self.backplane_up.store(up, Ordering::Relaxed);
-    }
-
-    /// Only the owning shard calls the `add`s, so a load and a store are enough.
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        let was = self.backplane_up.swap(up, Ordering::Relaxed);
+        if up && !was {
+            add(&self.backplane_ups, 1);
+        }
     }
 
     /// A connection to hub number `hub` opened.
     pub fn connection_opened(&self, hub: usize) {
         if let Some(counter) = self.connections.get(hub) {
-            Self::add(counter, 1);
+            add(counter, 1);
+        }
+        if let Some(counter) = self.connections_opened.get(hub) {
+            add(counter, 1);
         }
     }
 
     /// A connection to hub number `hub` closed.
     pub fn connection_closed(&self, hub: usize) {
         if let Some(counter) = self.connections.get(hub) {
-            Self::add(counter, u64::MAX);
+            add(counter, u64::MAX);
         }
     }
 
-    /// `n` hub messages arrived from clients.
+    /// A handshake on hub number `hub` completed `elapsed` after the upgrade.
+    pub fn handshake_completed(&self, hub: usize, elapsed: Duration) {
+        if let Some(counter) = self.handshakes.get(hub) {
+            add(counter, 1);
+        }
+        self.handshake_latency.observe_duration(elapsed);
+    }
+
+    /// A handshake failed for `reason` ([`HandshakeError::reason_index`]).
+    pub fn handshake_failed(&self, reason: usize) {
+        if let Some(counter) = self.handshake_failures.get(reason) {
+            add(counter, 1);
+        }
+    }
+
+    /// A negotiate request was answered after `elapsed`.
+    pub fn negotiated(&self, elapsed: Duration) {
+        self.negotiate_latency.observe_duration(elapsed);
+    }
+
+    /// `n` hub messages arrived from clients (type not known to the caller).
     pub fn received(&self, n: u64) {
-        Self::add(&self.messages_in, n);
+        add(&self.messages_in, n);
+    }
+
+    /// A hub message of type `kind` ([`message_type`]) arrived on hub number `hub`.
+    pub fn received_message(&self, hub: usize, kind: usize) {
+        if let Some(counter) = self.received_by_type.get(hub * MESSAGE_TYPES.len() + kind) {
+            add(counter, 1);
+        }
+    }
+
+    /// `n` hub messages of type `kind` were sent on hub number `hub`.
+    pub fn sent_messages(&self, hub: usize, kind: usize, n: u64) {
+        if let Some(counter) = self.sent_by_type.get(hub * MESSAGE_TYPES.len() + kind) {
+            add(counter, n);
+        }
+    }
+
+    /// An invocation on hub number `hub` was answered `elapsed` after it arrived.
+    pub fn invocation_completed(&self, hub: usize, elapsed: Duration) {
+        if let Some(histogram) = self.invocation_latency.get(hub) {
+            histogram.observe_duration(elapsed);
+        }
     }
 
     /// `n` deliveries were queued to clients.
     pub fn delivered(&self, n: u64) {
-        Self::add(&self.deliveries, n);
+        add(&self.deliveries, n);
     }
 
     /// `n` progress events were superseded before being sent.
     pub fn conflated(&self, n: u64) {
-        Self::add(&self.conflated, n);
+        self.dropped(DropReason::Conflated, n);
+    }
+
+    /// `n` messages were not sent, for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        add(&self.drops[reason as usize], n);
+    }
+
+    /// A key was refused for `reason` ([`AuthError::reason_index`]).
+    pub fn auth_failed(&self, reason: usize) {
+        if let Some(counter) = self.auth_failures.get(reason) {
+            add(counter, 1);
+        }
+    }
+
+    /// `n` bytes were written to a socket.
+    pub fn bytes_sent(&self, n: u64) {
+        add(&self.bytes_sent, n);
+    }
+
+    /// `n` bytes were read from a WebSocket.
+    pub fn bytes_received(&self, n: u64) {
+        add(&self.bytes_received, n);
+    }
+
+    /// Outboxes on this shard now hold `delta` more (or fewer) bytes.
+    pub fn outbox_changed(&self, delta: i64) {
+        self.outbox_bytes.store(
+            self.outbox_bytes
+                .load(Ordering::Relaxed)
+                .wrapping_add(delta),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A backplane PUBLISH was answered `elapsed` after it was queued.
+    pub fn backplane_published(&self, elapsed: Duration) {
+        self.backplane_publish_latency.observe_duration(elapsed);
+    }
+
+    /// One socket write carried `commands` Redis commands.
+    pub fn backplane_batch(&self, commands: u64) {
+        self.backplane_batch.observe(commands);
+    }
+}
+
+thread_local! {
+    /// The counters of the shard running on this thread, if any.
+    static LOCAL: RefCell<Option<(Arc<Stats>, usize)>> = const { RefCell::new(None) };
+}
+
+/// Runs `count` with this thread's shard counters; does nothing on a thread that is not a
+/// shard (unit tests, tools), so counting never fails.
+pub fn local(count: impl FnOnce(&ShardStats)) {
+    LOCAL.with_borrow(|local| {
+        if let Some((stats, index)) = local {
+            count(stats.shard(*index));
+        }
+    });
+}
+
+/// Unregisters this thread's counters when dropped ([`Stats::enter`]).
+#[derive(Debug)]
+pub struct LocalStats(());
+
+impl Drop for LocalStats {
+    fn drop(&mut self) {
+        LOCAL.with_borrow_mut(|local| *local = None);
     }
 }
 
@@ -128,6 +417,28 @@ impl Stats {
             started: Instant::now(),
             backplane,
         })
+    }
+
+    /// Registers shard `index`'s counters as this thread's [`local`] ones until the guard is
+    /// dropped (the shard's thread calls this once, before serving).
+    pub fn enter(self: &Arc<Self>, index: usize) -> LocalStats {
+        LOCAL.with_borrow_mut(|local| *local = Some((Arc::clone(self), index)));
+        LocalStats(())
+    }
+
+    /// The hub names, in the order of the per-hub counters.
+    pub fn hubs(&self) -> &[String] {
+        &self.hubs
+    }
+
+    /// Every shard's counters, in shard order.
+    pub fn shards(&self) -> &[ShardStats] {
+        &self.shards
+    }
+
+    /// `"in-process"` or `"redis"`.
+    pub fn backplane_kind(&self) -> &'static str {
+        self.backplane
     }
 
     /// Shard `index`'s counters (an out-of-range index gets the last shard's, never a panic).
@@ -181,8 +492,8 @@ impl Stats {
             connections: self.connections_by_hub().iter().map(|(_, n)| n).sum(),
             messages_in: sum(|s| &s.messages_in),
             deliveries: sum(|s| &s.deliveries),
-            conflated: sum(|s| &s.conflated),
-            backplane_dropped: sum(|s| &s.backplane_dropped),
+            conflated: sum(|s| &s.drops[DropReason::Conflated as usize]),
+            backplane_dropped: sum(|s| &s.drops[DropReason::BackplaneDown as usize]),
         }
     }
 

@@ -113,6 +113,32 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Each variant's metric label, by [`Self::reason_index`].
+    pub const REASONS: [&'static str; 7] = [
+        "missing_token",
+        "malformed",
+        "unknown_key",
+        "disabled",
+        "expired",
+        "forbidden",
+        "store",
+    ];
+
+    /// The index of this error's label in [`Self::REASONS`].
+    pub fn reason_index(&self) -> usize {
+        match self {
+            Self::MissingToken => 0,
+            Self::Malformed => 1,
+            Self::UnknownKey => 2,
+            Self::Disabled => 3,
+            Self::Expired => 4,
+            Self::Forbidden => 5,
+            Self::Store(_) => 6,
+        }
+    }
+}
+
+impl AuthError {
     /// The HTTP status to answer with: 401 for a missing or bad key, 403 for a valid key that
     /// is not allowed, 503 when the store is unavailable.
     pub fn status(&self) -> u16 {

@@ -27,7 +27,7 @@ pub fn extract(head: &RequestHead) -> Option<String> {
 }
 
 /// The credentials of an `Authorization: Bearer …` header, if that is its scheme.
-fn bearer(head: &RequestHead) -> Option<String> {
+pub fn bearer(head: &RequestHead) -> Option<String> {
     let value = head.header_str("authorization")?;
     let (scheme, credentials) = value.split_once([' ', '\t'])?;
     if !scheme.eq_ignore_ascii_case("bearer") {

@@ -4,6 +4,7 @@
 pub mod cors;
 pub mod echo;
 pub mod health;
+pub mod metrics;
 pub mod negotiate;
 pub mod publish;
 
@@ -27,6 +28,8 @@ pub enum Route {
     Ready,
     /// The raw WebSocket echo route (conformance testing), when enabled.
     Echo,
+    /// `GET /metrics` (Prometheus), when enabled.
+    Metrics,
     /// `POST {hub}/negotiate` (and its CORS preflight).
     Negotiate(Rc<HubDefinition>),
     /// `GET {hub}` with a WebSocket upgrade: a SignalR connection.
@@ -42,6 +45,9 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
     let path = head.path();
     if config.echo.enabled && path == config.echo.path {
         return Route::Echo;
+    }
+    if config.metrics.enabled && path == config.metrics.path {
+        return Route::Metrics;
     }
     if let Some(hub) = hubs.at(path) {
         return Route::Hub(Rc::clone(hub));
@@ -83,7 +89,16 @@ pub async fn respond(
             Method::Get | Method::Head => health::ready(ctx),
             _ => method_not_allowed("GET, HEAD"),
         },
-        Route::Negotiate(hub) => negotiate::respond(hub, head, ctx).await,
+        Route::Metrics => match head.method {
+            Method::Get | Method::Head => metrics::respond(head, ctx),
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        Route::Negotiate(hub) => {
+            let started = quanta::Instant::now();
+            let response = negotiate::respond(hub, head, ctx).await;
+            crate::stats::local(|s| s.negotiated(started.elapsed()));
+            response
+        }
         Route::Publish => publish::respond(head, body, ctx).await,
         Route::Echo | Route::Hub(_) => Response::text(400, "WebSocket upgrade expected"),
         Route::NotFound => Response::json(404, r#"{"error":"not found"}"#),

@@ -28,14 +28,21 @@ pub async fn admit(
     if auth == HubAuth::Anonymous {
         return Ok(Caller::Anonymous);
     }
-    let presented = token::extract(head).ok_or(AuthError::MissingToken)?;
-    let principal = keys
-        .authenticate(&presented, admin_hashes, now_unix)
-        .await?;
-    if auth == HubAuth::Admin && principal != Principal::AdminKey {
-        return Err(AuthError::Forbidden);
+    let admitted = async {
+        let presented = token::extract(head).ok_or(AuthError::MissingToken)?;
+        let principal = keys
+            .authenticate(&presented, admin_hashes, now_unix)
+            .await?;
+        if auth == HubAuth::Admin && principal != Principal::AdminKey {
+            return Err(AuthError::Forbidden);
+        }
+        Ok(Caller::Key(principal))
     }
-    Ok(Caller::Key(principal))
+    .await;
+    if let Err(error) = &admitted {
+        crate::stats::local(|s| s.auth_failed(error.reason_index()));
+    }
+    admitted
 }
 
 /// Seconds since the Unix epoch (key expiry is compared in these).

@@ -23,6 +23,8 @@ pub struct PreparedMessage {
     payload_at: [usize; 2],
     /// Whether stateful reconnect counts it (Invocation, StreamItem, Completion, …).
     trackable: bool,
+    /// Its hub message type, as counted ([`crate::stats::message_type`]).
+    kind: u8,
     /// What it is for conflation, decided where it was published.
     conflation: Option<Tag>,
 }
@@ -61,13 +63,15 @@ impl PreparedMessage {
             frames,
             payload_at,
             trackable: json.is_trackable(),
+            kind: u8::try_from(crate::stats::message_type(json)).unwrap_or(u8::MAX),
             conflation: None,
         })
     }
 
     /// Wraps hub messages already framed for each protocol (e.g. received from the Redis
     /// backplane) in WebSocket frames: `json` and `msgpack` are the payloads of one text and one
-    /// binary frame.
+    /// binary frame. Counted as invocations: the backplane carries those (ASP.NET's
+    /// `InvokeAsync`).
     pub fn from_framed(json: &[u8], msgpack: &[u8], trackable: bool) -> Self {
         let mut frames = [Bytes::new(), Bytes::new()];
         let mut payload_at = [0; 2];
@@ -91,6 +95,7 @@ impl PreparedMessage {
             frames,
             payload_at,
             trackable,
+            kind: 0,
             conflation: None,
         }
     }
@@ -116,6 +121,11 @@ impl PreparedMessage {
     pub fn payload(&self, protocol: HubProtocol) -> Bytes {
         let i = index(protocol);
         self.frames[i].slice(self.payload_at[i]..)
+    }
+
+    /// Its hub message type's index in [`crate::stats::MESSAGE_TYPES`].
+    pub fn kind(&self) -> usize {
+        usize::from(self.kind)
     }
 
     /// Whether stateful reconnect counts it.

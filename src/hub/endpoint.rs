@@ -322,11 +322,9 @@ pub fn join_user(ctx: &ShardContext, slot: &SessionSlot, user: String) {
 /// out of the session table.
 pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
     crate::upstream::post_event(ctx, slot, "disconnected");
-    if let Some(hub) = ctx.stats.hub_index(&slot.hub.name) {
-        ctx.stats
-            .shard(usize::from(ctx.id.0))
-            .connection_closed(hub);
-    }
+    ctx.stats
+        .shard(usize::from(ctx.id.0))
+        .connection_closed(slot.hub.index);
     for group in slot.groups.borrow_mut().drain(..) {
         if ctx.groups.leave(&slot.hub.name, &group, slot.key) {
             ctx.backplane.group_left(&slot.hub.name, &group);

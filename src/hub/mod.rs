@@ -229,6 +229,9 @@ pub struct Method {
 pub struct HubDefinition {
     /// A short name for logs and metrics.
     pub name: String,
+    /// Its position among the served hubs ([`definitions`]): the index of its per-hub counters
+    /// in [`crate::stats::Stats`].
+    pub index: usize,
     /// The URL path clients connect to (negotiate is `{path}/negotiate`).
     pub path: String,
     /// Protocols the handshake may choose.
@@ -290,6 +293,7 @@ impl HubDefinition {
     pub fn new(name: &str, path: &str, methods: &[(&str, Action)]) -> Self {
         Self {
             name: name.to_owned(),
+            index: 0,
             path: path.to_owned(),
             protocols: HubProtocol::ALL.to_vec(),
             auth: HubAuth::Anonymous,
@@ -391,6 +395,8 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             Some("the echo route")
         } else if hub.path == "/health" {
             Some("the health endpoint")
+        } else if config.metrics.enabled && hub.path == config.metrics.path {
+            Some("the metrics endpoint")
         } else {
             None
         };
@@ -435,6 +441,9 @@ pub fn definitions(config: &Config) -> Result<Vec<HubDefinition>, HubConfigError
             .filter_map(|name| HubProtocol::from_name(name))
             .collect();
         out.push(definition);
+    }
+    for (index, definition) in out.iter_mut().enumerate() {
+        definition.index = index;
     }
     Ok(out)
 }

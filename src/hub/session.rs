@@ -28,6 +28,7 @@ use crate::protocol::signalr::{
     Invocation, StreamItem,
 };
 use crate::protocol::websocket::{CloseCode, OpCode};
+use crate::stats::{self, DropReason};
 use crate::transport::outbox::{HEADROOM, Outbox, frame_buffer};
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 
@@ -391,6 +392,7 @@ impl Session {
     /// were dropped.
     pub fn enqueue(&mut self, message: Arc<PreparedMessage>, stalled: bool, now: Instant) -> u64 {
         if self.overflowed {
+            stats::local(|s| s.dropped(DropReason::SlowConsumer, 1));
             return 0;
         }
         let Some(tag) = message.conflation() else {
@@ -414,12 +416,15 @@ impl Session {
     /// Puts a message in the mailbox, watching its size.
     fn queue(&mut self, message: Arc<PreparedMessage>, stalled: bool) {
         if self.overflowed {
+            stats::local(|s| s.dropped(DropReason::SlowConsumer, 1));
             return;
         }
         self.mailbox_bytes += message.len();
         self.mailbox.push_back(message);
         if stalled && self.mailbox_bytes > self.hub.session.max_outbound {
             // A slow consumer: stop holding memory for it; it is closed at its next wake.
+            let dropped = self.mailbox.len() as u64;
+            stats::local(|s| s.dropped(DropReason::SlowConsumer, dropped));
             self.overflowed = true;
             self.mailbox.clear();
             self.mailbox_bytes = 0;
@@ -452,8 +457,11 @@ impl Session {
         let Phase::Active { protocol } = self.phase else {
             return;
         };
+        let hub = self.hub.index;
         while let Some(message) = self.mailbox.pop_front() {
             self.mailbox_bytes = self.mailbox_bytes.saturating_sub(message.len());
+            let kind = message.kind();
+            stats::local(|s| s.sent_messages(hub, kind, 1));
             if message.is_trackable()
                 && let Some(stateful) = self.stateful.as_deref_mut()
             {
@@ -507,6 +515,16 @@ impl Session {
             Ok(None) => Ok(()),
             Err(error) => Err(self.refuse_handshake(&error, outbox)),
             Ok(Some((protocol, used, version))) => {
+                let started = match self.phase {
+                    Phase::Handshake { deadline } => {
+                        deadline.checked_sub(self.hub.session.handshake_timeout)
+                    }
+                    Phase::Active { .. } => None,
+                };
+                let elapsed =
+                    started.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                let hub = self.hub.index;
+                stats::local(|s| s.handshake_completed(hub, elapsed));
                 self.phase = Phase::Active { protocol };
                 if self.stateful_negotiated && version >= 2 {
                     self.stateful = Some(Stateful::new());
@@ -529,6 +547,7 @@ impl Session {
     }
 
     fn refuse_handshake(&mut self, error: &HandshakeError, outbox: &mut Outbox) -> AppClose {
+        stats::local(|s| s.handshake_failed(error.reason_index()));
         let mut frame = BytesMut::new();
         handshake::encode_error_response(
             &error.response_text(self.hub.session.detailed_errors),
@@ -586,17 +605,31 @@ impl Session {
     }
 
     fn handle(&mut self, message: HubMessage, now: Instant) -> Result<(), AppClose> {
+        let hub = self.hub.index;
+        let kind = stats::message_type(&message);
+        stats::local(|s| s.received_message(hub, kind));
         match message {
             HubMessage::Invocation(invocation) | HubMessage::StreamInvocation(invocation)
                 if !self.take_token(now) =>
             {
+                stats::local(|s| s.dropped(DropReason::RateLimit, 1));
                 if let Some(id) = invocation.invocation_id {
                     self.fail(id, "Rate limit exceeded".to_owned());
                 }
                 Ok(())
             }
-            HubMessage::Invocation(invocation) => self.invoke(invocation, Reply::Single),
-            HubMessage::StreamInvocation(invocation) => self.invoke(invocation, Reply::Stream),
+            HubMessage::Invocation(invocation) => {
+                let effects = self.effects.len();
+                let result = self.invoke(invocation, Reply::Single);
+                self.observe_invocation(now, effects);
+                result
+            }
+            HubMessage::StreamInvocation(invocation) => {
+                let effects = self.effects.len();
+                let result = self.invoke(invocation, Reply::Stream);
+                self.observe_invocation(now, effects);
+                result
+            }
             HubMessage::StreamItem(StreamItem {
                 invocation_id,
                 item,
@@ -668,6 +701,21 @@ impl Session {
                 Ok(())
             }
             HubMessage::Unknown(_) => Ok(()),
+        }
+    }
+
+    /// Records how long an invocation received at `received` took, unless it went to an
+    /// upstream backend (effects after index `effects_before`), which records its own time
+    /// when the backend answers.
+    fn observe_invocation(&self, received: Instant, effects_before: usize) {
+        let upstream = self
+            .effects
+            .get(effects_before..)
+            .is_some_and(|new| new.iter().any(|e| matches!(e, Effect::Upstream(_))));
+        if !upstream {
+            let hub = self.hub.index;
+            let elapsed = Instant::now().saturating_duration_since(received);
+            stats::local(|s| s.invocation_completed(hub, elapsed));
         }
     }
 
@@ -924,7 +972,10 @@ impl Session {
         frame: &mut BytesMut,
     ) -> Vec<Range<usize>> {
         let mut tracked = Vec::new();
+        let hub = self.hub.index;
         for message in std::mem::take(&mut self.outgoing) {
+            let kind = stats::message_type(&message);
+            stats::local(|s| s.sent_messages(hub, kind, 1));
             let start = frame.len();
             // Payloads built here or decoded by the codecs always encode; a failure (which
             // leaves `frame` as it was) would drop only this message.

@@ -50,7 +50,10 @@ struct Shared {
     /// Encoded commands not yet written.
     outbound: RefCell<BytesMut>,
     /// One waiter per command in `outbound` or on the wire, in order.
-    in_flight: RefCell<InFlight<Waiter>>,
+    /// With when each was queued, for the latency of detached (backplane) commands.
+    in_flight: RefCell<InFlight<(Waiter, quanta::Instant)>>,
+    /// Commands in `outbound` (counted per write, for the batch-size histogram).
+    outbound_commands: Cell<u64>,
     /// Wakes the driver: commands queued, a reconnect asked for, or the handle dropped.
     doorbell: Doorbell,
     /// Rung when the last command in flight was answered (or failed): wakes [`CommandConnection::drained`].
@@ -74,6 +77,7 @@ impl CommandConnection {
             last_error: RefCell::new(String::new()),
             outbound: RefCell::new(BytesMut::new()),
             in_flight: RefCell::new(InFlight::default()),
+            outbound_commands: Cell::new(0),
             doorbell: Doorbell::default(),
             drained: Doorbell::default(),
             replace_link: Cell::new(false),
@@ -207,7 +211,10 @@ impl Shared {
             return Err(RedisError::Down(self.last_error.borrow().clone()));
         }
         encode_command(&mut self.outbound.borrow_mut(), args)?;
-        self.in_flight.borrow_mut().push(waiter);
+        self.in_flight
+            .borrow_mut()
+            .push((waiter, quanta::Instant::now()));
+        self.outbound_commands.set(self.outbound_commands.get() + 1);
         self.doorbell.ring();
         Ok(())
     }
@@ -215,7 +222,13 @@ impl Shared {
     /// The link is gone: every waiting caller gets `error`, queued bytes are dropped.
     fn fail_all(&self, error: &RedisError) {
         self.outbound.borrow_mut().clear();
-        let waiters: Vec<Waiter> = self.in_flight.borrow_mut().drain().collect();
+        self.outbound_commands.set(0);
+        let waiters: Vec<Waiter> = self
+            .in_flight
+            .borrow_mut()
+            .drain()
+            .map(|(w, _)| w)
+            .collect();
         for waiter in waiters.into_iter().flatten() {
             let _ = waiter.send(Err(error.clone()));
         }
@@ -283,11 +296,14 @@ async fn read_replies(
 ) -> Result<Infallible, RedisError> {
     loop {
         while let Some(reply) = reader.next_frame()? {
-            let (waiter, reply) = shared.in_flight.borrow_mut().complete(reply)?;
+            let ((waiter, queued), reply) = shared.in_flight.borrow_mut().complete(reply)?;
             // A caller that gave up (timeout, dropped future) no longer listens; a detached
-            // command has nobody.
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(reply.into_result());
+            // command (a backplane PUBLISH) has nobody, and its latency is counted.
+            match waiter {
+                Some(waiter) => {
+                    let _ = waiter.send(reply.into_result());
+                }
+                None => crate::stats::local(|s| s.backplane_published(queued.elapsed())),
             }
         }
         if shared.in_flight.borrow().len() == 0 {
@@ -313,6 +329,8 @@ async fn write_commands(
         if queued.is_empty() {
             shared.doorbell.wait().await;
         } else {
+            let commands = shared.outbound_commands.replace(0);
+            crate::stats::local(|s| s.backplane_batch(commands));
             link::write_all(write_half, queued).await?;
         }
     }

@@ -502,11 +502,9 @@ fn start_session(
             // With Redis, sends to this connection from other servers arrive on its channel.
             ctx.backplane
                 .connection_opened(&hub.name, &slot.connection_id);
-            if let Some(hub) = ctx.stats.hub_index(&hub.name) {
-                ctx.stats
-                    .shard(usize::from(ctx.id.0))
-                    .connection_opened(hub);
-            }
+            ctx.stats
+                .shard(usize::from(ctx.id.0))
+                .connection_opened(hub.index);
             // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
                 let _ = join_group(ctx, &slot, format!("vkey-{id}"));

@@ -68,6 +68,8 @@ impl Outbox {
             return;
         }
         self.queued += bytes.len();
+        let len = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        crate::stats::local(|s| s.outbox_changed(len));
         self.chunks.push_back(bytes);
     }
 
@@ -161,12 +163,26 @@ impl Outbox {
             let (result, _) = stream.write_all(chunk).await;
             result?;
             self.queued = self.queued.saturating_sub(len);
+            crate::stats::local(|s| {
+                s.bytes_sent(len as u64);
+                s.outbox_changed(-i64::try_from(len).unwrap_or(i64::MAX));
+            });
         }
         self.queued = 0;
         // An idle connection keeps no queue allocation; a busy one allocates one per flush,
         // which is noise next to the send itself.
         self.chunks = VecDeque::new();
         Ok(())
+    }
+}
+
+/// What a connection leaves unwritten (it ended mid-write) no longer counts as queued.
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.queued > 0 {
+            let left = i64::try_from(self.queued).unwrap_or(i64::MAX);
+            crate::stats::local(|s| s.outbox_changed(-left));
+        }
     }
 }
 

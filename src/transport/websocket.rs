@@ -324,7 +324,8 @@ pub fn serve<'a, A: WebSocketApp>(
                 Wake::Readable(Ok(())) => {
                     match Box::pin(input.read_ready(socket.stream(), want)).await {
                         Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
-                        Ok(_) => {
+                        Ok(read) => {
+                            crate::stats::local(|s| s.bytes_received(read as u64));
                             last_rx = timers.now();
                             ping_outstanding = false;
                         }

@@ -164,11 +164,14 @@ fn caller_of(slot: &SessionSlot) -> CallerInfo {
 pub fn invoke(ctx: &ShardContext, slot: Rc<SessionSlot>, call: UpstreamCall) {
     let client = Rc::clone(&ctx.upstream);
     let body = invocation_body(&caller_of(&slot), &call.method, &call.arguments);
+    let started = quanta::Instant::now();
     monoio::spawn(async move {
         let answer = client.post_json(&call.url, &body).await;
         if let Err(error) = &answer {
             warn!(method = %call.method, url = %call.url, %error, "upstream call failed");
         }
+        let hub = slot.hub.index;
+        crate::stats::local(|s| s.invocation_completed(hub, started.elapsed()));
         slot.complete(call.invocation_id, completion_for(&call.method, answer));
     });
 }

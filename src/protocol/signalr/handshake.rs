@@ -58,6 +58,27 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Each variant's metric label, by [`Self::reason_index`] (`canceled` includes the
+    /// handshake timeout).
+    pub const REASONS: [&'static str; 5] = [
+        "too_large",
+        "malformed",
+        "unsupported_protocol",
+        "unsupported_version",
+        "canceled",
+    ];
+
+    /// The index of this error's label in [`Self::REASONS`].
+    pub fn reason_index(&self) -> usize {
+        match self {
+            Self::TooLarge => 0,
+            Self::Malformed(_) => 1,
+            Self::UnsupportedProtocol(_) => 2,
+            Self::UnsupportedVersion { .. } => 3,
+            Self::Canceled => 4,
+        }
+    }
+
     /// The `error` text of the handshake response, as ASP.NET sends it: a malformed request
     /// gets a generic text, followed by ` InvalidDataException: {detail}` when `detailed`
     /// (`EnableDetailedErrors`); the other errors their [`Display`](std::fmt::Display) text.
