@@ -603,6 +603,11 @@ pub struct ShutdownConfig {
     /// Graceful stop must finish within this, then connections are dropped; default `10s`.
     /// Longer lets clients reconnect elsewhere cleanly but delays restarts.
     pub deadline: Duration,
+    /// After SIGTERM, how long the server stays up but not ready (`/health/ready` 503
+    /// "draining") before it stops accepting and closes connections; default `0s`. Set it to
+    /// the load balancer's health-check interval times its unhealthy threshold so it stops
+    /// sending new clients first.
+    pub drain_delay: Duration,
 }
 
 /// Logging.
@@ -770,6 +775,7 @@ struct RawMetrics {
 #[derive(Serialize)]
 struct RawShutdown {
     deadline: &'static str,
+    drain_delay: &'static str,
 }
 
 #[derive(Serialize)]
@@ -877,7 +883,10 @@ impl Default for RawConfig {
                 path: "/hubs/diagnostics",
             },
             seed: RawSeed { enabled: true },
-            shutdown: RawShutdown { deadline: "10s" },
+            shutdown: RawShutdown {
+                deadline: "10s",
+                drain_delay: "0s",
+            },
             log: RawLog {
                 level: "info",
                 format: "text",
@@ -967,6 +976,7 @@ seed|The built-in hub set of the product document (see the README).
 seed.enabled|Serve the seed hubs; a [hubs.NAME] table with the same path replaces one.
 shutdown|Graceful shutdown.
 shutdown.deadline|A graceful stop must finish within this; then connections are dropped.
+shutdown.drain_delay|After SIGTERM, stay up but not ready (/health/ready 503) this long before closing; match the load balancer's health checks.
 log|Logging.
 log.level|tracing EnvFilter directives, e.g. \"info,ringhub::transport=debug\".
 log.format|\"text\" or \"json\".
@@ -1608,6 +1618,12 @@ fn nonzero_size(value: &Value) -> Result<usize, String> {
     })
 }
 
+/// A duration that may be zero (`"0s"`: off).
+fn duration_or_zero(value: &Value) -> Result<Duration, String> {
+    let text = string(value)?;
+    humantime::parse_duration(&text).map_err(|e| format!("invalid duration: {e}"))
+}
+
 fn duration(value: &Value) -> Result<Duration, String> {
     let text = value
         .as_str()
@@ -1832,6 +1848,7 @@ impl Config {
             hubs: m.hubs()?,
             shutdown: ShutdownConfig {
                 deadline: m.get("shutdown.deadline", duration)?,
+                drain_delay: m.get("shutdown.drain_delay", duration_or_zero)?,
             },
             log: LogConfig {
                 level: m.get("log.level", non_empty_string)?,
@@ -2328,7 +2345,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 66);
+        assert_eq!(keys.len(), 67);
         for key in keys {
             let comment = comment_above
                 .get(&key)

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use mimalloc::MiMalloc;
 use ringhub::config::{Config, ConfigSources, LogFormat, default_config_toml};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
-    match run(config) {
+    match run(config, &cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -302,27 +302,54 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+fn run(config: Config, cli: &Cli) -> anyhow::Result<()> {
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     let config = Arc::new(config);
     let deadline = config.shutdown.deadline;
+    let drain_delay = config.shutdown.drain_delay;
     let mut server = ringhub::server::start(Arc::clone(&config))?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, ?deadline, "graceful stop requested");
+    // SIGHUP reloads hub definitions and keys (the same sources as at start); SIGINT or SIGTERM
+    // drains and stops.
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            tracing::info!(
+                signal,
+                ?drain_delay,
+                ?deadline,
+                "graceful stop requested; draining"
+            );
+            break;
+        }
+        match load_config(cli)
+            .map_err(anyhow::Error::from)
+            .and_then(|reloaded| Ok(server.reload(&reloaded)?))
+        {
+            Ok(()) => tracing::info!(
+                "reloaded hub definitions and the key store; other settings apply at the next start"
+            ),
+            Err(error) => {
+                tracing::warn!("reload refused, keeping the running configuration: {error:#}")
+            }
+        }
     }
-    server.shutdown();
-    // A second signal, or the deadline plus a grace second, ends the process at once.
+    // Not ready from now on, so load balancers stop sending new clients.
+    server.drain();
+    // A second stop signal ends the process at once; so does overrunning the drain delay plus the
+    // deadline plus a grace second.
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if signals.forever().any(|signal| signal != SIGHUP) {
             eprintln!("ringhub: second signal, exiting now");
             std::process::exit(130);
         }
     });
     std::thread::spawn(move || {
-        std::thread::sleep(deadline + std::time::Duration::from_secs(1));
+        std::thread::sleep(drain_delay + deadline + std::time::Duration::from_secs(1));
         eprintln!("ringhub: shards did not stop within the shutdown deadline, exiting");
         std::process::exit(1);
     });
+    std::thread::sleep(drain_delay);
+    server.shutdown();
     server.join()?;
     tracing::info!("stopped");
     Ok(())

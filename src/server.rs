@@ -22,7 +22,7 @@ use crate::hub::HubDefinition;
 use crate::hub::quota::ConnectionQuota;
 use crate::redis::{RedisError, RedisUrl};
 use crate::shard::SharedParts;
-use crate::shard::inbox::{Inbox, Peers};
+use crate::shard::inbox::{Inbox, Peers, Reload, ShardMessage};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
 use crate::stats::Stats;
 use crate::transport::listener::bind_listeners;
@@ -66,11 +66,35 @@ pub enum ServerError {
     Panicked(String),
 }
 
+/// Why a reload (SIGHUP) was refused; the server keeps what it had.
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    /// A hub in the new configuration is invalid.
+    #[error(transparent)]
+    Hubs(#[from] crate::hub::HubConfigError),
+    /// Hubs were added, removed or renamed.
+    #[error(transparent)]
+    HubSet(#[from] crate::hub::HubSetChanged),
+    /// The key file could not be read.
+    #[error("{0}")]
+    Keys(#[from] crate::auth::AuthError),
+    /// `auth.store` changed between file and Redis.
+    #[error("auth.store changed; switching key stores needs a restart")]
+    KeyStoreKind,
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     driver: ActiveDriver,
+    stats: Arc<Stats>,
+    /// Every shard's inbox (a reload is sent through them).
+    peers: Peers,
+    /// The hub definitions being served.
+    hubs: Arc<[HubDefinition]>,
+    /// The key store kind the shards were built with.
+    key_store: KeyStoreKind,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<thread::JoinHandle<Result<(), ShardError>>>,
 }
@@ -86,9 +110,56 @@ impl ServerHandle {
         self.driver
     }
 
-    /// Starts a graceful stop: shards stop accepting and close their connections (WebSockets
-    /// with 1001) within `shutdown.deadline`.
+    /// Turns the server not-ready (`/health/ready` answers 503 "draining") while it keeps
+    /// serving, so load balancers stop sending it new clients; [`Self::shutdown`] follows.
+    pub fn drain(&self) {
+        self.stats.set_draining();
+    }
+
+    /// Applies `config`'s hub definitions and reloads the key store (SIGHUP) without touching
+    /// open connections: new connections use the new definitions, open ones keep theirs. Only
+    /// the hubs' methods, auth, limits and options may change; other settings take effect at
+    /// the next start.
+    ///
+    /// # Errors
+    /// [`ReloadError`]; nothing changed then.
+    pub fn reload(&mut self, config: &Config) -> Result<(), ReloadError> {
+        let mut hubs = crate::hub::definitions(config)?;
+        crate::hub::reconcile(&self.hubs, &mut hubs)?;
+        if config.auth.store != self.key_store {
+            return Err(ReloadError::KeyStoreKind);
+        }
+        let keys = match config.auth.store {
+            KeyStoreKind::File => Some(Arc::new(KeyStore::load(&config.auth.key_file)?)),
+            KeyStoreKind::Redis => None,
+        };
+        let hubs: Arc<[HubDefinition]> = hubs.into();
+        let reload = Arc::new(Reload {
+            hubs: Arc::clone(&hubs),
+            keys,
+        });
+        for shard in 0..self.stops.len().max(1) {
+            // invariant: shard counts are bounded far below u16::MAX by config validation.
+            let id = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+            // A stopped shard (shutting down) needs no reload.
+            let _ = self
+                .peers
+                .send(id, ShardMessage::Reload(Arc::clone(&reload)));
+        }
+        self.hubs = hubs;
+        Ok(())
+    }
+
+    /// The process's counters and readiness facts.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Starts a graceful stop: the server turns not-ready, shards stop accepting (closing their
+    /// listening sockets), tell every SignalR client `Close` with `allowReconnect: true`, flush
+    /// and close their connections (WebSockets with 1001) within `shutdown.deadline`.
     pub fn shutdown(&mut self) {
+        self.stats.set_draining();
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -172,13 +243,15 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         config.limits.max_connections_per_key,
     );
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
+    let (handle_peers, handle_hubs, key_store) =
+        (peers.clone(), Arc::clone(&hubs), config.auth.store);
     let mut stops = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let peers = peers.clone();
         let hubs = Arc::clone(&hubs);
         let keys = keys.clone();
-        let stats = Arc::clone(&stats);
+        let shard_stats = Arc::clone(&stats);
         let quota = Arc::clone(&quota);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -203,7 +276,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     config: Arc::clone(&config),
                     peers,
                     hubs,
-                    stats,
+                    stats: shard_stats,
                     quota,
                 },
                 keys,
@@ -220,6 +293,10 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                 let mut partial = ServerHandle {
                     local_addr,
                     driver,
+                    stats: Arc::clone(&stats),
+                    peers: handle_peers.clone(),
+                    hubs: Arc::clone(&handle_hubs),
+                    key_store,
                     stops,
                     threads,
                 };
@@ -232,6 +309,10 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
     let mut handle = ServerHandle {
         local_addr,
         driver,
+        stats: Arc::clone(&stats),
+        peers: handle_peers,
+        hubs: handle_hubs,
+        key_store,
         stops,
         threads,
     };
@@ -265,7 +346,7 @@ impl SharedKeys {
     /// This shard's lookup (built on the shard's thread: a Redis store is `!Send`).
     fn for_shard(self, config: &Config) -> KeyLookup {
         match self {
-            Self::File(store) => KeyLookup::File(store),
+            Self::File(store) => KeyLookup::file(store),
             Self::Redis(url) => {
                 KeyLookup::Redis(Rc::new(RedisKeyStore::new(url, config.auth.cache_ttl)))
             }

@@ -180,6 +180,8 @@ pub struct ShardStats {
     pub(crate) auth_failures: [AtomicU64; AuthError::REASONS.len()],
     /// Whether this shard's backplane participant is up (always, in process).
     pub(crate) backplane_up: AtomicBool,
+    /// Whether this shard's accept loop is running (its listening socket open).
+    pub(crate) accepting: AtomicBool,
     /// Times this shard's backplane went from down to up (the first connect included).
     pub(crate) backplane_ups: AtomicU64,
     /// From queueing a backplane PUBLISH to Redis's reply.
@@ -211,6 +213,7 @@ impl ShardStats {
             drops: Default::default(),
             auth_failures: Default::default(),
             backplane_up: AtomicBool::new(true),
+            accepting: AtomicBool::new(false),
             backplane_ups: AtomicU64::new(0),
             backplane_publish_latency: Histogram::new(LATENCY_BOUNDS_NS),
             backplane_batch: Histogram::new(BATCH_BOUNDS),
@@ -225,6 +228,11 @@ impl ShardStats {
     /// `n` sends were dropped by the backplane.
     pub fn backplane_dropped(&self, n: u64) {
         self.dropped(DropReason::BackplaneDown, n);
+    }
+
+    /// Records whether this shard's accept loop runs.
+    pub fn set_accepting(&self, accepting: bool) {
+        self.accepting.store(accepting, Ordering::Relaxed);
     }
 
     /// Records whether this shard's backplane is up.
@@ -385,6 +393,40 @@ pub struct Stats {
     started: Instant,
     /// `"in-process"` or `"redis"`.
     backplane: &'static str,
+    /// Set once a graceful stop began (only the thread owning the server writes it).
+    draining: AtomicBool,
+}
+
+/// Whether the server should get traffic, and why not: the facts `/health/ready`, `/health`
+/// and the Health hub's snapshot all report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// Every shard's accept loop runs.
+    pub accepting: bool,
+    /// Every shard's backplane participant is up (always, in process).
+    pub backplane_up: bool,
+    /// A graceful stop began.
+    pub draining: bool,
+}
+
+impl Readiness {
+    /// Accepting, backplane up, not draining.
+    pub fn is_ready(&self) -> bool {
+        self.accepting && self.backplane_up && !self.draining
+    }
+
+    /// Why not ready (`None` when ready), most decisive first.
+    pub fn reason(&self) -> Option<&'static str> {
+        if self.draining {
+            Some("draining")
+        } else if !self.accepting {
+            Some("not accepting connections")
+        } else if !self.backplane_up {
+            Some("backplane down")
+        } else {
+            None
+        }
+    }
 }
 
 /// Sums at one moment, for rates and snapshots.
@@ -416,6 +458,7 @@ impl Stats {
             shards: (0..shards).map(|_| ShardStats::new(count)).collect(),
             started: Instant::now(),
             backplane,
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -450,6 +493,23 @@ impl Stats {
     /// The index of hub `name` (hubs are few; looked up at connect and disconnect only).
     pub fn hub_index(&self, name: &str) -> Option<usize> {
         self.hubs.iter().position(|h| h == name)
+    }
+
+    /// A graceful stop began: the server is no longer ready.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server should get traffic, with the facts that decide it.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            accepting: self
+                .shards
+                .iter()
+                .all(|s| s.accepting.load(Ordering::Relaxed)),
+            backplane_up: self.backplane_up(),
+            draining: self.draining.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether every shard's backplane participant is up.
@@ -508,8 +568,18 @@ impl Stats {
             .map(|(name, n)| (s(name), Value::Int(i64::try_from(n).unwrap_or(i64::MAX))))
             .collect();
         let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let readiness = self.readiness();
         Value::Map(vec![
-            (s("status"), s("Healthy")),
+            (
+                s("status"),
+                s(if readiness.is_ready() {
+                    "Healthy"
+                } else {
+                    "Degraded"
+                }),
+            ),
+            (s("ready"), Value::Bool(readiness.is_ready())),
+            (s("draining"), Value::Bool(readiness.draining)),
             (s("version"), s(env!("CARGO_PKG_VERSION"))),
             (s("uptimeSeconds"), int(self.uptime_seconds())),
             (s("connections"), int(totals.connections)),
@@ -603,11 +673,13 @@ mod tests {
     fn the_snapshot_names_status_uptime_connections_rate_backplane_and_version() {
         let stats = Stats::new(vec!["health".into()], 1);
         stats.shard(0).connection_opened(0);
+        stats.shard(0).set_accepting(true);
         let snapshot = stats.snapshot(&stats.totals(), 2.5, "t".into());
         assert_eq!(
             snapshot.get("status").and_then(Value::as_str),
             Some("Healthy")
         );
+        assert_eq!(snapshot.get("ready"), Some(&Value::Bool(true)));
         assert_eq!(snapshot.get("connections").and_then(Value::as_i64), Some(1));
         assert_eq!(
             snapshot
@@ -627,6 +699,33 @@ mod tests {
             snapshot.get("version").and_then(Value::as_str),
             Some(env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn readiness_needs_every_shard_accepting_the_backplane_up_and_no_drain() {
+        let stats = Stats::new(vec!["health".into()], 2);
+        assert_eq!(
+            stats.readiness().reason(),
+            Some("not accepting connections")
+        );
+        stats.shard(0).set_accepting(true);
+        stats.shard(1).set_accepting(true);
+        assert!(stats.readiness().is_ready());
+        stats.shard(1).set_backplane_up(false);
+        assert_eq!(stats.readiness().reason(), Some("backplane down"));
+        stats.shard(1).set_backplane_up(true);
+        stats.set_draining();
+        let readiness = stats.readiness();
+        assert_eq!(
+            (readiness.is_ready(), readiness.reason()),
+            (false, Some("draining"))
+        );
+        let snapshot = stats.snapshot(&stats.totals(), 0.0, "t".into());
+        assert_eq!(
+            snapshot.get("status").and_then(Value::as_str),
+            Some("Degraded")
+        );
+        assert_eq!(snapshot.get("draining"), Some(&Value::Bool(true)));
     }
 
     #[test]

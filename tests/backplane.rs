@@ -239,6 +239,87 @@ fn the_official_client_suite_passes_across_three_instances() {
     );
 }
 
+#[test]
+fn draining_an_instance_moves_official_clients_through_a_balancer_to_another() {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/@microsoft/signalr").is_dir(),
+        "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
+    );
+    let redis = RedisServer::start();
+    let b = instance(DriverKind::IoUring, &redis, |_| {});
+    wait_ready(b.addr, 200);
+    // Instance A is a process, so the drain is the real SIGTERM path.
+    let dir = std::env::temp_dir().join(format!("ringhub-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nworkers = 2\n[runtime]\npin_cores = false\n\
+             [shutdown]\ndrain_delay = \"1s\"\n\
+             [backplane]\nkind = \"redis\"\nredis_url = \"{}\"\nchannel_prefix = \"{PREFIX}\"\n\
+             [hubs.chat]\npath = \"/hubs/chat\"\nredis_name = \"{CHAT}\"\n\
+             methods = {{ Echo = \"echo\", JoinGroup = \"join-group\" }}\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+        .arg("--config")
+        .arg(&config)
+        .env("RINGHUB_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ringhub");
+    let stderr = std::io::BufReader::new(a.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("instance A logs its address");
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    let a_addr: SocketAddr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("addr in the listening line")
+        .parse()
+        .unwrap();
+    wait_ready(a_addr, 200);
+    let a_url = format!("http://{a_addr}");
+    let b_url = format!("http://{}", b.addr);
+    let pid = a.id().to_string();
+    run_js_suite(
+        &js,
+        "drain.test.mjs",
+        &b,
+        &[
+            ("HUB_A", &a_url),
+            ("HUB_A_PID", &pid),
+            ("HUB_B", &b_url),
+            ("HUB_SERVER_KEY", SERVER_KEY),
+        ],
+        1,
+    );
+    let status = a.wait().unwrap();
+    let log: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "A's drain exit; log: {log:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 on_both_drivers! {
     fn envelopes_published_as_aspnet_core_does_reach_json_and_messagepack_clients(driver) {
         let redis = RedisServer::start();

@@ -58,10 +58,16 @@ impl Process {
             seen: Vec::new(),
         };
         let line = process.wait_for("listening");
+        // `addr=…` in text logs, `"addr":"…"` in JSON ones.
         let addr = line
             .split("addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
+            .or_else(|| {
+                line.split("\"addr\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+            })
             .expect("addr in the listening line")
             .parse()
             .unwrap();
@@ -131,6 +137,217 @@ fn sigterm_closes_websockets_with_1001_stops_accepting_and_exits_zero() {
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after exit"
     );
+}
+
+/// Reads frames until a text frame arrives; returns its payload.
+fn next_text(ws: &mut WsClient) -> Vec<u8> {
+    loop {
+        let frame = ws.read_frame();
+        if frame.opcode == 1 {
+            return frame.payload;
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_not_ready_first_then_tells_signalr_clients_to_reconnect_elsewhere_and_exits_zero()
+{
+    let (mut server, addr) = Process::start(
+        &[
+            "--set",
+            "diagnostics.enabled=true",
+            "--set",
+            "shutdown.drain_delay=5s",
+        ],
+        &[],
+    );
+    let mut ws = WsClient::connect(addr, "/hubs/diagnostics");
+    ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}");
+    assert_eq!(next_text(&mut ws), b"{}\x1e");
+    assert!(eventually(Duration::from_secs(5), || get(
+        addr,
+        "/health/ready"
+    )
+    .status
+        == 200));
+
+    server.signal("TERM");
+    // Not ready while the drain delay runs, but still serving.
+    assert!(eventually(Duration::from_secs(4), || {
+        let ready = get(addr, "/health/ready");
+        ready.status == 503 && ready.body_str().contains("\"status\":\"draining\"")
+    }));
+    let health: serde_json::Value = serde_json::from_slice(&get(addr, "/health").body).unwrap();
+    assert_eq!(
+        (health["ready"].as_bool(), health["draining"].as_bool()),
+        (Some(false), Some(true))
+    );
+    ws.send_text(
+        "{\"type\":1,\"invocationId\":\"1\",\"target\":\"echo\",\"arguments\":[\"still\"]}\u{1e}",
+    );
+    assert_eq!(
+        next_text(&mut ws),
+        b"{\"type\":3,\"invocationId\":\"1\",\"result\":\"still\"}\x1e"
+    );
+
+    // Then every SignalR client is told to reconnect (to another instance) and the socket closes.
+    let close = next_text(&mut ws);
+    let close: serde_json::Value =
+        serde_json::from_slice(close.strip_suffix(b"\x1e").unwrap()).unwrap();
+    assert_eq!(close, serde_json::json!({"type":7,"allowReconnect":true}));
+    assert_eq!(ws.read_close(), Some(1001));
+    ws.send(8, &1001u16.to_be_bytes());
+    assert_eq!(server.wait_exit(), 0, "log: {:#?}", server.seen);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[test]
+fn debug_logs_name_each_connection_end_with_its_reason_and_never_a_key_or_token() {
+    let dir = std::env::temp_dir().join(format!("ringhub-log-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.json");
+    let (key, _) = ringhub::auth::keys::add_key(&file, "logs", false, None).unwrap();
+    let (mut server, addr) = Process::start(
+        &[
+            "--set",
+            &format!("auth.key_file={}", file.display()),
+            "--set",
+            "log.format=json",
+        ],
+        &[("RINGHUB_LOG", "debug")],
+    );
+    // A virtual key in the query (the browser path), a token from negotiate, a refused key.
+    let negotiate = format!(
+        "POST /hubs/notifications/negotiate?negotiateVersion=1&access_token={key} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+    );
+    let negotiated = http(addr, negotiate.as_bytes());
+    assert_eq!(negotiated.status, 200, "{}", negotiated.body_str());
+    let body: serde_json::Value = serde_json::from_slice(&negotiated.body).unwrap();
+    let token = body["connectionToken"].as_str().unwrap().to_owned();
+    let mut ws = WsClient::connect(
+        addr,
+        &format!("/hubs/notifications?id={token}&access_token={key}"),
+    );
+    ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}");
+    assert_eq!(next_text(&mut ws), b"{}\x1e");
+    ws.send_text("{\"type\":7}\u{1e}");
+    assert_eq!(ws.read_close(), Some(1000));
+    let wrong = "condt_0123456789abcdefghijklmnopqrstuv";
+    let refused = http(
+        addr,
+        format!("POST /hubs/notifications/negotiate?access_token={wrong} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(refused.status, 401);
+    let ended = server.wait_for("hub connection ended");
+    let ended: serde_json::Value = serde_json::from_str(&ended).expect("JSON log lines");
+    assert_eq!(ended["level"], "DEBUG");
+    assert!(ended["fields"]["code"].is_number(), "{ended}");
+    assert!(ended["fields"]["reason"].is_string(), "{ended}");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+    for line in &server.seen {
+        for secret in [key.as_str(), token.as_str(), wrong] {
+            assert!(!line.contains(secret), "a secret was logged: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Invokes `target("x")` on a JSON hub connection and returns the Completion record.
+fn invoke(ws: &mut WsClient, id: &str, target: &str) -> serde_json::Value {
+    ws.send_text(&format!(
+        "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":[\"x\"]}}\u{1e}"
+    ));
+    let text = next_text(ws);
+    serde_json::from_slice(text.strip_suffix(b"\x1e").unwrap()).unwrap()
+}
+
+#[test]
+fn sighup_reloads_hub_methods_and_keys_for_new_connections_without_dropping_open_ones() {
+    let dir = std::env::temp_dir().join(format!("ringhub-sighup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.json");
+    let config = dir.join("ringhub.toml");
+    let write_config = |methods: &str, extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\nkey_file = \"{}\"\n[hubs.chat]\npath = \"/hubs/chat\"\nmethods = {{ {methods} }}\n{extra}",
+                keys.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config("Echo = \"echo\"", "");
+    let (first_key, _) = ringhub::auth::keys::add_key(&keys, "first", false, None).unwrap();
+    let config_arg = config.display().to_string();
+    let (mut server, addr) = Process::start(&["--config", &config_arg], &[]);
+    let negotiate = |key: &str| {
+        http(
+            addr,
+            format!("POST /hubs/notifications/negotiate?access_token={key} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        )
+        .status
+    };
+    let mut open = WsClient::connect(addr, "/hubs/chat");
+    open.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}");
+    assert_eq!(next_text(&mut open), b"{}\x1e");
+    assert_eq!(invoke(&mut open, "1", "Echo")["result"], "x");
+    assert!(
+        invoke(&mut open, "2", "Shout")["error"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown hub method")
+    );
+    let (second_key, _) = ringhub::auth::keys::add_key(&keys, "second", false, None).unwrap();
+    assert_eq!(negotiate(&first_key), 200);
+    assert_eq!(negotiate(&second_key), 401, "not loaded yet");
+
+    write_config("Echo = \"echo\", Shout = \"echo\"", "");
+    server.signal("HUP");
+    server.wait_for("reloaded hub definitions and the key store");
+    assert_eq!(
+        negotiate(&second_key),
+        200,
+        "the reloaded key store knows the new key"
+    );
+    let mut fresh = WsClient::connect(addr, "/hubs/chat");
+    fresh.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}");
+    assert_eq!(next_text(&mut fresh), b"{}\x1e");
+    assert_eq!(
+        invoke(&mut fresh, "1", "Shout")["result"],
+        "x",
+        "new connections get the new methods"
+    );
+    assert_eq!(
+        invoke(&mut open, "3", "Echo")["result"],
+        "x",
+        "the open connection was kept"
+    );
+
+    // Adding a hub needs a restart: the reload is refused and everything keeps running.
+    write_config(
+        "Echo = \"echo\"",
+        "[hubs.extra]\npath = \"/hubs/extra\"\nmethods = { Echo = \"echo\" }\n",
+    );
+    server.signal("HUP");
+    let refused = server.wait_for("reload refused");
+    assert!(refused.contains("needs a restart"), "{refused}");
+    assert_eq!(
+        invoke(&mut fresh, "2", "Shout")["result"],
+        "x",
+        "the refused reload changed nothing"
+    );
+    assert_eq!(get(addr, "/hubs/extra/negotiate").status, 404);
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0, "log: {:#?}", server.seen);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

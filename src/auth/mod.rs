@@ -32,13 +32,32 @@ use std::sync::Arc;
 /// Where a shard looks virtual keys up (admin keys are always configured hashes).
 #[derive(Debug, Clone)]
 pub enum KeyLookup {
-    /// The file store, loaded once and shared read-only by every shard.
-    File(Arc<KeyStore>),
+    /// The file store, loaded at start and again on reload (SIGHUP), shared read-only by every
+    /// shard; each shard swaps its reference when told.
+    File(std::cell::RefCell<Arc<KeyStore>>),
     /// Conduit's Redis entries, through this shard's own connections and cache.
     Redis(Rc<RedisKeyStore>),
 }
 
 impl KeyLookup {
+    /// The file store `store`.
+    pub fn file(store: Arc<KeyStore>) -> Self {
+        Self::File(std::cell::RefCell::new(store))
+    }
+
+    /// Applies a reload: a file store is replaced by `reloaded` (when given); the Redis
+    /// store forgets its cache, so key changes are read again.
+    pub fn reload(&self, reloaded: Option<&Arc<KeyStore>>) {
+        match self {
+            Self::File(store) => {
+                if let Some(reloaded) = reloaded {
+                    *store.borrow_mut() = Arc::clone(reloaded);
+                }
+            }
+            Self::Redis(store) => store.forget_cached(),
+        }
+    }
+
     /// Checks `presented` (a raw key from a request): an admin key by its hash in
     /// `admin_hashes`, a virtual key in the store.
     ///
@@ -51,7 +70,10 @@ impl KeyLookup {
         now_unix: u64,
     ) -> Result<Principal, AuthError> {
         match self {
-            Self::File(store) => store.authenticate(presented, admin_hashes, now_unix),
+            Self::File(store) => {
+                let store = Arc::clone(&store.borrow());
+                store.authenticate(presented, admin_hashes, now_unix)
+            }
             Self::Redis(store) => store.authenticate(presented, admin_hashes, now_unix).await,
         }
     }

@@ -107,6 +107,11 @@ impl RedisKeyStore {
         })
     }
 
+    /// Forgets every cached answer (a reload: the next request for each key reads Redis).
+    pub fn forget_cached(&self) {
+        self.cache.flush();
+    }
+
     /// How many keys (found or not) the cache holds.
     pub fn cached(&self) -> usize {
         self.cache.entries.borrow().len()

@@ -50,13 +50,13 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
         return Route::Metrics;
     }
     if let Some(hub) = hubs.at(path) {
-        return Route::Hub(Rc::clone(hub));
+        return Route::Hub(hub);
     }
     if let Some(hub) = path
         .strip_suffix("/negotiate")
         .and_then(|base| hubs.at(base))
     {
-        return Route::Negotiate(Rc::clone(hub));
+        return Route::Negotiate(hub);
     }
     if path.starts_with(publish::request::PREFIX) {
         return Route::Publish;

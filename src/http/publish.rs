@@ -157,8 +157,14 @@ impl RestError {
 }
 
 /// The served hubs by name, for `/api/hubs/{hub}`: exact names first, then ignoring case.
+/// Swapped with the hub table on reload.
 #[derive(Debug, Default)]
 pub struct HubNames {
+    names: std::cell::RefCell<Names>,
+}
+
+#[derive(Debug, Default)]
+struct Names {
     exact: HashMap<String, Rc<HubDefinition>>,
     folded: HashMap<String, Rc<HubDefinition>>,
 }
@@ -166,11 +172,17 @@ pub struct HubNames {
 impl HubNames {
     /// Indexes `definitions` by name, sharing the shard's hub table entries.
     pub fn new(definitions: &[HubDefinition], hubs: &Hubs) -> Self {
-        let mut names = Self::default();
+        let names = Self::default();
+        names.replace(definitions, hubs);
+        names
+    }
+
+    /// Indexes `definitions` from now on (a reload; `hubs` already holds them).
+    pub fn replace(&self, definitions: &[HubDefinition], hubs: &Hubs) {
+        let mut names = Names::default();
         for definition in definitions {
             let hub = hubs
                 .at(&definition.path)
-                .cloned()
                 .unwrap_or_else(|| Rc::new(definition.clone()));
             names
                 .folded
@@ -178,14 +190,17 @@ impl HubNames {
                 .or_insert_with(|| Rc::clone(&hub));
             names.exact.insert(definition.name.clone(), hub);
         }
-        names
+        *self.names.borrow_mut() = names;
     }
 
     /// The hub named `name` exactly, or else ignoring case.
-    pub fn get(&self, name: &str) -> Option<&Rc<HubDefinition>> {
-        self.exact
+    pub fn get(&self, name: &str) -> Option<Rc<HubDefinition>> {
+        let names = self.names.borrow();
+        names
+            .exact
             .get(name)
-            .or_else(|| self.folded.get(&name.to_lowercase()))
+            .or_else(|| names.folded.get(&name.to_lowercase()))
+            .cloned()
     }
 }
 
@@ -359,15 +374,15 @@ mod tests {
         let definitions = vec![HubDefinition::new("chat", "/hubs/chat", &[]), upper];
         let names = HubNames::new(&definitions, &Hubs::new(&definitions));
         assert_eq!(
-            names.get("chat").map(|h| h.path.as_str()),
+            names.get("chat").map(|h| h.path.clone()).as_deref(),
             Some("/hubs/chat")
         );
         assert_eq!(
-            names.get("Chat").map(|h| h.path.as_str()),
+            names.get("Chat").map(|h| h.path.clone()).as_deref(),
             Some("/hubs/upper")
         );
         assert_eq!(
-            names.get("CHAT").map(|h| h.path.as_str()),
+            names.get("CHAT").map(|h| h.path.clone()).as_deref(),
             Some("/hubs/chat")
         );
         assert!(names.get("nope").is_none());

@@ -555,30 +555,33 @@ fn method(hub: &str, name: &str, spec: &MethodConfig) -> Result<Method, HubConfi
     })
 }
 
-/// The hubs a server serves, by path.
-#[derive(Debug, Clone, Default)]
+/// The hubs a server serves, by path. A reload ([`Self::replace`]) swaps the table: new
+/// connections get the new definitions, open ones keep theirs.
+#[derive(Debug, Default)]
 pub struct Hubs {
-    by_path: HashMap<String, Rc<HubDefinition>>,
+    by_path: std::cell::RefCell<HashMap<String, Rc<HubDefinition>>>,
 }
 
 impl Hubs {
     /// A shard's table of the validated [`definitions`].
     pub fn new(definitions: &[HubDefinition]) -> Self {
-        let mut hubs = Self::default();
-        for definition in definitions {
-            hubs.add(definition.clone());
-        }
+        let hubs = Self::default();
+        hubs.replace(definitions);
         hubs
     }
 
-    /// Adds (or replaces) a hub.
-    pub fn add(&mut self, hub: HubDefinition) {
-        self.by_path.insert(hub.path.clone(), Rc::new(hub));
+    /// Serves exactly `definitions` from now on.
+    pub fn replace(&self, definitions: &[HubDefinition]) {
+        *self.by_path.borrow_mut() = definitions
+            .iter()
+            .map(|d| (d.path.clone(), Rc::new(d.clone())))
+            .collect();
     }
 
     /// The hubs with a method bound to `action`.
     pub fn using(&self, action: Action) -> Vec<Rc<HubDefinition>> {
         self.by_path
+            .borrow()
             .values()
             .filter(|hub| hub.uses(action))
             .cloned()
@@ -586,9 +589,50 @@ impl Hubs {
     }
 
     /// The hub served at exactly `path`.
-    pub fn at(&self, path: &str) -> Option<&Rc<HubDefinition>> {
-        self.by_path.get(path)
+    pub fn at(&self, path: &str) -> Option<Rc<HubDefinition>> {
+        self.by_path.borrow().get(path).cloned()
     }
+}
+
+/// A hub set that may not change without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the hubs served changed ({0}); adding, removing or renaming hubs (name, path, redis_name) \
+     needs a restart, reload applies changes to existing hubs only"
+)]
+pub struct HubSetChanged(pub String);
+
+/// Checks that `reloaded` serves the same hubs as `running` (by name, path and backplane name)
+/// and gives each its running counterpart's [`HubDefinition::index`], so counters and backplane
+/// subscriptions stay valid.
+///
+/// # Errors
+/// [`HubSetChanged`] naming the first difference.
+pub fn reconcile(
+    running: &[HubDefinition],
+    reloaded: &mut [HubDefinition],
+) -> Result<(), HubSetChanged> {
+    let identity = |h: &HubDefinition| (h.name.clone(), h.path.clone(), h.redis_name.clone());
+    let mut before: Vec<_> = running.iter().map(identity).collect();
+    let mut after: Vec<_> = reloaded.iter().map(identity).collect();
+    before.sort();
+    after.sort();
+    if before != after {
+        let added = after.iter().find(|h| !before.contains(h));
+        let removed = before.iter().find(|h| !after.contains(h));
+        let describe = |h: &(String, String, String)| format!("{} at {}", h.0, h.1);
+        return Err(HubSetChanged(match (added, removed) {
+            (Some(a), _) => format!("new or changed: {}", describe(a)),
+            (None, Some(r)) => format!("gone: {}", describe(r)),
+            (None, None) => "duplicates".to_owned(),
+        }));
+    }
+    for hub in reloaded.iter_mut() {
+        if let Some(old) = running.iter().find(|r| r.name == hub.name) {
+            hub.index = old.index;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

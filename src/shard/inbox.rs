@@ -76,6 +76,17 @@ pub enum ShardMessage {
     StreamFanOut(Arc<crate::hub::streams::StreamChunk>),
     /// A stream chunk for this shard's backlog and subscribers.
     StreamChunk(Arc<crate::hub::streams::StreamChunk>),
+    /// New hub definitions and key store (SIGHUP), for new connections from now on.
+    Reload(Arc<Reload>),
+}
+
+/// What a reload hands every shard ([`crate::server::ServerHandle::reload`]).
+#[derive(Debug)]
+pub struct Reload {
+    /// The hub definitions (the same hubs, [`crate::hub::reconcile`]d with the running ones).
+    pub hubs: Arc<[crate::hub::HubDefinition]>,
+    /// The reloaded file key store (`None` with the Redis store, whose cache is just emptied).
+    pub keys: Option<Arc<crate::auth::keys::KeyStore>>,
 }
 
 /// Senders to every shard's inbox, indexed by shard.

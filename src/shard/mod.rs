@@ -255,6 +255,8 @@ pub async fn run(
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|source| ShardError::Listener { shard, source })?;
     let acceptor = monoio::spawn(accept_loop(listener, Rc::clone(&ctx)));
+    let counters = ctx.stats.shard(usize::from(shard));
+    counters.set_accepting(true);
     // Dropped with the runtime when this function returns.
     let _ticker = monoio::spawn(run_timers(Rc::clone(&ctx)));
     let _inbox = monoio::spawn(run_inbox(Rc::clone(&ctx), inbox));
@@ -268,7 +270,10 @@ pub async fn run(
     let _ = stop.await;
 
     ctx.acceptor.raise(Signal::Shutdown);
+    // The accept loop drops the listening socket when it returns: new connections are refused
+    // at once instead of waiting in the backlog.
     acceptor.await;
+    counters.set_accepting(false);
     let open = ctx.connections.len();
     info!(shard, open, "stopped accepting; closing connections");
     ctx.connections.raise_all(Signal::Shutdown);
@@ -320,6 +325,16 @@ async fn run_inbox(ctx: Rc<ShardContext>, mut inbox: Inbox) {
             }
             Some(ShardMessage::StreamChunk(chunk)) => {
                 crate::hub::streams::deliver_local(&ctx, &chunk);
+            }
+            Some(ShardMessage::Reload(reload)) => {
+                ctx.hubs.replace(&reload.hubs);
+                ctx.hub_names.replace(&reload.hubs, &ctx.hubs);
+                ctx.keys.reload(reload.keys.as_ref());
+                info!(
+                    shard = ctx.id.0,
+                    hubs = reload.hubs.len(),
+                    "reloaded hub definitions and keys"
+                );
             }
             Some(ShardMessage::KeyState(update)) => {
                 crate::hub::endpoint::apply_key_state(&ctx, &update);

@@ -836,7 +836,7 @@ mod tests {
                     stats: crate::stats::Stats::new(Vec::new(), 1),
                     quota: crate::hub::quota::ConnectionQuota::new(0, 0),
                 },
-                crate::auth::KeyLookup::File(Arc::new(crate::auth::keys::KeyStore::empty())),
+                crate::auth::KeyLookup::file(Arc::new(crate::auth::keys::KeyStore::empty())),
                 crate::backplane::Backplane::InProcess,
             ));
             let stream = TcpStream::connect(addr).await.unwrap();
