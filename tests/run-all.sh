@@ -2,7 +2,8 @@
 # Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
 # and integration tests (both monoio drivers, the official @microsoft/signalr client suite, the
 # Redis key store and backplane against a real redis-server; the io_uring floor), the benches (run
-# once, and built in the bench profile), a smoke run of every load generator scenario, and
+# once, and built in the bench profile), the fuzz targets (built, replaying their seeds and
+# regression inputs), a smoke run of every load generator scenario, and
 # Autobahn|Testsuite against the release binary. Installs what it needs (Python tools into target/), starts every
 # service it needs on free ports, and stops them afterwards.
 #
@@ -70,6 +71,18 @@ cargo bench --locked --no-run
 
 step "release build (server, load generator, floor)"
 cargo build --locked --release --workspace
+
+step "fuzz targets (fuzz/, its own workspace) build and replay their seeds and regression inputs"
+cargo build --locked --manifest-path fuzz/Cargo.toml --bins
+for source in fuzz/fuzz_targets/*.rs; do
+  target=$(basename "$source" .rs)
+  inputs=("fuzz/seeds/$target")
+  [[ -d "fuzz/regressions/$target" ]] && inputs+=("fuzz/regressions/$target")
+  # -runs=0: execute every input once; a panic or a sanitizer report fails the step.
+  "fuzz/target/debug/$target" "${inputs[@]}" -runs=0 2>"target/fuzz-$target.log" \
+    || { cat "target/fuzz-$target.log" >&2; exit 1; }
+  echo "$target: $(grep -o 'Done [0-9]* runs' "target/fuzz-$target.log")"
+done
 
 step "load generator smoke run: every scenario S1-S6 for a few seconds against its own servers"
 bash loadtest/smoke.sh

@@ -28,6 +28,7 @@ pub mod subscriber;
 pub mod url;
 
 pub use command::{CommandConnection, LinkState};
+pub use resp::{Reply, ReplyReader};
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use url::RedisUrl;
 

@@ -50,16 +50,16 @@ fn put_decimal(out: &mut BytesMut, mut n: usize) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// Reads frames out of the bytes a connection receives, however the network splits them.
+/// Reads frames out of the bytes a connection receives, however the network splits them
+/// (sans-IO: the caller appends what it read to [`Self::buffer_mut`]).
 #[derive(Debug, Default)]
-pub(crate) struct ReplyReader {
+pub struct ReplyReader {
     buffer: BytesMut,
 }
 
 impl ReplyReader {
-    /// The buffered bytes (tests feed the reader through this).
-    #[cfg(test)]
-    pub(crate) fn buffer_mut(&mut self) -> &mut BytesMut {
+    /// The buffered bytes, to append what was read (tests and fuzz targets feed it directly).
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buffer
     }
 
@@ -77,7 +77,7 @@ impl ReplyReader {
     ///
     /// # Errors
     /// [`RedisError::Protocol`] when the bytes are not RESP2; the connection cannot continue.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Reply>, RedisError> {
+    pub fn next_frame(&mut self) -> Result<Option<Reply>, RedisError> {
         match decode_bytes_mut(&mut self.buffer) {
             Ok(Some((frame, _, _))) => Ok(Some(Reply::from_frame(frame))),
             Ok(None) => Ok(None),
@@ -88,7 +88,7 @@ impl ReplyReader {
 
 /// One decoded reply: a value, or the error Redis answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
+pub enum Reply {
     /// A value.
     Value(Value),
     /// `-ERR …` and friends.
@@ -104,7 +104,7 @@ impl Reply {
     }
 
     /// The caller's view: a Redis error reply is [`RedisError::Server`].
-    pub(crate) fn into_result(self) -> Result<Value, RedisError> {
+    pub fn into_result(self) -> Result<Value, RedisError> {
         match self {
             Self::Value(value) => Ok(value),
             Self::Error(text) => Err(RedisError::Server(text)),
