@@ -12,6 +12,7 @@ JSON on /hubs/diagnostics; the floor and the peers with raw WebSocket frames of 
     python3 perf/compare.py s4 --connections 100,1000 --rate 10000 --size 128
     python3 perf/compare.py s1 --connections 1000,5000,10000,19000 --hold 120s
     python3 perf/compare.py s5 --mode echo,broadcast --connections 10,100
+    python3 perf/compare.py s3 --shape small,big
     python3 perf/compare.py s2 --quick                # a few-second sanity run
     python3 perf/compare.py s2 --dry-run              # print the commands, run nothing
 
@@ -131,6 +132,21 @@ SCENARIOS = {
         notes=["Broadcast fan-out, open loop; CPU is the server's utime+stime per delivered "
                "message (softirq not included; see softirq_s in the JSON)."],
     ),
+    "s3": Scenario(
+        unit="delivery",
+        steps={"shape": "small,big"},
+        fixed={},
+        quick_steps={"shape": "small"},
+        notes=["Group sends, open loop (perf-scenarios.md §4 S3): small = 10,000 connections in "
+               "1,000 groups of 10, 2,000 sends/s of 2,048 B (20,000 deliveries/s); big = 10 "
+               "groups of 1,000, 20 sends/s. ringhub: SendToGroup on the hub; raw servers: each "
+               "connection joins by its path /ws/group/NAME and a message it sends goes to every "
+               "member of its group, itself included (perf/peers/README.md). The delivered "
+               "frames have the same length on both wires.",
+               "Shape `reconnect` is `churn` without JoinGroup/LeaveGroup (the raw wire has no "
+               "invocations): small plus 100 reconnects/s of 1,000 extra connections in 10 "
+               "groups each; `churn` (ringhub only) adds 1,000 joins and 1,000 leaves/s."],
+    ),
     "s4": Scenario(
         unit="invocation",
         steps={"connections": "100,1000", "rate": "10000"},
@@ -226,6 +242,9 @@ def loadgen_command(args, server, step, port, pid):
            "--protocol", "raw" if server.raw else args.ringhub_protocol]
     if not server.raw:
         cmd += ["--hub", args.ringhub_hub]
+    if args.scenario == "s3" and params.get("shape") == "reconnect":
+        # The churn preset without the hub-only group operations, so raw servers can run it.
+        params = {**params, "shape": "churn", "join_rate": "0", "leave_rate": "0"}
     for key, value in params.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     if scenario.timed:
@@ -479,6 +498,9 @@ def summarize(records, servers, step_list):
                 "p50_us": stats(lambda r: r["latency_us"]["p50"]),
                 "p99_us": stats(lambda r: r["latency_us"]["p99"]),
                 "p999_us": stats(lambda r: r["latency_us"]["p999"]),
+                # S3 churn: disconnect, reconnect and rejoin, from its scheduled time.
+                "reconnect_p50_us": stats(lambda r: r["group_ops"]["reconnect"]["p50"]),
+                "reconnect_p99_us": stats(lambda r: r["group_ops"]["reconnect"]["p99"]),
                 "rss_after_kib": stats(lambda r: r["server"]["rss_after_kib"]),
                 "rss_per_connection_kib": stats(lambda r: r["server"]["rss_per_connection_kib"]),
                 "softirq_s": stats(lambda r: r["server"]["softirq_s"]),
@@ -582,6 +604,9 @@ def report_markdown(args, meta, summary, records):
         unit = next((r["unit"] for r in rows if r["unit"]), scenario.unit)
         header = ["server", f"CPU µs/{unit}", "× floor", "delivered/s", "lost / expected", "errors",
                   "p50 µs", "p99 µs", "peak RSS MiB"]
+        reconnects = any(r["reconnect_p50_us"] for r in rows)
+        if reconnects:
+            header.insert(-1, "reconnect p50 / p99 µs")
         if args.scenario == "s1":
             header = ["server", "connect CPU µs/conn", "× floor", "idle CPU % (hold)",
                       "RSS/conn KiB", "Slab Δ KiB", "drops", "failed", "errors"]
@@ -600,6 +625,9 @@ def report_markdown(args, meta, summary, records):
                 cells = [name, spread(cpu), ratio, median(r["rate_delivered_per_s"]),
                          f"{fmt(r['lost'])} / {fmt(r['expected'])}", fmt(r["errors"]),
                          median(r["p50_us"]), median(r["p99_us"]), mib(r["server_peak_rss_kib"])]
+                if reconnects:
+                    cells.insert(-1, f"{median(r['reconnect_p50_us'])} / "
+                                     f"{median(r['reconnect_p99_us'])}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     failures = [r for r in records if "error" in r or r.get("exit_code") not in (0, None)]

@@ -1,11 +1,14 @@
 // Bun peer for perf/compare.py: Bun.serve (uWebSockets inside) with topics and server.publish.
 // Raw contract: /ws/broadcast subscribes to one topic, every message on /ws/publish is published
-// to it (opcode kept), /ws/echo echoes; GET /health/ready answers 200.
+// to it (opcode kept), /ws/echo echoes; GET /health/ready answers 200. Groups (S3):
+// /ws/group/A[,B…] subscribes to topics A, B, …, and every message on it is published to A, the
+// sender included (server.publish, not ws.publish, which would skip the sender).
 // Run: node_modules/@oven/bun-linux-x64/bin/bun bun-server.js [--port P]   (P = 0: a free port)
 // Prints `listening <port>` once ready.
 
 const TOPIC = "broadcast";
 const ROUTES = { "/ws/broadcast": "subscribe", "/ws/publish": "publish", "/ws/echo": "echo" };
+const GROUP_PREFIX = "/ws/group/";
 
 function portArg(argv) {
   const at = argv.indexOf("--port");
@@ -19,9 +22,12 @@ const server = Bun.serve({
   fetch(req, server) {
     const path = new URL(req.url).pathname;
     if (path === "/health/ready") return new Response("");
-    const role = ROUTES[path];
-    if (!role) return new Response("not found", { status: 404 });
-    if (server.upgrade(req, { data: { role } })) return undefined;
+    let data = { role: ROUTES[path] };
+    if (path.startsWith(GROUP_PREFIX) && path.length > GROUP_PREFIX.length) {
+      data = { role: "group", groups: path.slice(GROUP_PREFIX.length).split(",") };
+    }
+    if (!data.role) return new Response("not found", { status: 404 });
+    if (server.upgrade(req, { data })) return undefined;
     return new Response("upgrade required", { status: 426 });
   },
   websocket: {
@@ -35,9 +41,11 @@ const server = Bun.serve({
     sendPings: false,
     open(ws) {
       if (ws.data.role === "subscribe") ws.subscribe(TOPIC);
+      else if (ws.data.role === "group") for (const group of ws.data.groups) ws.subscribe(group);
     },
     message(ws, message) {
       if (ws.data.role === "publish") server.publish(TOPIC, message);
+      else if (ws.data.role === "group") server.publish(ws.data.groups[0], message);
       else if (ws.data.role === "echo") ws.send(message);
     },
   },

@@ -5,6 +5,8 @@
 //   publisher itself;
 // - a subscriber that stops reading for a while still gets every message, in order, afterwards
 //   (the server queues and resumes short writes);
+// - a message sent on /ws/group/A[,B…] reaches every member of A (the sender too), in order and
+//   intact, and no connection outside A;
 // - /ws/echo returns each message as sent; a ping gets a pong with its payload; a close gets a
 //   close with the same code; /health/ready answers 200 and an unknown path 404.
 //
@@ -149,6 +151,29 @@ async function checkSlowSubscriber(port) {
   return "100 × 32,000 B to a subscriber paused for 1 s";
 }
 
+async function checkGroups(port) {
+  const a = await Promise.all(Array.from({ length: 10 }, () => connect(port, "/ws/group/a")));
+  // A member of b and a: sends to b, receives what either group gets.
+  const both = await connect(port, "/ws/group/b,a");
+  const onlyB = await connect(port, "/ws/group/b");
+  const leaver = await connect(port, "/ws/group/a,b");
+  leaver.terminate();
+  const toA = messages(20);
+  for (const m of toA) a[0].send(m.data, { binary: m.isBinary });
+  await until(10_000, "every member of a gets every message", () =>
+    [...a, both].every((s) => s.received.length >= toA.length));
+  a.forEach((s, n) => toA.forEach((m, i) => assertSame(s.received[i], m, `member ${n} of a, message ${i}`)));
+  const toB = { data: "to b", isBinary: false };
+  both.send(toB.data);
+  await until(10_000, "b's members get b's message", () =>
+    onlyB.received.length >= 1 && both.received.length >= toA.length + 1);
+  // The first message b's other member gets is b's: nothing sent to a reached it.
+  assertSame(onlyB.received[0], toB, "b's only-b member");
+  assertSame(both.received[toA.length], toB, "the member of both");
+  for (const ws of [...a, both, onlyB]) ws.terminate();
+  return `${toA.length} messages to a group of 11 (sender included), none outside it`;
+}
+
 async function checkEcho(port) {
   const ws = await connect(port, "/ws/echo");
   const sent = messages(18);
@@ -192,7 +217,7 @@ for (const name of chosen) {
   try {
     server = await start(name);
     const only = process.env.CHECK_ONLY;
-    for (const check of [checkBroadcast, checkSlowSubscriber, checkEcho, checkHttp]) {
+    for (const check of [checkBroadcast, checkSlowSubscriber, checkGroups, checkEcho, checkHttp]) {
       if (only && check.name !== only) continue;
       const what = await within(30_000, check.name, check(server.port));
       console.log(`ok   ${name.padEnd(14)} ${check.name}: ${what}`);

@@ -1,6 +1,8 @@
 // uWebSockets.js peer for perf/compare.py (@trufflesuite/uws-js-unofficial, the native addon for
 // Node 20): app.publish to one topic. Raw contract: /ws/broadcast subscribes, every message on
 // /ws/publish is published (opcode kept), /ws/echo echoes; GET /health/ready answers 200.
+// Groups (S3): /ws/group/A[,B…] subscribes to topics A, B, …, and every message on it is published
+// to A with app.publish (the sender included; ws.publish would skip it).
 // Run: node uws-server.js [--port P]   (P = 0: a free port). Prints `listening <port>`.
 
 const path = require("node:path");
@@ -43,6 +45,24 @@ app.ws("/ws/publish", {
 app.ws("/ws/echo", {
   ...common,
   message: (ws, message, isBinary) => ws.send(message, isBinary),
+});
+const GROUP_PREFIX = "/ws/group/";
+app.ws("/ws/group/*", {
+  ...common,
+  upgrade: (res, req, context) => {
+    const groups = req.getUrl().slice(GROUP_PREFIX.length).split(",");
+    res.upgrade(
+      { groups },
+      req.getHeader("sec-websocket-key"),
+      req.getHeader("sec-websocket-protocol"),
+      req.getHeader("sec-websocket-extensions"),
+      context,
+    );
+  },
+  open: (ws) => {
+    for (const group of ws.getUserData().groups) ws.subscribe(group);
+  },
+  message: (ws, message, isBinary) => app.publish(ws.getUserData().groups[0], message, isBinary),
 });
 app.get("/health/ready", (res) => res.end(""));
 app.any("/*", (res) => res.writeStatus("404 Not Found").end("not found"));

@@ -16,6 +16,9 @@ pub(crate) enum Route {
     Publish,
     /// `/ws/echo`: each message it sends comes back to it.
     Echo,
+    /// `/ws/group/A[,B…]`: a member of groups A, B, …; each message it sends goes to every
+    /// member of A, itself included.
+    Group,
 }
 
 /// What the bytes read so far on a new connection amount to.
@@ -27,6 +30,8 @@ pub(crate) enum Head {
     Upgrade {
         /// The route asked for.
         route: Route,
+        /// The groups named by a `/ws/group/…` path (empty for the other routes).
+        groups: Vec<String>,
         /// The full `101` response.
         response: String,
         /// Bytes of the request head, including the blank line.
@@ -40,6 +45,9 @@ const NOT_FOUND: &str = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnecti
 const BAD_REQUEST: &str =
     "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const READY: &str = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// Paths under this prefix name the groups a connection joins.
+const GROUP_PREFIX: &str = "/ws/group/";
 
 /// Reads the request head at the start of `buf`.
 pub(crate) fn parse(buf: &[u8]) -> Head {
@@ -59,7 +67,15 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
         return Head::Refuse(BAD_REQUEST);
     };
     let path = target.split('?').next().unwrap_or_default();
+    let mut groups = Vec::new();
     let route = match path {
+        _ if path.len() > GROUP_PREFIX.len() && path.starts_with(GROUP_PREFIX) => {
+            groups = path[GROUP_PREFIX.len()..]
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            Route::Group
+        }
         "/ws/broadcast" => Route::Broadcast,
         "/ws/publish" => Route::Publish,
         "/ws/echo" => Route::Echo,
@@ -77,6 +93,7 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
     };
     Head::Upgrade {
         route,
+        groups,
         response: format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n\r\n",
@@ -128,6 +145,7 @@ mod tests {
                 route,
                 response,
                 len: used,
+                ..
             } = parse(&buf)
             else {
                 panic!("expected an upgrade for {path}");
@@ -136,6 +154,17 @@ mod tests {
             assert_eq!(used, len, "the bytes after the head are left for framing");
             assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         }
+    }
+
+    #[test]
+    fn a_group_path_names_the_groups_joined_in_order() {
+        let Head::Upgrade { route, groups, .. } = parse(&request("/ws/group/g1,k20,k21?x=1"))
+        else {
+            panic!("expected an upgrade");
+        };
+        assert_eq!(route, Route::Group);
+        assert_eq!(groups, ["g1", "k20", "k21"]);
+        assert_eq!(parse(&request("/ws/group/")), Head::Refuse(NOT_FOUND));
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! - `/ws/broadcast`: a subscriber; receives every message any publisher sends;
 //! - `/ws/publish`: a publisher; each of its messages goes to every subscriber, opcode kept;
 //! - `/ws/echo`: each message comes back to its sender;
+//! - `/ws/group/A[,B…]`: a member of groups A, B, … (S3); each message it sends goes to every
+//!   member of A, itself included: a group table maps each name to its members' keys, and the
+//!   frame is built once with one `Send` SQE per member, as for a broadcast;
 //! - `GET /health/ready` answers `200`, any other path `404`.
 //!
 //! With `--coalesce` it also pulls the other lever: when several frames are waiting for one
@@ -38,7 +41,7 @@
 mod frame;
 mod http;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write as _};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::Range;
@@ -107,6 +110,7 @@ fn start() -> io::Result<()> {
         coalesce,
         conns: Slab::new(),
         to_flush: Vec::new(),
+        groups: HashMap::new(),
         stats: Stats::default(),
     }
     .run()
@@ -219,6 +223,8 @@ struct Conn {
     close_when_flushed: bool,
     /// The socket is shut down; the slot is freed when nothing is in flight.
     closing: bool,
+    /// `/ws/group/…`: the groups it is a member of; it sends to the first.
+    groups: Vec<Rc<str>>,
 }
 
 impl Conn {
@@ -236,6 +242,7 @@ impl Conn {
             msg: None,
             close_when_flushed: false,
             closing: false,
+            groups: Vec::new(),
         }
     }
 
@@ -262,6 +269,8 @@ struct Floor {
     conns: Slab<Conn>,
     /// Connections with frames queued in this loop turn.
     to_flush: Vec<usize>,
+    /// Group name -> the keys of its members (`/ws/group/…` connections).
+    groups: HashMap<Rc<str>, Vec<usize>>,
     stats: Stats,
 }
 
@@ -387,11 +396,17 @@ impl Floor {
                 }
                 Head::Upgrade {
                     route,
+                    groups,
                     response,
                     len,
                 } => {
                     enqueue(&mut self.to_flush, key, conn, response.into_bytes());
                     conn.role = Role::Upgraded(route);
+                    for name in groups {
+                        let name: Rc<str> = name.into();
+                        self.groups.entry(name.clone()).or_default().push(key);
+                        conn.groups.push(name);
+                    }
                     start = len;
                     route
                 }
@@ -459,6 +474,14 @@ impl Floor {
                     enqueue(&mut self.to_flush, key, conn, out);
                     Ok(())
                 }
+                Route::Group => {
+                    let out = Rc::new(frame::build(opcode, payload));
+                    let Some(group) = conn.groups.first().cloned() else {
+                        return Ok(());
+                    };
+                    self.publish(&group, &out);
+                    Ok(())
+                }
                 Route::Broadcast => Ok(()),
             },
             frame::OP_PING => {
@@ -489,6 +512,19 @@ impl Floor {
             }
         }
         Ok(())
+    }
+
+    /// Queues one shared frame on every member of `group`, as `broadcast` does.
+    fn publish(&mut self, group: &str, out: &Rc<Vec<u8>>) {
+        self.stats.broadcasts += 1;
+        let Some(members) = self.groups.get(group) else {
+            return;
+        };
+        for &key in members {
+            if let Some(conn) = self.conns.get_mut(key) {
+                enqueue_shared(&mut self.to_flush, key, conn, Rc::clone(out));
+            }
+        }
     }
 
     /// Sends a close frame with `code`, then shuts the connection down.
@@ -544,7 +580,17 @@ impl Floor {
         if !done {
             return;
         }
-        self.conns.remove(key);
+        let conn = self.conns.remove(key);
+        for name in &conn.groups {
+            if let Some(members) = self.groups.get_mut(name) {
+                if let Some(at) = members.iter().position(|&member| member == key) {
+                    members.swap_remove(at);
+                }
+                if members.is_empty() {
+                    self.groups.remove(name);
+                }
+            }
+        }
         if self.conns.is_empty() {
             let Stats {
                 accepted,

@@ -236,3 +236,25 @@ fn an_unmasked_client_frame_is_closed_with_a_protocol_error() {
     s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     assert_eq!(read_frame(&mut s), (0x8, 1002u16.to_be_bytes().to_vec()));
 }
+
+#[test]
+fn a_group_message_reaches_every_member_of_the_senders_first_group_and_no_one_else() {
+    let floor = Floor::start(&[]);
+    let mut a: Vec<_> = (0..3).map(|_| floor.connect("/ws/group/a")).collect();
+    // Member of b and a: sends to b, receives what either group gets.
+    let mut both = floor.connect("/ws/group/b,a");
+    let mut only_b = floor.connect("/ws/group/b");
+    let leaver = floor.connect("/ws/group/a,b");
+    drop(leaver);
+    a[0].write_all(&client_frame(0x1, b"to a")).unwrap();
+    both.write_all(&client_frame(0x2, b"to b")).unwrap();
+    for member in &mut a {
+        assert_eq!(read_frame(member), (0x1, b"to a".to_vec()));
+    }
+    // A frame to a arrives before the frame to b, or after it: both come.
+    let mut got = [read_frame(&mut both), read_frame(&mut both)];
+    got.sort();
+    assert_eq!(got, [(0x1, b"to a".to_vec()), (0x2, b"to b".to_vec())]);
+    // The first frame b's other member reads is b's: a's message never came to it.
+    assert_eq!(read_frame(&mut only_b), (0x2, b"to b".to_vec()));
+}

@@ -5,13 +5,20 @@
 //! Churn adds, on top: `JoinGroup`/`LeaveGroup` calls on members (extra `j…` groups that
 //! receive no sends; their completion times are the group-op latency), and reconnects of
 //! extra connections that each belong to `churner_groups` groups of their own.
+//!
+//! Raw (peer servers): a connection joins its groups by its path, `/ws/group/NAME[,NAME…]`,
+//! and each message it sends goes to every member of the first group named, itself included.
+//! A sender sends the frame a SignalR member would receive
+//! (`{"type":1,"target":"Send","arguments":["…"]}` + `0x1E`), so delivered frames have the
+//! same length on both wires. There are no invocations, so no joins or leaves after the
+//! connect: raw churn is the reconnects only.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::cli::Common;
-use crate::client::Client;
+use crate::client::{Client, Wire};
 use crate::clock::{self, now_ns};
 use crate::conn::Conn;
 use crate::payload::{self, Stamp};
@@ -57,6 +64,11 @@ fn churner_groups(shape: &GroupShape, churner: usize) -> Vec<String> {
         .collect()
 }
 
+/// The raw wire's path for a connection in `groups` (the first is the one it sends to).
+fn raw_path(groups: &[String]) -> String {
+    format!("/ws/group/{}", groups.join(","))
+}
+
 /// Joins `groups` on `conn`, all at once; true if every join completed without error.
 async fn join_all(client: &Client, conn: &Conn, groups: &[String], hist: Option<Hist>) -> bool {
     let started = now_ns();
@@ -92,12 +104,20 @@ async fn join_all(client: &Client, conn: &Conn, groups: &[String], hist: Option<
 /// Runs this thread's share of S3.
 pub async fn run(env: &ThreadEnv, common: &Common, shape: &GroupShape) -> anyhow::Result<()> {
     let client = client_for(env, common, &common.url)?;
+    let raw = client.settings.wire == Wire::Raw;
     let limit = in_flight_per_thread(common);
     let members_range = share(shape.connections, env.slot, env.slots);
     let member_ids: Vec<usize> = members_range.clone().collect();
-    let members = open_all(&client, &common.hub, member_ids.clone(), limit, None, true).await;
+    let members = if raw {
+        open_each(&client, &member_ids, limit, |member| {
+            raw_path(&[group_of(shape, member)])
+        })
+        .await
+    } else {
+        open_all(&client, &common.hub, member_ids.clone(), limit, None, true).await
+    };
     let members = Rc::new(members);
-    {
+    if !raw {
         let (client, members, shape) = (client.clone(), members.clone(), shape.clone());
         let ids = member_ids.clone();
         concurrently(members.len(), limit, move |k| {
@@ -121,18 +141,27 @@ pub async fn run(env: &ThreadEnv, common: &Common, shape: &GroupShape) -> anyhow
     let churners: Rc<RefCell<Vec<Option<Rc<Conn>>>>> = Rc::new(RefCell::new(Vec::new()));
     {
         let ids: Vec<usize> = churner_range.clone().collect();
-        let opened = open_all(
-            &client,
-            &common.hub,
-            ids.iter().map(|c| shape.connections + c).collect(),
-            limit,
-            None,
-            true,
-        )
-        .await;
+        let opened = if raw {
+            let indices: Vec<usize> = ids.iter().map(|c| shape.connections + c).collect();
+            open_each(&client, &indices, limit, |index| {
+                raw_path(&churner_groups(shape, index - shape.connections))
+            })
+            .await
+        } else {
+            open_all(
+                &client,
+                &common.hub,
+                ids.iter().map(|c| shape.connections + c).collect(),
+                limit,
+                None,
+                true,
+            )
+            .await
+        };
         let opened = Rc::new(opened);
         let (client2, opened2, shape2) = (client.clone(), opened.clone(), shape.clone());
-        concurrently(ids.len(), limit, move |k| {
+        let joins = if raw { 0 } else { ids.len() };
+        concurrently(joins, limit, move |k| {
             let (client, opened, shape) = (client2.clone(), opened2.clone(), shape2.clone());
             let churner = ids[k];
             async move {
@@ -202,12 +231,21 @@ pub async fn run(env: &ThreadEnv, common: &Common, shape: &GroupShape) -> anyhow
                         },
                         shape.size,
                     );
-                    let group = group_of(shape, *member);
-                    conn.send(
-                        "SendToGroup",
-                        &[Arg::Str(group.as_bytes()), Arg::Str(&body)],
-                        false,
-                    );
+                    if raw {
+                        // The connection's path named its group.
+                        conn.send_text(|out| {
+                            out.extend_from_slice(br#"{"type":1,"target":"Send","arguments":[""#);
+                            out.extend_from_slice(&body);
+                            out.extend_from_slice(b"\"]}\x1e");
+                        });
+                    } else {
+                        let group = group_of(shape, *member);
+                        conn.send(
+                            "SendToGroup",
+                            &[Arg::Str(group.as_bytes()), Arg::Str(&body)],
+                            false,
+                        );
+                    }
                     rec.add(Counter::SentTotal, 1);
                     if in_window {
                         rec.add(Counter::Sent, 1);
@@ -243,18 +281,21 @@ pub async fn run(env: &ThreadEnv, common: &Common, shape: &GroupShape) -> anyhow
                     };
                     old.close();
                     let churner = churner_ids[slot];
-                    let (client, churners, shape, path) = (
-                        client.clone(),
-                        churners.clone(),
-                        shape.clone(),
-                        common.hub.clone(),
-                    );
+                    let (client, churners, shape) =
+                        (client.clone(), churners.clone(), shape.clone());
+                    let groups = churner_groups(&shape, churner);
+                    let path = if raw {
+                        raw_path(&groups)
+                    } else {
+                        common.hub.clone()
+                    };
                     monoio::spawn(async move {
                         let index = shape.connections + churner;
                         let Some(conn) = open_one(&client, &path, index, true).await else {
                             return;
                         };
-                        if join_all(&client, &conn, &churner_groups(&shape, churner), None).await {
+                        // Raw: the path joined the groups.
+                        if raw || join_all(&client, &conn, &groups, None).await {
                             client.rec.add(Counter::Reconnects, 1);
                             if in_window {
                                 client
@@ -272,6 +313,27 @@ pub async fn run(env: &ThreadEnv, common: &Common, shape: &GroupShape) -> anyhow
     drain(env, &client, end, common.drain).await;
     client.set_running(false);
     Ok(())
+}
+
+/// Opens connections `indices`, each to its own path (`path_of(index)`), at most `limit`
+/// handshakes at once.
+async fn open_each(
+    client: &Rc<Client>,
+    indices: &[usize],
+    limit: usize,
+    path_of: impl Fn(usize) -> String,
+) -> Vec<Option<Rc<Conn>>> {
+    let jobs: Rc<Vec<(usize, String)>> =
+        Rc::new(indices.iter().map(|&i| (i, path_of(i))).collect());
+    let client = client.clone();
+    concurrently(jobs.len(), limit, move |k| {
+        let (client, jobs) = (client.clone(), jobs.clone());
+        async move {
+            let (index, path) = &jobs[k];
+            open_one(&client, path, *index, true).await
+        }
+    })
+    .await
 }
 
 async fn record_op(
@@ -338,6 +400,13 @@ mod tests {
         assert_eq!(group_len(&s, 0), 10);
         assert_eq!(group_len(&s, 24), 5);
         assert_eq!(group_of(&s, 24), "g2");
+    }
+
+    #[test]
+    fn a_raw_path_names_every_group_and_sends_to_the_first() {
+        assert_eq!(raw_path(&["g3".to_owned()]), "/ws/group/g3");
+        let s = shape(10, 10, 1);
+        assert_eq!(raw_path(&churner_groups(&s, 1)[..2]), "/ws/group/k10,k11");
     }
 
     #[test]

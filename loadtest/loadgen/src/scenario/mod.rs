@@ -183,10 +183,12 @@ pub fn plan(cli: &Cli) -> anyhow::Result<Plan> {
                 "size": a.size, "window": a.window});
         }
         Scenario::S3(a) => {
-            if raw {
-                bail!("group scenarios are SignalR-only (use --protocol json or msgpack)");
-            }
             let shape = GroupShape::resolve(a);
+            if raw && (shape.join_rate > 0.0 || shape.leave_rate > 0.0) {
+                bail!(
+                    "the raw wire has no JoinGroup/LeaveGroup: raw s3 churn takes --join-rate 0 --leave-rate 0 (reconnects only)"
+                );
+            }
             plan.name = "s3";
             plan.payload_size = shape.size;
             plan.params = json!({"shape": format!("{:?}", a.shape).to_lowercase(),
