@@ -223,6 +223,8 @@ pub struct Config {
     pub echo: EchoConfig,
     /// `GET /metrics` in the Prometheus text format.
     pub metrics: MetricsConfig,
+    /// The live status page at `/`.
+    pub status_page: StatusPageConfig,
     /// SignalR hub connections (ASP.NET Core `HubOptions` equivalents).
     pub signalr: SignalRConfig,
     /// Cross-origin requests from browsers.
@@ -346,6 +348,15 @@ pub struct MetricsConfig {
     /// `Authorization: Bearer KEY` and is answered 401 otherwise. Default: none (open, as
     /// Prometheus targets usually are behind the load balancer).
     pub key_hash: Option<String>,
+}
+
+/// The live status page at `/` ([`crate::http::status_page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPageConfig {
+    /// Serve the status page at `/`; default `true`. It is a static document: what it shows
+    /// comes from the Health hub, whose own auth applies (a key-protected Health hub keeps the
+    /// numbers private); turn it off to answer 404 at `/`.
+    pub enabled: bool,
 }
 
 /// SignalR hub connections; defaults are ASP.NET Core's except stateful reconnect (on here).
@@ -643,6 +654,7 @@ struct RawConfig {
     limits: RawLimits,
     echo: RawEcho,
     metrics: RawMetrics,
+    status_page: RawStatusPage,
     signalr: RawSignalR,
     auth: RawAuth,
     health: RawHealth,
@@ -773,6 +785,11 @@ struct RawMetrics {
 }
 
 #[derive(Serialize)]
+struct RawStatusPage {
+    enabled: bool,
+}
+
+#[derive(Serialize)]
 struct RawShutdown {
     deadline: &'static str,
     drain_delay: &'static str,
@@ -825,6 +842,7 @@ impl Default for RawConfig {
                 path: "/metrics",
                 key_hash: "",
             },
+            status_page: RawStatusPage { enabled: true },
             signalr: RawSignalR {
                 keepalive_interval: "15s",
                 client_timeout: "30s",
@@ -929,6 +947,8 @@ metrics|Prometheus metrics (text format 0.0.4).
 metrics.enabled|Serve the metrics endpoint.
 metrics.path|Path of the metrics endpoint; must start with '/'.
 metrics.key_hash|SHA-256 (lowercase hex) of a scrape key, e.g. from: printf %s KEY | sha256sum; scrapes then need 'Authorization: Bearer KEY'. Empty: no key.
+status_page|The live status page at '/' (connections, messages/s, backplane), fed by the Health hub.
+status_page.enabled|Serve the status page at '/'; its numbers need the Health hub (and its key, if it has one).
 signalr|SignalR hub connections (ASP.NET Core HubOptions equivalents).
 signalr.keepalive_interval|Server Ping interval (clients time out after 30s without one).
 signalr.client_timeout|Close a client silent this long after its first Ping.
@@ -1236,7 +1256,11 @@ impl Merged {
                     if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
                         return Err("must start with '/' and contain no '?', '#' or spaces".into());
                     }
-                    Ok(path.trim_end_matches('/').to_owned())
+                    let path = path.trim_end_matches('/');
+                    if path.is_empty() {
+                        return Err("must name a path below '/' (the status page)".into());
+                    }
+                    Ok(path.to_owned())
                 })?,
             };
             if let Some(other) = out.iter().find(|h| h.path == path) {
@@ -1710,6 +1734,17 @@ impl Config {
             );
             return Err(m.reject("websocket.idle_timeout", reason));
         }
+        if m.get("status_page.enabled", boolean)? {
+            for route in ["metrics", "echo"] {
+                let at_root = m.get(&join(route, "enabled"), boolean)?
+                    && m.get(&join(route, "path"), string)? == "/";
+                if at_root {
+                    let reason = "'/' is the status page; choose another path or set \
+                                  status_page.enabled = false";
+                    return Err(m.reject(&join(route, "path"), reason.to_owned()));
+                }
+            }
+        }
         Ok(Self {
             listen: m.get("listen", |v| {
                 string(v)?
@@ -1767,6 +1802,9 @@ impl Config {
                         Err("must be empty or 64 hex digits (a SHA-256)".to_owned())
                     }
                 })?,
+            },
+            status_page: StatusPageConfig {
+                enabled: m.get("status_page.enabled", boolean)?,
             },
             signalr: SignalRConfig {
                 keepalive_interval: m.get("signalr.keepalive_interval", duration)?,
@@ -2233,6 +2271,24 @@ mod tests {
     }
 
     #[test]
+    fn the_status_page_owns_the_root_path_while_it_is_enabled() {
+        assert!(Config::default().status_page.enabled);
+        for (route, text) in [
+            ("metrics.path", "[metrics]\npath = \"/\""),
+            ("echo.path", "[echo]\nenabled = true\npath = \"/\""),
+            ("hubs.root.path", "[hubs.root]\npath = \"/\"\nmethods = {}"),
+        ] {
+            let (key, _, reason) = invalid(text);
+            assert_eq!(key, route);
+            assert!(reason.contains("status page"), "{reason}");
+        }
+        let off = "[status_page]\nenabled = false\n[metrics]\npath = \"/\"";
+        let config = Config::from_toml_str(off, "t").unwrap();
+        assert!(!config.status_page.enabled);
+        assert_eq!(config.metrics.path, "/");
+    }
+
+    #[test]
     fn idle_timeout_must_exceed_ping_interval() {
         let (key, origin, reason) = invalid("[websocket]\nidle_timeout = \"20s\"");
         assert_eq!(
@@ -2345,7 +2401,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 67);
+        assert_eq!(keys.len(), 68);
         for key in keys {
             let comment = comment_above
                 .get(&key)

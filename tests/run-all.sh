@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every ringhub test suite on a fresh Linux machine: formatting, lints, docs, the Rust unit
 # and integration tests (both monoio drivers, the official @microsoft/signalr client suite, the
-# Redis key store and backplane against a real redis-server; the io_uring floor), the benches (run
+# Redis key store and backplane against a real redis-server; the status page and the official
+# browser client in headless Chromium; the io_uring floor), the benches (run
 # once, and built in the bench profile), the fuzz targets (built, replaying their seeds and
 # regression inputs), a smoke run of every load generator scenario, and
 # Autobahn|Testsuite against the release binary. Installs what it needs (Python tools into target/), starts every
@@ -61,6 +62,18 @@ if ! command -v redis-server >/dev/null; then
   fi
 fi
 redis-server --version
+
+step "chromium (tests/status_page.rs drives Debian's build with playwright-core; no browser download)"
+if [[ -z "${HUB_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null; then
+  if [[ $EUID -eq 0 ]]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "!!! chromium is missing and this is not root: the browser tests will be SKIPPED" \
+      "(apt-get install chromium, or set HUB_CHROMIUM=/path/to/chromium)" >&2
+  fi
+fi
+"${HUB_CHROMIUM:-chromium}" --version 2>/dev/null || echo "!!! no chromium: browser tests SKIPPED" >&2
 
 step "unit and integration tests (io_uring and legacy drivers, official JS client; the floor)"
 cargo test --locked --workspace

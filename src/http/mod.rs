@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod negotiate;
 pub mod publish;
+pub mod status_page;
 
 use std::rc::Rc;
 
@@ -36,6 +37,8 @@ pub enum Route {
     Hub(Rc<HubDefinition>),
     /// `/api/hubs/…`: the REST publish API ([`publish`]).
     Publish,
+    /// `GET /`: the live status page ([`status_page`]), when enabled.
+    StatusPage,
     /// Nothing is served at this path.
     NotFound,
 }
@@ -65,6 +68,7 @@ pub fn route(head: &RequestHead, config: &Config, hubs: &Hubs) -> Route {
         "/health" => Route::Health,
         "/health/live" => Route::Live,
         "/health/ready" => Route::Ready,
+        "/" if config.status_page.enabled => Route::StatusPage,
         _ => Route::NotFound,
     }
 }
@@ -100,6 +104,10 @@ pub async fn respond(
             response
         }
         Route::Publish => publish::respond(head, body, ctx).await,
+        Route::StatusPage => match head.method {
+            Method::Get | Method::Head => status_page::respond(ctx),
+            _ => method_not_allowed("GET, HEAD"),
+        },
         Route::Echo | Route::Hub(_) => Response::text(400, "WebSocket upgrade expected"),
         Route::NotFound => Response::json(404, r#"{"error":"not found"}"#),
     }

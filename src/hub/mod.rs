@@ -327,6 +327,16 @@ impl HubDefinition {
         self.methods.values().any(|m| m.action == action)
     }
 
+    /// The name of a method bound to `action`, as declared (the status page invokes the
+    /// `health` one).
+    pub fn method_bound_to(&self, action: Action) -> Option<&str> {
+        self.methods
+            .values()
+            .filter(|m| m.action == action)
+            .map(|m| m.name.as_str())
+            .min()
+    }
+
     /// The event announcing a key's new state, when a method stores per-key state.
     pub fn key_state_event(&self) -> Option<&str> {
         self.methods

@@ -1,0 +1,175 @@
+//! The status page at `/`: how it is served (raw HTTP), and what it does in a real browser.
+//!
+//! The browser half runs `tests/js/browser.test.mjs` (headless Debian Chromium driven by
+//! `playwright-core`, both from `tests/run-all.sh`): the page loads under its own strict CSP,
+//! connects to the Health hub through its own SignalR client and shows numbers that move with
+//! traffic, asks for a key when the Health hub needs one, reconnects after its socket drops;
+//! and the official `@microsoft/signalr` browser bundle, served from another origin, connects
+//! to a virtual-key hub through the CORS preflight and the `access_token` query.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+on_both_drivers! {
+    fn the_status_page_is_one_html_document_under_a_strict_content_security_policy(driver) {
+        let server = TestServer::start(driver, |_| {});
+        let page = get(server.addr, "/");
+        assert_eq!(page.status, 200);
+        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+        let policy = page.header("content-security-policy").unwrap();
+        assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        let html = page.body_str();
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(html.contains(r#"content="/hubs/health" data-auth="anonymous" data-method="GetHealth""#));
+
+        let mut stream = connect(server.addr);
+        stream.write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let head = String::from_utf8(read_to_close(&mut stream)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", page.body.len())), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+
+        let post = http(server.addr, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+        // Hubs and the other routes are where they were.
+        assert_eq!(get(server.addr, "/health").status, 200);
+        assert_eq!(get(server.addr, "/hubs/health").status, 400, "a hub still wants an upgrade");
+        assert_eq!(get(server.addr, "/index.html").status, 404);
+    }
+
+    fn with_the_status_page_off_the_root_path_is_not_found(driver) {
+        let server = TestServer::start(driver, |c| c.status_page.enabled = false);
+        assert_eq!(get(server.addr, "/").status, 404);
+    }
+}
+
+on_both_drivers! {
+    fn the_status_page_and_the_official_browser_client_work_in_headless_chromium(driver) {
+        let Some(chromium) = chromium() else {
+            return;
+        };
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            js.join("node_modules/playwright-core").is_dir(),
+            "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
+        );
+        let keys = std::env::temp_dir().join(format!("ringhub-browser-{}-{driver:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&keys);
+        std::fs::create_dir_all(&keys).unwrap();
+        let key_file = keys.join("keys.json");
+        let (key, _) = ringhub::auth::keys::add_key(&key_file, "browser", false, None).unwrap();
+
+        // Two static origins that serve the official browser bundle: CORS allows the first only.
+        let bundle = std::fs::read(js.join("node_modules/@microsoft/signalr/dist/browser/signalr.min.js"))
+            .expect("the @microsoft/signalr browser bundle");
+        let app = serve_static(bundle.clone());
+        let foreign = serve_static(bundle);
+        let server = TestServer::start(driver, |c| {
+            c.workers = std::num::NonZeroUsize::new(2).unwrap();
+            c.auth.key_file = key_file.clone();
+            c.cors.allowed_origins = vec![app.clone()];
+            c.health.push_interval = Duration::from_millis(500);
+        });
+        // The same, with a Health hub that needs a virtual key.
+        let keyed = TestServer::start(driver, |c| {
+            c.auth.key_file = key_file.clone();
+            c.hubs.push(ringhub::config::HubConfig {
+                name: "health".into(),
+                path: "/hubs/health".into(),
+                auth: ringhub::config::HubAuth::VirtualKey,
+                max_message_size: None,
+                methods: vec![("GetHealth".into(), "health".into())],
+                protocols: vec!["json".into()],
+                join_on_connect: Vec::new(),
+                redis_name: None,
+                events_url: None,
+            });
+        });
+        run_js_suite(
+            &js,
+            "browser.test.mjs",
+            &server,
+            &[
+                ("HUB_CHROMIUM", chromium.to_str().unwrap()),
+                ("HUB_VIRTUAL_KEY", &key),
+                ("HUB_KEYED_BASE_URL", &format!("http://{}", keyed.addr)),
+                ("HUB_APP_ORIGIN", &app),
+                ("HUB_FOREIGN_ORIGIN", &foreign),
+            ],
+            5,
+        );
+    }
+}
+
+/// Debian's Chromium (`HUB_CHROMIUM` overrides the path). When it is missing, the test says so
+/// loudly and is skipped, except under CI (`CI` set), where a missing browser fails it:
+/// `tests/run-all.sh` installs it whenever it runs as root.
+fn chromium() -> Option<PathBuf> {
+    let path = PathBuf::from(
+        std::env::var("HUB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
+    );
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "{} not found: the browser tests of the status page and of the official browser client \
+         did NOT run. Install Debian's chromium (tests/run-all.sh does as root: apt-get install \
+         chromium) or set HUB_CHROMIUM.",
+        path.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("\n!!!!!!!!!! SKIPPED: {message}\n");
+    None
+}
+
+/// Serves `/` (a page that loads the bundle) and `/signalr.min.js` on a new port; returns the
+/// origin, e.g. `http://127.0.0.1:41234`. The threads end with the test process.
+fn serve_static(bundle: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a static origin");
+    let origin = format!("http://{}", listener.local_addr().expect("its address"));
+    let bundle = Arc::new(bundle);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let bundle = Arc::clone(&bundle);
+            std::thread::spawn(move || answer_static(stream, &bundle));
+        }
+    });
+    origin
+}
+
+fn answer_static(mut stream: TcpStream, bundle: &[u8]) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or("/");
+    let page: &[u8] = b"<!doctype html><meta charset=\"utf-8\"><title>app</title>\
+                        <link rel=\"icon\" href=\"data:,\"><script src=\"/signalr.min.js\"></script>";
+    let (status, content_type, body) = match path {
+        "/" => ("200 OK", "text/html; charset=utf-8", page),
+        "/signalr.min.js" => ("200 OK", "text/javascript", bundle),
+        _ => ("404 Not Found", "text/plain", &b"not found"[..]),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
