@@ -68,7 +68,10 @@ class Server:
             sets = [x for s in [*RINGHUB_SETTINGS, *args.ringhub_set] for x in ("--set", s)]
             return [str(args.ringhub), "--listen", "127.0.0.1:0", "--workers", "1", *sets]
         if self.name == "floor":
-            return [str(args.floor), "--port", "0"]
+            # S1: keep-alives both ways (a ping-sized frame every 15 s), readiness-then-read
+            # into one shared buffer; see perf/floor's "Idle mode".
+            idle = ["--idle"] if args.scenario == "s1" else []
+            return [str(args.floor), "--port", "0", *idle]
         if self.name == "floor-coalesce":
             return [str(args.floor), "--port", "0", "--coalesce"]
         if self.name == "bun":
@@ -226,6 +229,10 @@ def loadgen_command(args, server, step, port, pid):
            "--protocol", "raw" if server.raw else args.ringhub_protocol]
     if not server.raw:
         cmd += ["--hub", args.ringhub_hub]
+    if args.scenario == "s1" and server.name == "floor":
+        # The floor's idle route, and the keep-alive a SignalR JSON client sends (the same
+        # bytes as a text message), which it reads and drops as ringhub does.
+        cmd += ["--raw-path", "/ws/idle", "--raw-keepalive", "text"]
     for key, value in params.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     if scenario.timed:

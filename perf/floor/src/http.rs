@@ -16,6 +16,9 @@ pub(crate) enum Route {
     Publish,
     /// `/ws/echo`: each message it sends comes back to it.
     Echo,
+    /// `/ws/idle`: its messages are read and dropped; with `--idle` the server sends it a
+    /// keepalive every interval (S1).
+    Idle,
 }
 
 /// What the bytes read so far on a new connection amount to.
@@ -63,6 +66,7 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
         "/ws/broadcast" => Route::Broadcast,
         "/ws/publish" => Route::Publish,
         "/ws/echo" => Route::Echo,
+        "/ws/idle" => Route::Idle,
         "/health/ready" => return Head::Refuse(READY),
         _ => return Head::Refuse(NOT_FOUND),
     };
