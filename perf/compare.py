@@ -426,6 +426,10 @@ def describe(record):
 
 def describe_server(name, args):
     """The server's description, with the hub path and protocol ringhub was driven on."""
+    if name == "floor" and args.scenario == "s1":
+        return ("perf/floor --idle on /ws/idle: a pre-built 13-byte keep-alive to each "
+                "connection every 15 s, the client's 15 s keep-alive (the bytes of a JSON hub "
+                "Ping) read after a readiness poll into one shared buffer and dropped")
     return SERVERS[name].what.format(hub=f"{args.ringhub_hub} ({args.ringhub_protocol})")
 
 
