@@ -69,7 +69,10 @@ class Server:
             sets = [x for s in [*RINGHUB_SETTINGS, *args.ringhub_set] for x in ("--set", s)]
             return [str(args.ringhub), "--listen", "127.0.0.1:0", "--workers", "1", *sets]
         if self.name == "floor":
-            return [str(args.floor), "--port", "0"]
+            # S1: keep-alives both ways (a ping-sized frame every 15 s), readiness-then-read
+            # into one shared buffer; see perf/floor's "Idle mode".
+            idle = ["--idle"] if args.scenario == "s1" else []
+            return [str(args.floor), "--port", "0", *idle]
         if self.name == "floor-coalesce":
             return [str(args.floor), "--port", "0", "--coalesce"]
         if self.name == "bun":
@@ -245,6 +248,10 @@ def loadgen_command(args, server, step, port, pid):
     if args.scenario == "s3" and params.get("shape") == "reconnect":
         # The churn preset without the hub-only group operations, so raw servers can run it.
         params = {**params, "shape": "churn", "join_rate": "0", "leave_rate": "0"}
+    if args.scenario == "s1" and server.name == "floor":
+        # The floor's idle route, and the keep-alive a SignalR JSON client sends (the same
+        # bytes as a text message), which it reads and drops as ringhub does.
+        cmd += ["--raw-path", "/ws/idle", "--raw-keepalive", "text"]
     for key, value in params.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     if scenario.timed:
@@ -438,6 +445,10 @@ def describe(record):
 
 def describe_server(name, args):
     """The server's description, with the hub path and protocol ringhub was driven on."""
+    if name == "floor" and args.scenario == "s1":
+        return ("perf/floor --idle on /ws/idle: a pre-built 13-byte keep-alive to each "
+                "connection every 15 s, the client's 15 s keep-alive (the bytes of a JSON hub "
+                "Ping) read after a readiness poll into one shared buffer and dropped")
     return SERVERS[name].what.format(hub=f"{args.ringhub_hub} ({args.ringhub_protocol})")
 
 

@@ -144,6 +144,9 @@ pub struct ShardContext {
     /// The WebSocket limits of hub connections, and of the echo route (computed once, so a
     /// connection task holds a reference instead of its own copy).
     pub websocket_limits: WebSocketRouteLimits,
+    /// The read buffer every connection of this shard reads small amounts into
+    /// ([`crate::transport::read_buffer`]).
+    pub read_scratch: crate::transport::read_buffer::ReadScratch,
 }
 
 /// The WebSocket limits of each kind of route.
@@ -209,6 +212,7 @@ impl ShardContext {
         let hubs_by_path = Hubs::new(&hubs);
         Self {
             websocket_limits: WebSocketRouteLimits::from_config(&config),
+            read_scratch: crate::transport::read_buffer::ReadScratch::new(),
             streams: streams::StreamTable::new(streams::BacklogLimits::from_config(
                 &config.signalr,
             )),

@@ -246,7 +246,7 @@ async fn serve_http(
                 WaitEnd::Shutdown => return HttpEnd::Closed,
                 WaitEnd::Failed => return HttpEnd::Io,
             }
-            match input.read_ready(stream, 0).await {
+            match input.read_ready(stream, 0, &ctx.read_scratch).await {
                 Ok(0) => return HttpEnd::Closed,
                 Ok(_) => {}
                 Err(_) => return HttpEnd::Io,
@@ -572,6 +572,7 @@ fn run_hub(
             registration.handle(),
             &ctx.websocket_limits.hub,
             &ctx.timers,
+            &ctx.read_scratch,
         )
         .await;
         let slot = endpoint.slot;
@@ -633,6 +634,7 @@ fn run_echo(
             connection,
             limits,
             &ctx.timers,
+            &ctx.read_scratch,
         )
         .await;
         debug!(
@@ -712,7 +714,7 @@ async fn read_body(
             WaitEnd::Shutdown => return Err(HttpEnd::Closed),
             WaitEnd::Failed => return Err(HttpEnd::Io),
         }
-        match input.read_ready(stream, want).await {
+        match input.read_ready(stream, want, &ctx.read_scratch).await {
             Ok(0) => return Err(HttpEnd::Closed),
             Ok(_) => {}
             Err(_) => return Err(HttpEnd::Io),

@@ -17,7 +17,7 @@ use quanta::Instant;
 use super::ConnectionEnd;
 use super::deadline::{TimedOut, within};
 use super::outbox::Outbox;
-use super::read_buffer::ReadBuffer;
+use super::read_buffer::{ReadBuffer, ReadScratch};
 use crate::config::WebSocketConfig;
 use crate::protocol::websocket::{CloseCode, Message, MessageReader, OpCode, ReadEvent};
 use crate::shard::connections::{ConnectionHandle, Signal};
@@ -144,7 +144,8 @@ enum Wake {
 
 /// Runs the WebSocket protocol on `stream` until the connection ends, and says why it ended.
 /// `input` holds bytes that arrived with the upgrade request (borrowed, so the connection's
-/// future holds one buffer handle, not a moved-from copy beside it).
+/// future holds one buffer handle, not a moved-from copy beside it); reads go through the
+/// shard's `scratch` ([`ReadBuffer::read_now`]).
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would store its arguments twice in every connection's future"
@@ -156,6 +157,7 @@ pub fn serve<'a, A: WebSocketApp>(
     connection: &'a ConnectionHandle,
     limits: &'a WebSocketLimits,
     timers: &'a Timers,
+    scratch: &'a ReadScratch,
 ) -> impl std::future::Future<Output = ConnectionEnd> + 'a {
     // An async block, not an async fn, so the arguments are not stored twice (see
     // `connection::run_hub`).
@@ -319,10 +321,15 @@ pub fn serve<'a, A: WebSocketApp>(
                 Wake::Readable(Err(error)) => {
                     return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
                 }
-                // Boxed: the read completes at once (the socket is readable), and its state would
-                // otherwise enlarge every idle connection's task.
+                // Small reads land in the shard's buffer without awaiting; the rest of a large
+                // frame is read straight into the connection's buffer (boxed: its state would
+                // otherwise enlarge every idle connection's task).
                 Wake::Readable(Ok(())) => {
-                    match Box::pin(input.read_ready(socket.stream(), want)).await {
+                    let read = match input.read_now(socket.stream(), want, scratch) {
+                        Some(read) => read,
+                        None => Box::pin(input.read_direct(socket.stream(), want)).await,
+                    };
+                    match read {
                         Ok(0) => return closing.map_or(ConnectionEnd::PeerVanished, |c| c.end),
                         Ok(read) => {
                             crate::stats::local(|s| s.bytes_received(read as u64));

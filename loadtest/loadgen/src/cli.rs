@@ -29,6 +29,15 @@ pub enum WireArg {
     Raw,
 }
 
+/// The keepalive a raw connection sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RawKeepalive {
+    /// A WebSocket ping frame.
+    Ping,
+    /// A text message with the bytes of a SignalR JSON Ping record.
+    Text,
+}
+
 /// Flags shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
@@ -74,6 +83,12 @@ pub struct Common {
     /// (a WebSocket ping for raw).
     #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
     pub ping_interval: Duration,
+    /// What a raw connection's keepalive is: `ping`, a WebSocket ping (the server answers with
+    /// a pong), or `text`, the exact frame a SignalR JSON client pings with
+    /// (`{"type":6}` + 0x1E as a text message), for a raw server that reads and drops it as
+    /// ringhub does (`perf/floor --idle` on `/ws/idle`), so both do the same work in S1.
+    #[arg(long, global = true, value_enum, default_value_t = RawKeepalive::Ping)]
+    pub raw_keepalive: RawKeepalive,
     /// The pacer sleeps on the runtime's millisecond timer until this close to a send,
     /// then spins (0 = timer only: less CPU, up to ~1 ms of added latency).
     #[arg(long, global = true, default_value_t = 2000)]

@@ -42,6 +42,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Client keepalive interval.
     pub ping_interval: Duration,
+    /// The keepalive a raw connection sends.
+    pub raw_keepalive: crate::cli::RawKeepalive,
     /// Largest frame or message accepted.
     pub max_message: usize,
 }

@@ -17,6 +17,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
+use crate::cli::RawKeepalive;
 use crate::client::{Client, Wire};
 use crate::clock::now_ns;
 use crate::http::{self, Negotiated};
@@ -323,13 +324,17 @@ impl Conn {
         rx
     }
 
-    /// Sends a keepalive: a hub Ping, or a WebSocket ping on the raw wire.
+    /// Sends a keepalive: a hub Ping, or on the raw wire a WebSocket ping (or, with
+    /// `--raw-keepalive text`, the bytes of a JSON hub Ping as a text message).
     pub fn send_ping(&self) {
-        match self.protocol() {
-            Some(protocol) => self.with_frame(protocol.opcode(), |out| {
+        match (self.protocol(), self.client.settings.raw_keepalive) {
+            (Some(protocol), _) => self.with_frame(protocol.opcode(), |out| {
                 signalr::write_ping(out, protocol);
             }),
-            None => self.with_frame(ws::OP_PING, |_| {}),
+            (None, RawKeepalive::Text) => self.with_frame(ws::OP_TEXT, |out| {
+                signalr::write_ping(out, Protocol::Json);
+            }),
+            (None, RawKeepalive::Ping) => self.with_frame(ws::OP_PING, |_| {}),
         }
     }
 
@@ -722,7 +727,9 @@ impl Inbound {
                 records.feed(data, |record| conn.on_record(protocol, record))?;
             }
             _ => {
-                if !data.is_empty() {
+                // A raw server's keepalive (`perf/floor --idle`) carries the bytes of a JSON
+                // hub Ping, which a SignalR client drops too.
+                if !data.is_empty() && data != signalr::JSON_PING {
                     conn.on_timed(data);
                 }
             }

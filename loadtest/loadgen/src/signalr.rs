@@ -132,13 +132,13 @@ pub fn write_invocation(
     }
 }
 
+/// A JSON hub Ping record with its separator.
+pub const JSON_PING: &[u8] = b"{\"type\":6}\x1e";
+
 /// Appends a Ping (`{"type":6}` or `[6]`).
 pub fn write_ping(out: &mut Vec<u8>, protocol: Protocol) {
     match protocol {
-        Protocol::Json => {
-            out.extend_from_slice(b"{\"type\":6}");
-            out.push(RECORD_SEPARATOR);
-        }
+        Protocol::Json => out.extend_from_slice(JSON_PING),
         Protocol::MessagePack => out.extend_from_slice(&[0x02, 0x91, 0x06]),
     }
 }

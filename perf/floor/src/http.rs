@@ -19,6 +19,9 @@ pub(crate) enum Route {
     /// `/ws/group/A[,B…]`: a member of groups A, B, …; each message it sends goes to every
     /// member of A, itself included.
     Group,
+    /// `/ws/idle`: its messages are read and dropped; with `--idle` the server sends it a
+    /// keepalive every interval (S1).
+    Idle,
 }
 
 /// What the bytes read so far on a new connection amount to.
@@ -79,6 +82,7 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
         "/ws/broadcast" => Route::Broadcast,
         "/ws/publish" => Route::Publish,
         "/ws/echo" => Route::Echo,
+        "/ws/idle" => Route::Idle,
         "/health/ready" => return Head::Refuse(READY),
         _ => return Head::Refuse(NOT_FOUND),
     };

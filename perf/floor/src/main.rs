@@ -21,6 +21,7 @@
 //! - `/ws/group/A[,B…]`: a member of groups A, B, … (S3); each message it sends goes to every
 //!   member of A, itself included: a group table maps each name to its members' keys, and the
 //!   frame is built once with one `Send` SQE per member, as for a broadcast;
+//! - `/ws/idle`: messages are read and dropped (S1's idle connections);
 //! - `GET /health/ready` answers `200`, any other path `404`.
 //!
 //! With `--coalesce` it also pulls the other lever: when several frames are waiting for one
@@ -34,9 +35,18 @@
 //! handled and armed once per loop turn. At most one write per connection is in flight, so frames
 //! arrive in order; a short write is resubmitted from where it stopped.
 //!
+//! **Idle mode** (`--idle`, for S1): the least work that holds N idle WebSockets with
+//! keep-alives both ways. Every `/ws/idle` connection gets the same pre-built 13-byte frame (the
+//! size of a SignalR JSON Ping, `{"type":6}` + 0x1E as a text message) every `--keepalive-ms`
+//! (15 s), starting one interval after its upgrade as ringhub's keep-alive does; due pings are
+//! sent on a tick of 1/16 s (ringhub coalesces its deadlines onto a grid of the same order). No
+//! receive is left armed: each connection has a readiness poll (`PollAdd`, which pins no
+//! buffer), and when it fires, one non-blocking `recv` reads into ONE buffer shared by all
+//! connections; only a partial frame is copied out to the connection.
+//!
 //! ```text
-//! ringhub-floor [--listen 127.0.0.1:0 | --port P] [--coalesce]   # prints `listening <addr>`
-//! ```
+//! ringhub-floor [--listen 127.0.0.1:0 | --port P] [--coalesce] [--idle [--keepalive-ms 15000]]
+//! ```   # prints `listening <addr>`
 
 mod frame;
 mod http;
@@ -48,6 +58,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
@@ -71,6 +82,14 @@ const ACCEPT: u64 = u64::MAX;
 const RECV: u64 = 1;
 /// Low byte of the `user_data` of a connection's send.
 const SEND: u64 = 2;
+/// Low byte of the `user_data` of a connection's readiness poll (`--idle`).
+const POLL: u64 = 3;
+/// `user_data` of the keep-alive tick (`--idle`).
+const TICK: u64 = u64::MAX - 1;
+/// Size of the one receive buffer shared by every connection in `--idle` mode.
+const SHARED_READ: usize = 64 * 1024;
+/// The keep-alive every idle connection gets: the size of a SignalR JSON Ping.
+const KEEPALIVE_PAYLOAD: &[u8] = b"{\"type\":6}\x1e";
 /// Most frames one coalesced send writes.
 const MAX_COALESCED: usize = 64;
 
@@ -85,7 +104,11 @@ fn main() -> ExitCode {
 }
 
 fn start() -> io::Result<()> {
-    let Options { addr, coalesce } = options()?;
+    let Options {
+        addr,
+        coalesce,
+        idle,
+    } = options()?;
     raise_open_files_limit();
     let listener = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     listener.set_reuse_address(true)?;
@@ -108,6 +131,13 @@ fn start() -> io::Result<()> {
         ring,
         listener,
         coalesce,
+        idle: idle.map(|interval| Idle {
+            interval,
+            tick: types::Timespec::from(TICK_EVERY.min(interval / 4)),
+            due: VecDeque::new(),
+            frame: Rc::new(frame::build(frame::OP_TEXT, KEEPALIVE_PAYLOAD)),
+            shared: Vec::new(),
+        }),
         conns: Slab::new(),
         to_flush: Vec::new(),
         groups: HashMap::new(),
@@ -116,22 +146,33 @@ fn start() -> io::Result<()> {
     .run()
 }
 
+/// How often due keep-alives are sent in `--idle` mode.
+const TICK_EVERY: Duration = Duration::from_micros(62_500);
+
 /// The command line.
 struct Options {
     addr: SocketAddr,
     coalesce: bool,
+    /// `--idle`: the keep-alive interval.
+    idle: Option<Duration>,
 }
 
-/// `--listen ADDR` or `--port P` (on 127.0.0.1; the default is `127.0.0.1:0`, a free port), and
-/// `--coalesce`.
+/// `--listen ADDR` or `--port P` (on 127.0.0.1; the default is `127.0.0.1:0`, a free port),
+/// `--coalesce`, and `--idle` with `--keepalive-ms MS` (default 15000).
 fn options() -> io::Result<Options> {
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut coalesce = false;
+    let mut idle = false;
+    let mut keepalive = Duration::from_secs(15);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--coalesce" {
             coalesce = true;
+            continue;
+        }
+        if flag == "--idle" {
+            idle = true;
             continue;
         }
         let value = args.next();
@@ -147,15 +188,28 @@ fn options() -> io::Result<Options> {
                     .map_err(|_| invalid(format!("bad --port {value}")))?;
                 addr.set_port(port);
             }
+            ("--keepalive-ms", Some(value)) => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| invalid(format!("bad --keepalive-ms {value}")))?;
+                if ms == 0 {
+                    return Err(invalid("--keepalive-ms must be positive".into()));
+                }
+                keepalive = Duration::from_millis(ms);
+            }
             _ => {
                 return Err(invalid(format!(
                     "unexpected {flag}; usage: ringhub-floor [--listen ADDR | --port P] \
-                     [--coalesce]"
+                     [--coalesce] [--idle [--keepalive-ms MS]]"
                 )));
             }
         }
     }
-    Ok(Options { addr, coalesce })
+    Ok(Options {
+        addr,
+        coalesce,
+        idle: idle.then_some(keepalive),
+    })
 }
 
 /// Raises the soft open-files limit to the hard one: each connection holds a descriptor.
@@ -197,6 +251,20 @@ enum Role {
     Upgraded(Route),
 }
 
+/// `--idle`: the keep-alive schedule and the shared receive buffer.
+struct Idle {
+    interval: Duration,
+    /// The tick's timeout, kept here while the kernel may read it.
+    tick: types::Timespec,
+    /// Idle connections by the time their next keep-alive is due, earliest first (every
+    /// interval is the same, so appending keeps the order): (due, slab key, connection serial).
+    due: VecDeque<(Instant, usize, u64)>,
+    /// The keep-alive frame, built once, shared by every send.
+    frame: Rc<Vec<u8>>,
+    /// The receive buffer of every connection without a partial frame.
+    shared: Vec<u8>,
+}
+
 /// One accepted connection.
 ///
 /// Buffers lent to the kernel: `read[filled..]` while `receiving`; the first `sending` frames of
@@ -205,6 +273,8 @@ enum Role {
 /// descriptor) only once nothing is in flight.
 struct Conn {
     fd: OwnedFd,
+    /// Which accepted connection this is (a slab key is reused; this is not).
+    serial: u64,
     role: Role,
     /// Bytes read but not parsed yet are `read[..filled]`.
     read: Vec<u8>,
@@ -228,11 +298,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd) -> Self {
+    fn new(fd: OwnedFd, serial: u64, idle: bool) -> Self {
         Self {
             fd,
+            serial,
             role: Role::Handshake,
-            read: vec![0; READ_BUFFER],
+            // Idle mode reads into the shared buffer; a connection holds only a partial frame.
+            read: if idle {
+                Vec::new()
+            } else {
+                vec![0; READ_BUFFER]
+            },
             filled: 0,
             queue: VecDeque::new(),
             receiving: false,
@@ -266,6 +342,8 @@ struct Floor {
     listener: Socket,
     /// Write every queued frame of a connection with one send, not one send per frame.
     coalesce: bool,
+    /// `--idle`: readiness-then-read into one shared buffer, and keep-alives on `/ws/idle`.
+    idle: Option<Idle>,
     conns: Slab<Conn>,
     /// Connections with frames queued in this loop turn.
     to_flush: Vec<usize>,
@@ -277,6 +355,7 @@ struct Floor {
 impl Floor {
     fn run(&mut self) -> io::Result<()> {
         self.arm_accept()?;
+        self.arm_tick()?;
         let mut completed = Vec::with_capacity(2 * RING_ENTRIES as usize);
         loop {
             match self.ring.submit_and_wait(1) {
@@ -290,11 +369,16 @@ impl Floor {
                     self.on_accept(result)?;
                     continue;
                 }
+                if user_data == TICK {
+                    self.on_tick();
+                    self.arm_tick()?;
+                    continue;
+                }
                 let key = (user_data >> 8) as usize;
-                if user_data & 0xFF == RECV {
-                    self.on_recv(key, result)?;
-                } else {
-                    self.on_send(key, result)?;
+                match user_data & 0xFF {
+                    RECV => self.on_recv(key, result)?,
+                    POLL => self.on_readable(key, result)?,
+                    _ => self.on_send(key, result)?,
                 }
                 self.release_if_done(key);
             }
@@ -339,8 +423,12 @@ impl Floor {
             let _ = SockRef::from(&fd).set_tcp_nodelay(true);
             let slot = self.conns.vacant_entry();
             let key = slot.key();
-            let conn = slot.insert(Conn::new(fd));
-            arm_recv(&mut self.ring, key, conn)?;
+            let conn = slot.insert(Conn::new(fd, self.stats.accepted, self.idle.is_some()));
+            if self.idle.is_some() {
+                arm_poll(&mut self.ring, key, conn)?;
+            } else {
+                arm_recv(&mut self.ring, key, conn)?;
+            }
             self.stats.accepted += 1;
         } else {
             eprintln!(
@@ -379,6 +467,101 @@ impl Floor {
         Ok(())
     }
 
+    /// Arms the keep-alive tick (`--idle` only).
+    fn arm_tick(&mut self) -> io::Result<()> {
+        let Some(idle) = &self.idle else {
+            return Ok(());
+        };
+        let entry = opcode::Timeout::new(&raw const idle.tick)
+            .build()
+            .user_data(TICK);
+        // SAFETY: the timespec lives in `self.idle`, which is neither dropped nor changed while
+        // the program runs.
+        unsafe { push(&mut self.ring, &entry) }
+    }
+
+    /// Queues the pre-built keep-alive on every idle connection whose time has come.
+    fn on_tick(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some(&(due, key, serial)) = idle.due.front() {
+            if due > now {
+                break;
+            }
+            idle.due.pop_front();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial || conn.closing || conn.close_when_flushed {
+                continue;
+            }
+            enqueue_shared(&mut self.to_flush, key, conn, Rc::clone(&idle.frame));
+            idle.due.push_back((due + idle.interval, key, serial));
+        }
+    }
+
+    /// `--idle`: the socket is readable. One non-blocking receive, into the shared buffer when
+    /// the connection holds no partial frame; what is left unparsed is copied out to it.
+    fn on_readable(&mut self, key: usize, result: i32) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        conn.receiving = false;
+        if conn.closing {
+            return Ok(());
+        }
+        if result < 0 {
+            conn.begin_close();
+            return Ok(());
+        }
+        let Some(idle) = &mut self.idle else {
+            return Ok(());
+        };
+        let borrowed = conn.filled == 0;
+        if borrowed {
+            if idle.shared.is_empty() {
+                idle.shared = vec![0; SHARED_READ];
+            }
+            std::mem::swap(&mut conn.read, &mut idle.shared);
+        }
+        if conn.filled == conn.read.len() {
+            let grown = (2 * conn.read.len()).max(READ_BUFFER);
+            conn.read.resize(grown, 0);
+        }
+        let free = &mut conn.read[conn.filled..];
+        // SAFETY: `free` is a valid, writable buffer of `free.len()` bytes for the call.
+        let got = unsafe {
+            libc::recv(
+                conn.fd.as_raw_fd(),
+                free.as_mut_ptr().cast(),
+                free.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if got > 0 {
+            conn.filled += got as usize;
+            self.on_bytes(key)?;
+        } else if got == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+            conn.begin_close();
+        }
+        let (Some(conn), Some(idle)) = (self.conns.get_mut(key), &mut self.idle) else {
+            return Ok(());
+        };
+        if borrowed {
+            let partial = conn.read[..conn.filled].to_vec();
+            std::mem::swap(&mut conn.read, &mut idle.shared);
+            conn.read = partial;
+        } else if conn.filled == 0 {
+            conn.read = Vec::new();
+        }
+        if !conn.closing && !conn.close_when_flushed {
+            arm_poll(&mut self.ring, key, conn)?;
+        }
+        Ok(())
+    }
+
     /// Handles what was read: the request head first, then every complete frame.
     fn on_bytes(&mut self, key: usize) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(key) else {
@@ -408,6 +591,12 @@ impl Floor {
                         conn.groups.push(name);
                     }
                     start = len;
+                    if route == Route::Idle
+                        && let Some(idle) = &mut self.idle
+                    {
+                        let due = Instant::now() + idle.interval;
+                        idle.due.push_back((due, key, conn.serial));
+                    }
                     route
                 }
             },
@@ -482,7 +671,7 @@ impl Floor {
                     self.publish(&group, &out);
                     Ok(())
                 }
-                Route::Broadcast => Ok(()),
+                Route::Broadcast | Route::Idle => Ok(()),
             },
             frame::OP_PING => {
                 let pong = frame::build(frame::OP_PONG, payload);
@@ -644,6 +833,18 @@ fn arm_recv(ring: &mut IoUring, key: usize, conn: &mut Conn) -> io::Result<()> {
     // SAFETY: `conn.read` is neither resized nor accessed while `receiving` is set, and the
     // connection (so the buffer) is released only once `receiving` is clear (see `Conn`). The
     // heap buffer does not move when the slab does.
+    unsafe { push(ring, &entry)? };
+    conn.receiving = true;
+    Ok(())
+}
+
+/// Queues a readiness poll on the connection (`--idle`): nothing is read until it fires.
+fn arm_poll(ring: &mut IoUring, key: usize, conn: &mut Conn) -> io::Result<()> {
+    let entry = opcode::PollAdd::new(types::Fd(conn.fd.as_raw_fd()), libc::POLLIN as u32)
+        .build()
+        .user_data(token(key, POLL));
+    // SAFETY: a poll points at no memory; the descriptor stays open until its completion (the
+    // connection is released only once `receiving` is clear).
     unsafe { push(ring, &entry)? };
     conn.receiving = true;
     Ok(())

@@ -258,3 +258,43 @@ fn a_group_message_reaches_every_member_of_the_senders_first_group_and_no_one_el
     // The first frame b's other member reads is b's: a's message never came to it.
     assert_eq!(read_frame(&mut only_b), (0x2, b"to b".to_vec()));
 }
+
+#[test]
+fn in_idle_mode_a_held_connection_gets_keepalives_and_its_messages_are_dropped() {
+    let floor = Floor::start(&["--idle", "--keepalive-ms", "100"]);
+    let mut s = floor.connect("/ws/idle");
+    // A client keepalive (the bytes of a JSON hub Ping), split across two writes so the floor
+    // keeps a partial frame between its reads of the shared buffer.
+    let ping = client_frame(0x1, b"{\"type\":6}\x1e");
+    s.write_all(&ping[..5]).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.write_all(&ping[5..]).unwrap();
+    // Nothing answers it: what arrives are the server's keepalives.
+    for _ in 0..3 {
+        assert_eq!(read_frame(&mut s), (0x1, b"{\"type\":6}\x1e".to_vec()));
+    }
+    // The connection still follows the protocol: a ping gets its pong (after any keepalive).
+    s.write_all(&client_frame(0x9, b"still there")).unwrap();
+    loop {
+        match read_frame(&mut s) {
+            (0xA, payload) => {
+                assert_eq!(payload, b"still there");
+                break;
+            }
+            frame => assert_eq!(frame, (0x1, b"{\"type\":6}\x1e".to_vec())),
+        }
+    }
+}
+
+#[test]
+fn in_idle_mode_many_connections_each_get_their_own_keepalives_and_echo() {
+    let floor = Floor::start(&["--idle", "--keepalive-ms", "100"]);
+    let mut idle: Vec<_> = (0..20).map(|_| floor.connect("/ws/idle")).collect();
+    let mut echo = floor.connect("/ws/echo");
+    echo.write_all(&client_frame(0x2, &[7; 300])).unwrap();
+    assert_eq!(read_frame(&mut echo), (0x2, vec![7; 300]));
+    for s in &mut idle {
+        assert_eq!(read_frame(s), (0x1, b"{\"type\":6}\x1e".to_vec()));
+    }
+}

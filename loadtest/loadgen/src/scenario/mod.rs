@@ -335,6 +335,7 @@ pub fn client_for(env: &ThreadEnv, common: &Common, url: &str) -> anyhow::Result
         sources: common.sources.max(1),
         connect_timeout: common.connect_timeout,
         ping_interval: common.ping_interval,
+        raw_keepalive: common.raw_keepalive,
         max_message: common.max_message,
     };
     Ok(Client::new(
