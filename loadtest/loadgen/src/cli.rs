@@ -74,9 +74,11 @@ pub struct Common {
     /// (a WebSocket ping for raw).
     #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
     pub ping_interval: Duration,
-    /// The pacer sleeps on the runtime's millisecond timer until this close to a send,
-    /// then spins (0 = timer only: less CPU, up to ~1 ms of added latency).
-    #[arg(long, global = true, default_value_t = 2000)]
+    /// The pacer sleeps on a timerfd (io_uring) until this close to a send, then spins,
+    /// yielding to the runtime. 0 = no spin: sends go out when the thread wakes (tens of µs
+    /// late). On the legacy driver the pacer sleeps on the runtime's millisecond timer, so
+    /// use about 2000 there.
+    #[arg(long, global = true, default_value_t = 50)]
     pub spin_us: u64,
     /// The server's pid: CPU time, RSS and Pss at the window's edges.
     #[arg(long, global = true)]
