@@ -26,10 +26,10 @@
 # (default target/release/ringhub), e.g. a build of an older commit for a before/after;
 # S6_LOADGEN another load generator (default target/release/loadgen);
 # S6_REDIS_CPU=0 moves Redis next to the instances (a diagnostic, not the harness).
-# S6_SLICE_US (default 100; 0 = the kernel's default 1.4 ms) runs A, B, Redis and the load
-# generator with that EEVDF slice (perf/slice.py), so a nice-19 build that other users run on
-# the same cores is preempted when one of them wakes up instead of keeping the core for the
-# rest of its slice.
+# S6_SLICE_US=100 runs A, B, Redis and the load generator with a 100 µs EEVDF slice
+# (perf/slice.py), so a process of another user on the same cores is preempted when one of
+# them wakes up instead of keeping the core for the rest of its 1.4 ms slice (default 0: the
+# kernel's slice; the 100 µs runs of 2026-11-28-s6-tail.md did not show a clear gain).
 # Needs: cargo build --release --workspace (and --profile profiling for --perf), redis-server,
 # and for bun: npm ci --prefix perf/peers.
 set -euo pipefail
@@ -59,7 +59,7 @@ ringhub=${S6_RINGHUB:-target/release/ringhub}
 loadgen=${S6_LOADGEN:-target/release/loadgen}
 bun=perf/peers/node_modules/@oven/bun-linux-x64/bin/bun
 redis_cpu=${S6_REDIS_CPU:-1}
-slice=(perf/slice.py "${S6_SLICE_US:-100}" --)
+slice=(perf/slice.py "${S6_SLICE_US:-0}" --)
 IFS=, read -r -a server_list <<<"$servers"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -141,7 +141,7 @@ run_one() {
   redis_after=$(cpu_ticks "$redis_pid")
 
   python3 - "$work/report.json" "$out.json" "$(getconf CLK_TCK)" "$redis_before" "$redis_after" \
-    "$started" "$ended" "$server" "$(cut -d' ' -f1 /proc/loadavg)" "${S6_SLICE_US:-100}" <<'EOF'
+    "$started" "$ended" "$server" "$(cut -d' ' -f1 /proc/loadavg)" "${S6_SLICE_US:-0}" <<'EOF'
 import json, sys
 src, dst, hz = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rb, ra, t0, t1 = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])

@@ -75,10 +75,11 @@ pub struct Common {
     #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
     pub ping_interval: Duration,
     /// The pacer sleeps on a timerfd (io_uring) until this close to a send, then spins,
-    /// yielding to the runtime. 0 = no spin: sends go out when the thread wakes (tens of µs
-    /// late). On the legacy driver the pacer sleeps on the runtime's millisecond timer, so
-    /// use about 2000 there.
-    #[arg(long, global = true, default_value_t = 50)]
+    /// yielding to the runtime. Small values (50) free the generator's core between sends
+    /// but let other processes delay it when it wakes (S4 p99 worse on a shared core);
+    /// 0 = no spin: sends go out when the thread wakes (about 50 µs late here). On the
+    /// legacy driver the pacer sleeps on the runtime's millisecond timer.
+    #[arg(long, global = true, default_value_t = 2000)]
     pub spin_us: u64,
     /// The server's pid: CPU time, RSS and Pss at the window's edges.
     #[arg(long, global = true)]
