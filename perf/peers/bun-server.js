@@ -5,6 +5,12 @@
 // sender included (server.publish, not ws.publish, which would skip the sender).
 // Run: node_modules/@oven/bun-linux-x64/bin/bun bun-server.js [--port P]   (P = 0: a free port)
 // Prints `listening <port>` once ready.
+//
+// `--redis redis://HOST:PORT` makes it an S6 (backplane) instance with Bun's built-in Redis
+// client: a message on /ws/publish is PUBLISHed to Redis instead of published locally, and
+// every message arriving on the subscribed channel is `server.publish`ed to this instance's
+// subscribers, so two instances on one Redis relay to each other (and, like ASP.NET's Redis
+// backplane, an instance's own messages reach its subscribers through Redis too).
 
 const TOPIC = "broadcast";
 const ROUTES = { "/ws/broadcast": "subscribe", "/ws/publish": "publish", "/ws/echo": "echo" };
@@ -14,6 +20,23 @@ function portArg(argv) {
   const at = argv.indexOf("--port");
   const value = at >= 0 ? argv[at + 1] : argv.find((a) => /^\d+$/.test(a));
   return Number(value ?? 0);
+}
+
+function redisArg(argv) {
+  const at = argv.indexOf("--redis");
+  return at >= 0 ? argv[at + 1] : undefined;
+}
+
+const redisUrl = redisArg(process.argv.slice(2));
+let backplane;
+if (redisUrl) {
+  const publisher = new Bun.RedisClient(redisUrl);
+  await publisher.connect();
+  const subscriber = await publisher.duplicate();
+  await subscriber.subscribe(TOPIC, (message) => server.publish(TOPIC, message));
+  backplane = publisher;
+  // The open Redis subscription keeps Bun from exiting on SIGINT by default.
+  process.on("SIGINT", () => process.exit(0));
 }
 
 const server = Bun.serve({
@@ -44,8 +67,10 @@ const server = Bun.serve({
       else if (ws.data.role === "group") for (const group of ws.data.groups) ws.subscribe(group);
     },
     message(ws, message) {
-      if (ws.data.role === "publish") server.publish(TOPIC, message);
-      else if (ws.data.role === "group") server.publish(ws.data.groups[0], message);
+      if (ws.data.role === "publish") {
+        if (backplane) backplane.publish(TOPIC, message);
+        else server.publish(TOPIC, message);
+      } else if (ws.data.role === "group") server.publish(ws.data.groups[0], message);
       else if (ws.data.role === "echo") ws.send(message);
     },
   },

@@ -89,8 +89,11 @@ pub struct Common {
     /// ringhub does (`perf/floor --idle` on `/ws/idle`), so both do the same work in S1.
     #[arg(long, global = true, value_enum, default_value_t = RawKeepalive::Ping)]
     pub raw_keepalive: RawKeepalive,
-    /// The pacer sleeps on the runtime's millisecond timer until this close to a send,
-    /// then spins (0 = timer only: less CPU, up to ~1 ms of added latency).
+    /// The pacer sleeps on a timerfd (io_uring) until this close to a send, then spins,
+    /// yielding to the runtime. Small values (50) free the generator's core between sends
+    /// but let other processes delay it when it wakes (S4 p99 worse on a shared core);
+    /// 0 = no spin: sends go out when the thread wakes (about 50 µs late here). On the
+    /// legacy driver the pacer sleeps on the runtime's millisecond timer.
     #[arg(long, global = true, default_value_t = 2000)]
     pub spin_us: u64,
     /// The server's pid: CPU time, RSS and Pss at the window's edges.

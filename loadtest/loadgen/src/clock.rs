@@ -18,7 +18,7 @@ pub fn ns(duration: Duration) -> u64 {
 /// Sleeps (on the current monoio runtime) until `deadline_ns` on the monotonic clock.
 ///
 /// The runtime's timer wheel has millisecond granularity, so this can wake up to about a
-/// millisecond late; [`crate::schedule::wait_until`] spins the last stretch when that matters.
+/// millisecond late; the pacer ([`crate::schedule::run`]) sleeps on a timerfd instead.
 pub async fn sleep_until(deadline_ns: u64) {
     let now = now_ns();
     if deadline_ns > now {

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
 pub fn monotonic_ns() -> u64 {
@@ -78,6 +78,51 @@ pub fn shutdown_write(fd: RawFd) {
     let _ = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
+/// A one-shot timer on `CLOCK_MONOTONIC` (`timerfd_create`), in blocking mode so an
+/// io_uring read of it completes when it expires (the kernel polls it) instead of failing
+/// with `EAGAIN`.
+pub fn monotonic_timer() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes two integers and reads no memory of ours.
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by timerfd_create, is open, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a [`monotonic_timer`] to expire once at `deadline_ns` on `CLOCK_MONOTONIC`
+/// (`TFD_TIMER_ABSTIME`: a deadline already past expires at once).
+pub fn arm_timer_at(timer: &impl AsRawFd, deadline_ns: u64) -> io::Result<()> {
+    // A zero it_value would disarm the timer; 1 ns is long past.
+    let deadline_ns = deadline_ns.max(1);
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+        },
+    };
+    // SAFETY: the fd is open (borrowed from a live timer), `spec` is a valid itimerspec the
+    // call only reads, and a null old-value pointer is allowed.
+    let rc = unsafe {
+        libc::timerfd_settime(
+            timer.as_raw_fd(),
+            libc::TFD_TIMER_ABSTIME,
+            &spec,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +132,18 @@ mod tests {
         let a = monotonic_ns();
         let b = monotonic_ns();
         assert!(a > 0 && b >= a);
+    }
+
+    #[test]
+    fn a_timer_armed_in_the_past_is_readable_at_once() {
+        use std::io::Read;
+        let timer = monotonic_timer().unwrap();
+        arm_timer_at(&timer, monotonic_ns()).unwrap();
+        let mut expirations = [0u8; 8];
+        std::fs::File::from(timer)
+            .read_exact(&mut expirations)
+            .unwrap();
+        assert_eq!(u64::from_ne_bytes(expirations), 1);
     }
 
     #[test]

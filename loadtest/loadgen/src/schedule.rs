@@ -2,11 +2,13 @@
 //! happened to the events before it, so a slow server cannot slow the offered load down
 //! (and the latency of a late event counts from when it was due).
 //!
-//! The runtime's timer has millisecond granularity, so [`wait_until`] sleeps on it only
-//! until `spin` before the deadline and then spins, yielding to the runtime between checks
-//! so I/O completions keep being reaped. One waiting loop per thread: while it spins the
-//! runtime never parks, so other timers on that thread stall; keepalive pings are therefore
-//! sent from inside the loop.
+//! The runtime's timer has millisecond granularity, so [`run`] sleeps on a timerfd of its
+//! own instead (read through io_uring: it wakes within tens of µs of its deadline without
+//! spinning), until `spin` before a send, and spins only that last stretch, yielding to the
+//! runtime between checks so I/O completions keep being reaped. On the legacy (epoll)
+//! driver it falls back to the runtime's timer, and then `spin` must cover a millisecond.
+//! One waiting loop per thread: while it spins the runtime never parks, so other timers on
+//! that thread stall; keepalive pings are therefore sent from inside the loop.
 
 use std::future::poll_fn;
 use std::task::Poll;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::clock::now_ns;
+use crate::os;
 use crate::recorder::Hist;
 
 /// One open-loop schedule.
@@ -76,18 +79,56 @@ pub async fn yield_now() {
     .await;
 }
 
-/// Waits until `due_ns`: the timer for all but the last `spin_ns`, then a yielding spin.
+/// How the pacer sleeps until shortly before a send.
+enum Sleeper {
+    /// A timerfd read through io_uring (the file and its 8-byte expiration-count buffer).
+    Timerfd(monoio::fs::File, Vec<u8>),
+    /// The runtime's millisecond timer: the legacy driver, or a timerfd that failed.
+    Runtime,
+}
+
+impl Sleeper {
+    fn new() -> Self {
+        if !monoio::utils::detect_uring() {
+            return Self::Runtime;
+        }
+        os::monotonic_timer()
+            .and_then(|timer| monoio::fs::File::from_std(std::fs::File::from(timer)))
+            .map_or(Self::Runtime, |file| Self::Timerfd(file, vec![0; 8]))
+    }
+
+    /// Sleeps until `deadline_ns` on the monotonic clock (the runtime's timer may wake up
+    /// to about a millisecond late; the timerfd by its wake-up latency).
+    async fn sleep_until(&mut self, deadline_ns: u64) {
+        if let Self::Timerfd(file, buf) = self {
+            if os::arm_timer_at(file, deadline_ns).is_ok() {
+                let (read, back) = file.read_at(std::mem::take(buf), 0).await;
+                *buf = back;
+                buf.clear();
+                if read.is_ok() {
+                    return;
+                }
+            }
+            *self = Self::Runtime;
+        }
+        let now = now_ns();
+        if deadline_ns > now {
+            monoio::time::sleep(Duration::from_nanos(deadline_ns - now)).await;
+        }
+    }
+}
+
+/// Waits until `due_ns`: sleeps for all but the last `spin_ns`, then a yielding spin.
 /// Sends the client's keepalive pings while waiting.
-pub async fn wait_until(client: &Client, due_ns: u64, spin_ns: u64) {
+async fn wait_until(client: &Client, sleeper: &mut Sleeper, due_ns: u64, spin_ns: u64) {
     loop {
         let now = now_ns();
         client.keepalive(now);
         if now >= due_ns {
             return;
         }
-        let gap = due_ns - now;
-        if gap > spin_ns {
-            monoio::time::sleep(Duration::from_nanos(gap - spin_ns)).await;
+        if due_ns - now > spin_ns {
+            sleeper.sleep_until(due_ns - spin_ns).await;
         } else {
             yield_now().await;
         }
@@ -102,6 +143,7 @@ pub async fn run(
     spin_ns: u64,
     mut on_event: impl FnMut(usize, u64, u64),
 ) {
+    let mut sleeper = Sleeper::new();
     let mut in_a_row = 0u32;
     loop {
         let next = pacers
@@ -114,7 +156,7 @@ pub async fn run(
         };
         if now_ns() < due {
             in_a_row = 0;
-            wait_until(client, due, spin_ns).await;
+            wait_until(client, &mut sleeper, due, spin_ns).await;
         } else {
             // Behind schedule: catch up, but let the writers run now and then.
             in_a_row += 1;

@@ -34,7 +34,7 @@ pub struct Params {
 }
 
 /// Queues one broadcast of `body` on the publisher.
-fn publish(publisher: &Conn, raw: bool, body: &[u8]) {
+pub(super) fn publish(publisher: &Conn, raw: bool, body: &[u8]) {
     if raw {
         publisher.send_text(|out| {
             out.extend_from_slice(br#"{"type":1,"target":"Send","arguments":[""#);

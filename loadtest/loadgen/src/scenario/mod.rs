@@ -218,9 +218,6 @@ pub fn plan(cli: &Cli) -> anyhow::Result<Plan> {
                 "oversize": a.oversize});
         }
         Scenario::S6(a) => {
-            if raw {
-                bail!("S6 is SignalR-only (use --protocol json or msgpack)");
-            }
             if a.publish_url.is_none() && !a.same_instance {
                 bail!("S6 needs --publish-url (instance A) or --same-instance");
             }

@@ -1,11 +1,14 @@
 //! S6: subscribers on instance B join one group; a publisher on instance A (or on B with
 //! `--same-instance`) invokes `SendToGroup(group, payload)` at a fixed rate, so every message
 //! crosses Redis. Redis `INFO commandstats` is read at the window's edges by the
-//! coordinator.
+//! coordinator. Raw (peer servers): subscribers connect to B's `/ws/broadcast` and the
+//! publisher sends the frame a SignalR subscriber would receive to A's `/ws/publish`; the
+//! peer carries it across Redis itself.
 
 use std::rc::Rc;
 
 use crate::cli::{Common, S6Args};
+use crate::client::Wire;
 use crate::clock;
 use crate::conn::Conn;
 use crate::payload::{self, Stamp};
@@ -14,16 +17,21 @@ use crate::run::ThreadEnv;
 use crate::schedule::{self, Pacer};
 use crate::signalr::Arg;
 
-use super::{client_for, concurrently, drain, in_flight_per_thread, open_all, open_one, share};
+use super::{
+    broadcast, client_for, concurrently, drain, in_flight_per_thread, open_all, open_one, path_for,
+    share,
+};
 
 /// Runs this thread's share of S6; the publisher lives on slot 0.
 pub async fn run(env: &ThreadEnv, common: &Common, args: &S6Args) -> anyhow::Result<()> {
     let client = client_for(env, common, &common.url)?;
+    let raw = client.settings.wire == Wire::Raw;
     let limit = in_flight_per_thread(common);
     let mine = share(args.subscribers, env.slot, env.slots);
+    let subscriber_path = path_for(common, "/ws/broadcast");
     let subscribers =
-        Rc::new(open_all(&client, &common.hub, mine.collect(), limit, None, true).await);
-    {
+        Rc::new(open_all(&client, &subscriber_path, mine.collect(), limit, None, true).await);
+    if !raw {
         let (client, subscribers, group) =
             (client.clone(), subscribers.clone(), args.group.clone());
         concurrently(subscribers.len(), limit, move |k| {
@@ -64,7 +72,13 @@ pub async fn run(env: &ThreadEnv, common: &Common, args: &S6Args) -> anyhow::Res
     };
     let publish_client = client_for(env, common, url)?;
     let publisher: Option<Rc<Conn>> = if env.slot == 0 {
-        open_one(&publish_client, &common.hub, args.subscribers, false).await
+        open_one(
+            &publish_client,
+            &path_for(common, "/ws/publish"),
+            args.subscribers,
+            false,
+        )
+        .await
     } else {
         None
     };
@@ -93,11 +107,15 @@ pub async fn run(env: &ThreadEnv, common: &Common, args: &S6Args) -> anyhow::Res
                     },
                     args.size,
                 );
-                publisher.send(
-                    "SendToGroup",
-                    &[Arg::Str(args.group.as_bytes()), Arg::Str(&body)],
-                    false,
-                );
+                if raw {
+                    broadcast::publish(&publisher, true, &body);
+                } else {
+                    publisher.send(
+                        "SendToGroup",
+                        &[Arg::Str(args.group.as_bytes()), Arg::Str(&body)],
+                        false,
+                    );
+                }
                 rec.add(Counter::SentTotal, 1);
                 if client.in_window(due) {
                     rec.add(Counter::Sent, 1);
