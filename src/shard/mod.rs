@@ -144,7 +144,13 @@ pub struct ShardContext {
     /// The WebSocket limits of hub connections, and of the echo route (computed once, so a
     /// connection task holds a reference instead of its own copy).
     pub websocket_limits: WebSocketRouteLimits,
+    /// Where a broadcast writes its frame to idle subscribers itself, a batch per system call
+    /// (io_uring only; `None` on the legacy driver or where the ring cannot be set up).
+    pub send_ring: std::cell::RefCell<Option<crate::sys::SendRing>>,
 }
+
+/// Sends a write-through batch submits per `io_uring_enter`.
+const SEND_RING_ENTRIES: u32 = 1024;
 
 /// The WebSocket limits of each kind of route.
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +213,16 @@ impl ShardContext {
         let max_connections = config.shard_max_connections();
         let totals = stats.totals();
         let hubs_by_path = Hubs::new(&hubs);
+        let send_ring = match driver {
+            ActiveDriver::IoUring => crate::sys::SendRing::new(SEND_RING_ENTRIES)
+                .inspect_err(|error| {
+                    tracing::debug!(shard = id.0, %error, "no write-through ring; broadcasts wake each connection");
+                })
+                .ok(),
+            ActiveDriver::Legacy => None,
+        };
         Self {
+            send_ring: std::cell::RefCell::new(send_ring),
             websocket_limits: WebSocketRouteLimits::from_config(&config),
             streams: streams::StreamTable::new(streams::BacklogLimits::from_config(
                 &config.signalr,
