@@ -452,16 +452,18 @@ impl Session {
     /// The frame of `message` for a broadcast to write to this session's socket itself, when
     /// nothing is waiting to be written before it; tracked for stateful reconnect as sent.
     /// `None`: it must go through the mailbox (handshake not done, messages waiting, the
-    /// connection overflowed, a conflated event, or stateful reconnect waiting for Acks).
+    /// connection overflowed, a progress event to conflate or one waiting for the
+    /// session's conflator, or stateful reconnect waiting for Acks).
     pub fn take_write_through(&mut self, message: &PreparedMessage) -> Option<Bytes> {
         let Phase::Active { protocol } = self.phase else {
             return None;
         };
-        if self.overflowed
-            || !self.mailbox.is_empty()
-            || message.conflation().is_some()
-            || self.is_send_blocked()
-        {
+        // As `enqueue`: an event that is not conflated only has to wait behind progress
+        // events when some are waiting (every non-conflated event carries a barrier tag).
+        let conflated = message
+            .conflation()
+            .is_some_and(|tag| tag.kind != TagKind::Barrier || self.conflator.is_some());
+        if self.overflowed || !self.mailbox.is_empty() || conflated || self.is_send_blocked() {
             return None;
         }
         if message.is_trackable()
@@ -1228,5 +1230,46 @@ mod tests {
         // the whole cost.
         let size = std::mem::size_of::<Session>();
         assert!(size <= 320, "Session is {size} bytes");
+    }
+
+    #[test]
+    fn a_broadcast_is_written_through_only_when_nothing_waits_ahead_of_it() {
+        use crate::hub::actions::{Target, event};
+        use crate::protocol::signalr::Payload;
+
+        let hub = Rc::new(HubDefinition::diagnostics("/hubs/diagnostics"));
+        let now = Instant::now();
+        let mut session = Session::new(hub, "c".to_owned(), Vec::new(), false, now);
+        let send = event("Send", vec![Payload::string("hi")]);
+        // Not a conflated event: it carries a barrier tag.
+        let tag = crate::hub::conflation::tag(&Target::All, &send, &["Progress".to_owned()]);
+        let message = Arc::new(PreparedMessage::new(&send).unwrap().with_conflation(tag));
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "before the handshake"
+        );
+        let mut outbox = Outbox::new();
+        let handshake = Bytes::from_static(b"{\"protocol\":\"json\",\"version\":1}\x1e");
+        session
+            .on_message(DataMessage::Text(handshake), &mut outbox, now)
+            .unwrap();
+        assert_eq!(
+            session.take_write_through(&message),
+            Some(message.frame(HubProtocol::Json))
+        );
+        session.enqueue(Arc::clone(&message), false, now);
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "behind a queued one"
+        );
+        session.on_wake(&mut outbox).unwrap();
+        session.queue_rest(Bytes::from_static(b"rest"));
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "behind a frame's rest"
+        );
     }
 }
