@@ -439,6 +439,45 @@ on_both_drivers! {
         assert_eq!(replies.iter().filter(|m| m.get("result").is_some()).count(), 3);
     }
 
+    fn a_subscriber_that_stops_reading_gets_every_broadcast_whole_and_in_order_later(driver) {
+        // Broadcasts are written straight to idle subscribers' sockets; once this one's socket
+        // is full, a frame is written in part and its rest waits for the connection's task.
+        let server = diagnostics(driver, |c| c.signalr.max_outbound = 64 * 1024 * 1024);
+        let mut paused = connect(server.addr, "");
+        handshake(&mut paused, r#"{"protocol":"json","version":1}"#);
+        paused.send(1, b"{\"type\":1,\"invocationId\":\"j\",\"target\":\"JoinGroup\",\"arguments\":[\"paused\"]}\x1e");
+        paused.read_frame();
+        let mut sender = connect(server.addr, "");
+        handshake(&mut sender, r#"{"protocol":"json","version":1}"#);
+        let text = "y".repeat(3000);
+        let total = 1000;
+        for batch in 0..(total / 10) {
+            let mut calls = Vec::new();
+            for i in 0..10 {
+                let n = batch * 10 + i;
+                calls.extend(
+                    format!("{{\"type\":1,\"target\":\"SendToGroup\",\"arguments\":[\"paused\",\"{n}-{text}\"]}}\u{1e}").bytes(),
+                );
+            }
+            sender.send(1, &calls);
+        }
+        // Everything is queued or written in part before the subscriber reads again.
+        sender.send(1, b"{\"type\":1,\"invocationId\":\"e\",\"target\":\"echo\",\"arguments\":[\"done\"]}\x1e");
+        assert_eq!(records(&sender.read_frame())[0]["result"], "done");
+        let mut next = 0;
+        while next < total {
+            let frame = paused.read_frame();
+            assert_eq!(frame.opcode, 1, "after {next} messages");
+            for record in records(&frame) {
+                if record["target"] == "Send" {
+                    let argument = record["arguments"][0].as_str().unwrap();
+                    assert_eq!(argument, format!("{next}-{text}"));
+                    next += 1;
+                }
+            }
+        }
+    }
+
     fn a_slow_consumer_is_closed_while_a_fast_member_of_its_group_gets_everything(driver) {
         let server = diagnostics(driver, |c| {
             c.signalr.max_outbound = 256 * 1024;

@@ -32,6 +32,7 @@ use crate::shard::key_states::KeyStateUpdate;
 use crate::shard::sessions::SessionSlot;
 use crate::shard::{ShardContext, ShardId};
 use crate::stats::iso8601_now;
+use crate::sys::RingSend;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
 use bytes::BytesMut;
@@ -447,17 +448,39 @@ pub fn publish_in_order(
 }
 
 /// Delivers an envelope to the recipients on this shard.
+///
+/// A recipient whose connection waits idle with nothing queued gets the frame written to its
+/// socket right here, all of them in one batch through the shard's [`SendRing`] (one
+/// `io_uring_enter` per batch, as the floor program writes): no wake-up, task poll, write
+/// future or completion per delivery. The others (busy, stateful reconnect waiting for Acks,
+/// conflated events, the legacy driver) get it queued and their connection woken, as before.
+///
+/// [`SendRing`]: crate::sys::SendRing
 pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
     let now = ctx.timers.now();
     let (mut delivered, mut conflated) = (0u64, 0u64);
-    let mut send = |slot: &SessionSlot| {
-        if !envelope
+    let mut ring = ctx.send_ring.borrow_mut();
+    let through = ring.is_some();
+    let mut sends: Vec<RingSend> = Vec::new();
+    let mut senders: Vec<Rc<SessionSlot>> = Vec::new();
+    let mut send = |slot: &Rc<SessionSlot>| {
+        if envelope
             .excluded
             .iter()
             .any(|id| **id == *slot.connection_id)
         {
+            return;
+        }
+        delivered += 1;
+        if through && let Some((fd, bytes)) = slot.write_through(&envelope.message) {
+            sends.push(RingSend {
+                fd,
+                bytes,
+                result: 0,
+            });
+            senders.push(Rc::clone(slot));
+        } else {
             conflated += slot.deliver(&envelope.message, now);
-            delivered += 1;
         }
     };
     match &envelope.target {
@@ -485,6 +508,27 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
                 send(&slot);
             }
         }
+    }
+    if let Some(ring) = ring.as_mut()
+        && !sends.is_empty()
+    {
+        ring.send_all(&mut sends);
+        let stats = ctx.stats.shard(usize::from(ctx.id.0));
+        if let Some(first) = senders.first() {
+            // Every recipient of an envelope is on its hub; the mailbox path counts the rest.
+            let kind = envelope.message.kind();
+            stats.sent_messages(first.hub.index, kind, sends.len() as u64);
+        }
+        let mut bytes = 0u64;
+        for (sent, slot) in sends.into_iter().zip(senders) {
+            // Written whole (the usual case), or the rest waits for the connection's task.
+            let written = usize::try_from(sent.result).unwrap_or(0);
+            bytes += written as u64;
+            if written < sent.bytes.len() {
+                slot.write_through_rest(sent.bytes.slice(written..));
+            }
+        }
+        stats.bytes_sent(bytes);
     }
     let stats = ctx.stats.shard(usize::from(ctx.id.0));
     stats.delivered(delivered);

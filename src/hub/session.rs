@@ -170,7 +170,7 @@ pub struct Session {
     /// Work for the shard produced by actions (groups, publishing).
     effects: Vec<Effect>,
     /// Messages delivered by others (group sends, broadcasts), not written yet.
-    mailbox: VecDeque<Arc<PreparedMessage>>,
+    mailbox: VecDeque<Queued>,
     /// Bytes held in `mailbox`.
     mailbox_bytes: usize,
     /// The mailbox went over `max_outbound`: the connection is closed at its next wake.
@@ -185,6 +185,16 @@ pub struct Session {
     /// Invocation tokens available (token bucket) and when they were last refilled.
     tokens: f64,
     refilled: Instant,
+}
+
+/// What waits in a session's mailbox.
+#[derive(Debug)]
+enum Queued {
+    /// A message delivered by others, framed for each protocol.
+    Message(Arc<PreparedMessage>),
+    /// The end of a frame whose start a broadcast wrote to the socket directly
+    /// ([`Session::take_write_through`]): written before anything else.
+    Rest(Bytes),
 }
 
 /// Stateful reconnect bookkeeping (HubProtocol.md, "Stateful Reconnect"): both directions
@@ -376,6 +386,17 @@ impl Session {
         if let Some(stateful) = self.stateful.as_deref_mut() {
             stateful.resume_pending = true;
         }
+        // The end of a frame started on the old socket means nothing on the new one (the
+        // message itself is resent from the unacknowledged ones).
+        let mut rest_bytes = 0;
+        self.mailbox.retain(|queued| match queued {
+            Queued::Rest(rest) => {
+                rest_bytes += rest.len();
+                false
+            }
+            Queued::Message(_) => true,
+        });
+        self.mailbox_bytes = self.mailbox_bytes.saturating_sub(rest_bytes);
         self.next_ping = now + self.hub.session.keepalive_interval;
         if self.client_deadline.is_some() {
             self.client_deadline = Some(now + self.hub.session.client_timeout);
@@ -420,15 +441,48 @@ impl Session {
             return;
         }
         self.mailbox_bytes += message.len();
-        self.mailbox.push_back(message);
+        self.mailbox.push_back(Queued::Message(message));
         if stalled && self.mailbox_bytes > self.hub.session.max_outbound {
-            // A slow consumer: stop holding memory for it; it is closed at its next wake.
+            // A slow consumer: stop holding memory for it; it is closed at its next wake
+            // (after the end of a frame already started, so the Close is framed correctly).
             let dropped = self.mailbox.len() as u64;
             stats::local(|s| s.dropped(DropReason::SlowConsumer, dropped));
             self.overflowed = true;
-            self.mailbox.clear();
+            self.mailbox
+                .retain(|queued| matches!(queued, Queued::Rest(_)));
             self.mailbox_bytes = 0;
         }
+    }
+
+    /// The frame of `message` for a broadcast to write to this session's socket itself, when
+    /// nothing is waiting to be written before it; tracked for stateful reconnect as sent.
+    /// `None`: it must go through the mailbox (handshake not done, messages waiting, the
+    /// connection overflowed, a progress event to conflate or one waiting for the
+    /// session's conflator, or stateful reconnect waiting for Acks).
+    pub fn take_write_through(&mut self, message: &PreparedMessage) -> Option<Bytes> {
+        let Phase::Active { protocol } = self.phase else {
+            return None;
+        };
+        // As `enqueue`: an event that is not conflated only has to wait behind progress
+        // events when some are waiting (every non-conflated event carries a barrier tag).
+        let conflated = message
+            .conflation()
+            .is_some_and(|tag| tag.kind != TagKind::Barrier || self.conflator.is_some());
+        if self.overflowed || !self.mailbox.is_empty() || conflated || self.is_send_blocked() {
+            return None;
+        }
+        if message.is_trackable()
+            && let Some(stateful) = self.stateful.as_deref_mut()
+        {
+            stateful.track(message.payload(protocol));
+        }
+        Some(message.frame(protocol))
+    }
+
+    /// Queues the part of a written-through frame the socket did not take, ahead of everything.
+    pub fn queue_rest(&mut self, rest: Bytes) {
+        self.mailbox_bytes += rest.len();
+        self.mailbox.push_front(Queued::Rest(rest));
     }
 
     /// Takes one invocation token, refilling at the configured rate; `false` when none is left.
@@ -458,7 +512,15 @@ impl Session {
             return;
         };
         let hub = self.hub.index;
-        while let Some(message) = self.mailbox.pop_front() {
+        while let Some(queued) = self.mailbox.pop_front() {
+            let message = match queued {
+                Queued::Message(message) => message,
+                Queued::Rest(rest) => {
+                    self.mailbox_bytes = self.mailbox_bytes.saturating_sub(rest.len());
+                    outbox.push_encoded(rest);
+                    continue;
+                }
+            };
             self.mailbox_bytes = self.mailbox_bytes.saturating_sub(message.len());
             let kind = message.kind();
             stats::local(|s| s.sent_messages(hub, kind, 1));
@@ -1159,6 +1221,8 @@ impl WebSocketApp for Session {
 
     fn on_wake(&mut self, outbox: &mut Outbox) -> Result<(), AppClose> {
         if self.overflowed {
+            // Only the end of a frame already started is left in the mailbox.
+            self.drain_mailbox(outbox);
             let text = self.error_text(
                 "Connection closed with an error.",
                 "InvalidOperationException: The connection could not keep up with the messages sent to it.",
@@ -1217,5 +1281,46 @@ mod tests {
         // the whole cost.
         let size = std::mem::size_of::<Session>();
         assert!(size <= 320, "Session is {size} bytes");
+    }
+
+    #[test]
+    fn a_broadcast_is_written_through_only_when_nothing_waits_ahead_of_it() {
+        use crate::hub::actions::{Target, event};
+        use crate::protocol::signalr::Payload;
+
+        let hub = Rc::new(HubDefinition::diagnostics("/hubs/diagnostics"));
+        let now = Instant::now();
+        let mut session = Session::new(hub, "c".to_owned(), Vec::new(), false, now);
+        let send = event("Send", vec![Payload::string("hi")]);
+        // Not a conflated event: it carries a barrier tag.
+        let tag = crate::hub::conflation::tag(&Target::All, &send, &["Progress".to_owned()]);
+        let message = Arc::new(PreparedMessage::new(&send).unwrap().with_conflation(tag));
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "before the handshake"
+        );
+        let mut outbox = Outbox::new();
+        let handshake = Bytes::from_static(b"{\"protocol\":\"json\",\"version\":1}\x1e");
+        session
+            .on_message(DataMessage::Text(handshake), &mut outbox, now)
+            .unwrap();
+        assert_eq!(
+            session.take_write_through(&message),
+            Some(message.frame(HubProtocol::Json))
+        );
+        session.enqueue(Arc::clone(&message), false, now);
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "behind a queued one"
+        );
+        session.on_wake(&mut outbox).unwrap();
+        session.queue_rest(Bytes::from_static(b"rest"));
+        assert_eq!(
+            session.take_write_through(&message),
+            None,
+            "behind a frame's rest"
+        );
     }
 }

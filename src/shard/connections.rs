@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -82,6 +83,19 @@ impl ConnectionSignal {
         self.shutdown.get()
     }
 
+    /// Whether [`Signal::Outbound`] was raised and not delivered yet.
+    pub fn is_outbound_pending(&self) -> bool {
+        self.pending.get() & OUTBOUND != 0
+    }
+
+    /// Consumes a pending [`Signal::Outbound`], if any (the task handles it before whatever
+    /// else woke it).
+    pub fn take_outbound(&self) -> bool {
+        let pending = self.pending.get();
+        self.pending.set(pending & !OUTBOUND);
+        pending & OUTBOUND != 0
+    }
+
     /// Resolves with the next undelivered event (shutdown first); each raise is delivered once.
     /// Cancel-safe: an event is only consumed when the future resolves.
     pub fn wait(&self) -> SignalWait<'_> {
@@ -122,6 +136,9 @@ impl Future for SignalWait<'_> {
 pub struct ConnectionHandle {
     /// The connection's id (a reusable slot number).
     pub id: ConnectionId,
+    /// The socket, while the task waits idle with nothing queued (else -1): a broadcast may
+    /// then write to it directly ([`Self::idle_fd`]).
+    idle_fd: Cell<RawFd>,
     /// Unique for the shard's lifetime; tells this connection from a later one in the same slot.
     pub serial: u64,
     /// Where shard-level events for this connection are raised.
@@ -137,6 +154,20 @@ pub struct ConnectionHandle {
 pub const STALL_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl ConnectionHandle {
+    /// Declares that the task waits with nothing queued and no write in flight on `fd` (or,
+    /// with `None`, that it woke up). While declared, the socket stays open and the task will
+    /// not write before it wakes, so a frame written to `fd` from elsewhere keeps the byte
+    /// stream in order.
+    pub fn set_idle_fd(&self, fd: Option<RawFd>) {
+        self.idle_fd.set(fd.unwrap_or(-1));
+    }
+
+    /// The socket of a connection waiting idle (see [`Self::set_idle_fd`]).
+    pub fn idle_fd(&self) -> Option<RawFd> {
+        let fd = self.idle_fd.get();
+        (fd >= 0).then_some(fd)
+    }
+
     /// Records that a write started at `now` (`None`: it finished).
     pub fn set_writing(&self, since: Option<Instant>) {
         self.writing_since.set(since);
@@ -179,6 +210,7 @@ impl ConnectionRegistry {
         self.next_serial.set(serial + 1);
         let handle = Rc::new(ConnectionHandle {
             id,
+            idle_fd: Cell::new(-1),
             serial,
             signal: ConnectionSignal::default(),
             armed: Cell::new(None),
@@ -260,6 +292,8 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        // The task (and its socket) is going away, even if it was dropped while waiting.
+        self.handle.set_idle_fd(None);
         self.registry.remove(self.handle.id);
     }
 }

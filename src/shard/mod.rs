@@ -147,7 +147,13 @@ pub struct ShardContext {
     /// The read buffer every connection of this shard reads small amounts into
     /// ([`crate::transport::read_buffer`]).
     pub read_scratch: crate::transport::read_buffer::ReadScratch,
+    /// Where a broadcast writes its frame to idle subscribers itself, a batch per system call
+    /// (io_uring only; `None` on the legacy driver or where the ring cannot be set up).
+    pub send_ring: std::cell::RefCell<Option<crate::sys::SendRing>>,
 }
+
+/// Sends a write-through batch submits per `io_uring_enter`.
+const SEND_RING_ENTRIES: u32 = 1024;
 
 /// The WebSocket limits of each kind of route.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +216,16 @@ impl ShardContext {
         let max_connections = config.shard_max_connections();
         let totals = stats.totals();
         let hubs_by_path = Hubs::new(&hubs);
+        let send_ring = match driver {
+            ActiveDriver::IoUring => crate::sys::SendRing::new(SEND_RING_ENTRIES)
+                .inspect_err(|error| {
+                    tracing::debug!(shard = id.0, %error, "no write-through ring; broadcasts wake each connection");
+                })
+                .ok(),
+            ActiveDriver::Legacy => None,
+        };
         Self {
+            send_ring: std::cell::RefCell::new(send_ring),
             websocket_limits: WebSocketRouteLimits::from_config(&config),
             read_scratch: crate::transport::read_buffer::ReadScratch::new(),
             streams: streams::StreamTable::new(streams::BacklogLimits::from_config(

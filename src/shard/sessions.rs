@@ -7,9 +7,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use quanta::Instant;
 use slab::Slab;
 
@@ -72,6 +74,30 @@ impl SessionSlot {
         drop(attached);
         self.wake();
         dropped
+    }
+
+    /// The socket and frame for a broadcast to write `message` to this session itself, when
+    /// its connection waits idle with nothing queued ahead of it (no wake-up, no task poll and
+    /// no write of its own for this delivery). `None`: deliver it with [`Self::deliver`].
+    pub fn write_through(&self, message: &PreparedMessage) -> Option<(RawFd, Bytes)> {
+        if self.removed.get() || self.closing.get() {
+            return None;
+        }
+        let attached = self.attached.borrow();
+        let connection = attached.as_ref()?;
+        let fd = connection.idle_fd()?;
+        if connection.signal.is_outbound_pending() || connection.signal.is_shutdown() {
+            return None;
+        }
+        let frame = self.session.borrow_mut().take_write_through(message)?;
+        Some((fd, frame))
+    }
+
+    /// Queues what the socket did not take of a frame from [`Self::write_through`] (all of it
+    /// after an error) and wakes the connection to write it before anything else.
+    pub fn write_through_rest(&self, rest: Bytes) {
+        self.session.borrow_mut().queue_rest(rest);
+        self.wake();
     }
 
     /// Completes an invocation that finished outside the connection's hooks (an upstream

@@ -6,6 +6,7 @@
 //! queues its answers in the [`Outbox`].
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -306,6 +307,12 @@ pub fn serve<'a, A: WebSocketApp>(
                 }
             };
             connection.arm(deadline, timers);
+            // Nothing is queued and nothing is in flight: until the task wakes, a broadcast may
+            // write its frame to the socket itself (`SessionSlot::write_through`), which keeps
+            // the byte stream in order because the task writes nothing meanwhile.
+            if closing.is_none() && !connection.signal.is_shutdown() {
+                connection.set_idle_fd(Some(socket.stream().as_raw_fd()));
+            }
             // Readiness first: a wait armed now gets its first poll before the stream is used
             // again. A signal leaves the wait armed (no io_uring cancel) for the next turn.
             let wake = std::future::poll_fn(|cx| {
@@ -317,6 +324,16 @@ pub fn serve<'a, A: WebSocketApp>(
                     .map(Wake::Signal)
             })
             .await;
+            connection.set_idle_fd(None);
+            // A write-through that the socket did not take whole left the rest of its frame
+            // with the endpoint: it goes out before anything this wake produces.
+            if !matches!(wake, Wake::Signal(Signal::Outbound))
+                && closing.is_none()
+                && connection.signal.take_outbound()
+                && let Err(close) = app.on_wake(&mut outbox)
+            {
+                closing = app_close(close, &mut outbox, &start_close);
+            }
             match wake {
                 Wake::Readable(Err(error)) => {
                     return closing.map_or(ConnectionEnd::Io(error), |c| c.end);
