@@ -70,8 +70,8 @@ struct PublishArgs {
     /// Send to every connection of this user (a virtual key id).
     #[arg(long)]
     user: Option<String>,
-    /// Send to this connection id.
-    #[arg(long)]
+    /// Send to this connection id (ids may start with `-`: base64url).
+    #[arg(long, allow_hyphen_values = true)]
     connection: Option<String>,
     /// The client method to invoke.
     #[arg(long)]
@@ -79,8 +79,8 @@ struct PublishArgs {
     /// The arguments, a JSON array.
     #[arg(long, default_value = "[]")]
     arguments: String,
-    /// Connection ids that must not receive it (repeatable).
-    #[arg(long)]
+    /// Connection ids that must not receive it (repeatable; ids may start with `-`).
+    #[arg(long, allow_hyphen_values = true)]
     excluded: Vec<String>,
     /// A server key (its SHA-256 is in the server's `auth.server_key_hashes`).
     #[arg(long, env = "HUB_SERVER_KEY", hide_env_values = true)]

@@ -653,6 +653,10 @@ fn the_publish_command_sends_through_the_api_with_a_minted_server_key() {
             .unwrap()
     };
     let sent = run(&["--group", group, "--excluded", &all[1].id]);
+    // A connection id is base64url: one that starts with `-` is still a value, not a flag.
+    let dashed = run(&["--connection", "-Gabc", "--excluded", "-Gdef"]);
+    assert!(dashed.status.success(), "{dashed:?}");
+    assert_eq!(String::from_utf8_lossy(&dashed.stdout).trim(), "202");
     assert!(sent.status.success(), "{sent:?}");
     assert_eq!(String::from_utf8_lossy(&sent.stdout).trim(), "202");
     assert_eq!(
