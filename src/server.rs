@@ -64,6 +64,9 @@ pub enum ServerError {
     /// A shard thread panicked.
     #[error("shard thread {0} panicked")]
     Panicked(String),
+    /// No `cluster.secret` is set and the OS gave no random one to use instead.
+    #[error("cannot draw a random cluster secret: {0}")]
+    ClusterSecret(#[from] crate::hub::identity::RandomUnavailable),
 }
 
 /// A running server.
@@ -171,6 +174,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         config.limits.max_hub_connections,
         config.limits.max_connections_per_key,
     );
+    let tokens = Arc::new(config.cluster.token_keys()?);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
     let mut stops = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
@@ -180,6 +184,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         let keys = keys.clone();
         let stats = Arc::clone(&stats);
         let quota = Arc::clone(&quota);
+        let tokens = Arc::clone(&tokens);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -205,6 +210,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     hubs,
                     stats,
                     quota,
+                    tokens,
                 },
                 keys,
                 stop_rx,
