@@ -220,18 +220,28 @@ fn balancer(first: SocketAddr, second: SocketAddr) -> (SocketAddr, SocketAddr) {
     addrs
 }
 
-#[test]
-fn the_official_client_resumes_on_its_instance_and_starts_fresh_when_the_balancer_moves_it() {
+/// Runs the official-client suite through a switching balancer in front of two instances,
+/// with or without the Redis backplane, and returns the second instance's `unknown` token
+/// refusals and malformed handshakes.
+fn official_client_behind_a_balancer(redis: Option<&RedisServer>) -> (u64, u64) {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/@microsoft/signalr").is_dir(),
         "npm packages missing: run `npm ci --prefix tests/js` (tests/run-all.sh does)"
     );
-    let redis = RedisServer::start();
-    let a = instance(DriverKind::IoUring, &redis, 2, |_| {});
-    let b = instance(DriverKind::IoUring, &redis, 2, |_| {});
-    wait_ready(a.addr);
-    wait_ready(b.addr);
+    let start = || match redis {
+        Some(redis) => {
+            let server = instance(DriverKind::IoUring, redis, 2, |_| {});
+            wait_ready(server.addr);
+            server
+        }
+        None => TestServer::start(DriverKind::IoUring, |c| {
+            c.workers = std::num::NonZeroUsize::new(2).unwrap();
+            c.cluster.secret = Some(ClusterSecret::new(SECRET.as_bytes()));
+            c.hubs.push(chat_hub("chat", "/hubs/chat"));
+        }),
+    };
+    let (a, b) = (start(), start());
     let (proxy, control) = balancer(a.addr, b.addr);
     run_js_suite(
         &js,
@@ -243,9 +253,38 @@ fn the_official_client_resumes_on_its_instance_and_starts_fresh_when_the_balance
         ],
         2,
     );
-    // The resume that reached B was answered 404 as an unknown connection.
-    let sample = "ringhub_signalr_token_refusals_total{reason=\"unknown\"}";
-    assert!(metric(b.addr, sample) >= 1);
+    (
+        metric(
+            b.addr,
+            "ringhub_signalr_token_refusals_total{reason=\"unknown\"}",
+        ),
+        metric(
+            b.addr,
+            "ringhub_signalr_handshake_failures_total{reason=\"malformed\"}",
+        ),
+    )
+}
+
+#[test]
+fn the_official_client_resumes_on_its_instance_and_starts_fresh_when_the_balancer_moves_it() {
+    let redis = RedisServer::start();
+    // The resume that reached B was answered 404 at once (A holds the connection): B never
+    // took it as a new connection.
+    let (refused, failed_handshakes) = official_client_behind_a_balancer(Some(&redis));
+    assert!(
+        refused >= 1 && failed_handshakes == 0,
+        "{refused} {failed_handshakes}"
+    );
+}
+
+#[test]
+fn without_a_backplane_a_moved_resume_also_ends_in_a_fresh_connection() {
+    // B cannot know A holds the session: it takes the resume as a new connection, whose
+    // handshake fails (the client sends Sequence); the client gives that connection up (after
+    // a 404 on a retry of the same URL, or at once on the error), and the suite checks that
+    // automatic reconnect then starts a fresh one.
+    let (_, failed_handshakes) = official_client_behind_a_balancer(None);
+    assert!(failed_handshakes >= 1);
 }
 
 on_both_drivers! {
