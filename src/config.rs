@@ -241,6 +241,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// How shards (and instances) reach each other's connections.
     pub backplane: BackplaneConfig,
+    /// What instances behind one load balancer share: the connection-token secret.
+    pub cluster: ClusterConfig,
     /// The HTTP client of upstream methods and hub events.
     pub upstream: UpstreamConfig,
     /// Graceful shutdown.
@@ -386,8 +388,8 @@ pub struct SignalRConfig {
     /// Unacknowledged bytes kept for resending per connection; default `100000`
     /// (`StatefulReconnectBufferSize`). When full, sending waits for Acks.
     pub stateful_reconnect_buffer: usize,
-    /// How long a negotiated-but-unconnected token, or a dropped stateful connection, is kept;
-    /// default `15s` (`DisconnectTimeout`).
+    /// How long a negotiated token can start a connection (its signed expiry), and how long a
+    /// dropped stateful connection is kept; default `15s` (`DisconnectTimeout`).
     pub disconnect_timeout: Duration,
     /// Messages queued for one connection beyond this many bytes close it as a slow consumer
     /// (SignalR `Close` with an error); default `1MiB`. Nothing else waits for it.
@@ -586,6 +588,61 @@ pub struct BackplaneConfig {
     pub ack_timeout: Duration,
 }
 
+/// The `[cluster]` section: what every instance behind one load balancer must share so a
+/// client's WebSocket may land on any of them (no sticky sessions).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterConfig {
+    /// Signs connection tokens (`cluster.secret`, or read from `cluster.secret_file`); default
+    /// none: a random secret per process, so only the instance that negotiated accepts its
+    /// tokens. Every instance of a cluster must be given the same one.
+    pub secret: Option<ClusterSecret>,
+    /// Secrets that still verify tokens but no longer sign them, for rotation; default none.
+    pub previous_secrets: Vec<ClusterSecret>,
+}
+
+impl ClusterConfig {
+    /// The token keys these secrets make (a random secret when none is set).
+    ///
+    /// # Errors
+    /// [`crate::hub::identity::RandomUnavailable`] when a random secret is needed and the OS
+    /// cannot give one.
+    pub fn token_keys(
+        &self,
+    ) -> Result<crate::hub::identity::TokenKeys, crate::hub::identity::RandomUnavailable> {
+        let previous: Vec<&[u8]> = self.previous_secrets.iter().map(|s| s.expose()).collect();
+        crate::hub::identity::TokenKeys::new(self.secret.as_ref().map(|s| s.expose()), &previous)
+    }
+}
+
+/// A cluster secret. Its `Debug` form never shows it, and config errors about it never
+/// repeat it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(Box<[u8]>);
+
+impl ClusterSecret {
+    /// The shortest secret accepted, in bytes (`openssl rand -base64 32` gives 44).
+    pub const MIN_LEN: usize = 32;
+
+    /// A secret from its bytes (callers check [`Self::MIN_LEN`]).
+    pub fn new(bytes: impl Into<Box<[u8]>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The key material, for the token keys only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(redacted)")
+    }
+}
+
+/// Keys whose values are secrets: never repeated in an error.
+const SECRET_KEYS: [&str; 2] = ["cluster.secret", "cluster.previous_secrets"];
+
 /// The Health hub's periodic snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -659,6 +716,7 @@ struct RawConfig {
     auth: RawAuth,
     health: RawHealth,
     backplane: RawBackplane,
+    cluster: RawCluster,
     upstream: RawUpstream,
     cors: RawCors,
     diagnostics: RawDiagnostics,
@@ -697,6 +755,13 @@ struct RawAuth {
     cache_ttl: &'static str,
     admin_key_hashes: Vec<&'static str>,
     server_key_hashes: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawCluster {
+    secret: &'static str,
+    secret_file: &'static str,
+    previous_secrets: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -888,6 +953,11 @@ impl Default for RawConfig {
                 publish_queue: 10_000,
                 ack_timeout: "5s",
             },
+            cluster: RawCluster {
+                secret: "",
+                secret_file: "",
+                previous_secrets: Vec::new(),
+            },
             upstream: RawUpstream {
                 timeout: "10s",
                 max_idle_per_host: 8,
@@ -959,7 +1029,7 @@ signalr.stream_buffer_capacity|Items buffered per client-to-server stream.
 signalr.detailed_errors|Send exception details to clients (development only).
 signalr.stateful_reconnect|Offer stateful reconnect (resend after a dropped socket) to clients that ask.
 signalr.stateful_reconnect_buffer|Unacknowledged bytes kept per connection for resending, in bytes.
-signalr.disconnect_timeout|Keep unconnected negotiated tokens and dropped stateful connections this long.
+signalr.disconnect_timeout|Negotiated tokens expire this long after negotiate; dropped stateful connections are kept this long.
 signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
 signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
 signalr.invocation_burst|Invocations allowed at once above the rate.
@@ -983,6 +1053,10 @@ backplane.redis_url|Redis of the backplane: redis://[user:pass@]host[:port][/db]
 backplane.channel_prefix|Prepended to every channel name, e.g. \"conduit_signalr:\" (ASP.NET's ChannelPrefix).
 backplane.publish_queue|Publishes a shard may have waiting for Redis; more are dropped and counted.
 backplane.ack_timeout|A group change for a connection on another server waits this long for its ack.
+cluster|Instances behind one load balancer: set the same secret on every one, and a WebSocket may land on any (no sticky sessions).
+cluster.secret|Signs connection tokens; at least 32 bytes, e.g. from: openssl rand -base64 32. Empty: a random one per process (single instance). Prefer RINGHUB_CLUSTER__SECRET or secret_file to a file others can read.
+cluster.secret_file|File holding the secret (surrounding white space ignored); instead of cluster.secret.
+cluster.previous_secrets|Secrets that still verify tokens but no longer sign them, while a new secret rolls out.
 upstream|The HTTP client of upstream methods (action = \"upstream\") and hub events_url (http:// only).
 upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.
 upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).
@@ -1409,9 +1483,18 @@ impl Merged {
             .find_map(|k| self.origins.get(k))
             .map_or(DEFAULT_ORIGIN, String::as_str)
             .to_owned();
-        let value = self
-            .lookup(key)
-            .map_or_else(|| "nothing".to_owned(), render);
+        let secret = SECRET_KEYS.contains(&key);
+        // `--set KEY=VALUE` names itself with the value: not for a secret.
+        let origin = match origin.split_once('=') {
+            Some((flag, _)) if secret && flag.starts_with("--set") => format!("{flag}=(redacted)"),
+            _ => origin,
+        };
+        let value = if secret {
+            "(redacted)".to_owned()
+        } else {
+            self.lookup(key)
+                .map_or_else(|| "nothing".to_owned(), render)
+        };
         ConfigError::Invalid {
             key: key.to_owned(),
             value,
@@ -1531,6 +1614,56 @@ fn string(value: &Value) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| expected("a string", value))
+}
+
+/// The `[cluster]` section: the secret from `secret` or `secret_file` (not both), and the
+/// previous secrets.
+fn cluster_config(m: &Merged) -> Result<ClusterConfig, ConfigError> {
+    let secret = m.get("cluster.secret", |v| cluster_secret(&string(v)?))?;
+    let from_file = m.get("cluster.secret_file", |v| {
+        let path = string(v)?;
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read it: {e}"))?;
+        cluster_secret(text.trim())
+            .map_err(|reason| format!("its content {reason}"))?
+            .map(Some)
+            .ok_or_else(|| "the file is empty".to_owned())
+    })?;
+    let secret = match (secret, from_file) {
+        (Some(_), Some(_)) => {
+            let reason = "set cluster.secret or cluster.secret_file, not both".to_owned();
+            return Err(m.reject("cluster.secret_file", reason));
+        }
+        (secret, from_file) => secret.or(from_file),
+    };
+    let previous_secrets = m.get("cluster.previous_secrets", |v| {
+        string_list(v, "an array of strings")?
+            .iter()
+            .map(|text| {
+                cluster_secret(text)?.ok_or_else(|| "an entry must not be empty".to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(ClusterConfig {
+        secret,
+        previous_secrets,
+    })
+}
+
+/// A cluster secret: empty for none, else at least [`ClusterSecret::MIN_LEN`] bytes.
+fn cluster_secret(text: &str) -> Result<Option<ClusterSecret>, String> {
+    if text.is_empty() {
+        Ok(None)
+    } else if text.len() < ClusterSecret::MIN_LEN {
+        Err(format!(
+            "must be at least {} bytes (e.g. from: openssl rand -base64 32)",
+            ClusterSecret::MIN_LEN
+        ))
+    } else {
+        Ok(Some(ClusterSecret::new(text.as_bytes())))
+    }
 }
 
 /// A string with something other than white space in it.
@@ -1848,6 +1981,7 @@ impl Config {
             health: HealthConfig {
                 push_interval: m.get("health.push_interval", duration)?,
             },
+            cluster: cluster_config(m)?,
             backplane: BackplaneConfig {
                 kind: m.get("backplane.kind", |v| match string(v)?.as_str() {
                     "in-process" => Ok(BackplaneKind::InProcess),
@@ -2401,7 +2535,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 68);
+        assert_eq!(keys.len(), 71);
         for key in keys {
             let comment = comment_above
                 .get(&key)
@@ -2671,5 +2805,42 @@ mod tests {
         }
         let (name, _, _) = invalid("[upstream]\nmax_body = 0\n");
         assert_eq!(name, "upstream.max_body");
+    }
+
+    #[test]
+    fn the_cluster_secret_comes_from_the_key_the_environment_or_a_file_and_is_never_shown() {
+        let secret = "0123456789abcdef0123456789abcdef-secret";
+        assert_eq!(Config::default().cluster, ClusterConfig::default());
+        let c = Config::load(&sources(&[("RINGHUB_CLUSTER__SECRET", secret)], &[])).unwrap();
+        assert_eq!(
+            c.cluster.secret,
+            Some(ClusterSecret::new(secret.as_bytes()))
+        );
+        assert!(!format!("{c:?}").contains(secret));
+        let path = temp_file("cluster-secret", &format!("{secret}\n"));
+        let file = format!("cluster.secret_file={}", path.display());
+        let c = Config::load(&sources(&[], &[&file])).unwrap();
+        assert_eq!(
+            c.cluster.secret,
+            Some(ClusterSecret::new(secret.as_bytes()))
+        );
+        let old = format!("cluster.previous_secrets=[\"{secret}-old\"]");
+        let c = Config::load(&sources(&[], &[&old])).unwrap();
+        assert_eq!(c.cluster.previous_secrets.len(), 1);
+        assert!(c.cluster.token_keys().is_ok());
+
+        let both = format!("cluster.secret={secret}");
+        let err = Config::load(&sources(&[], &[&both, &file])).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "cluster.secret_file"));
+        std::fs::remove_file(&path).unwrap();
+        let short = "cluster.secret=too-short-to-sign";
+        let shown = Config::load(&sources(&[], &[short]))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.starts_with("cluster.secret = (redacted)"), "{shown}");
+        assert!(
+            shown.contains("at least 32 bytes") && !shown.contains("too-short"),
+            "{shown}"
+        );
     }
 }

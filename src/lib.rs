@@ -19,9 +19,12 @@
 //! - **Hub**: a SignalR endpoint: a path and a table of methods bound to built-in actions
 //!   ([`hub::HubDefinition`]).
 //! - **Session**: one SignalR connection after the WebSocket upgrade ([`hub::session::Session`]).
-//! - **Home shard**: the shard that negotiated a connection; its token names it
-//!   ([`hub::identity`]), and a WebSocket accepted elsewhere is handed to it through the
+//! - **Home shard**: the shard a connection lives on, named by its connection id's first
+//!   byte ([`hub::identity`]); a WebSocket accepted elsewhere is handed to it through the
 //!   **inbox** ([`shard::inbox`]).
+//! - **Connection token**: stateless, signed with the cluster secret, carrying the connection
+//!   id, hub and expiry ([`hub::identity::TokenKeys`]), so any instance accepts it (no sticky
+//!   sessions); what a shard remembers of the tokens used on it is in [`shard::claims`].
 //!
 //! ## Layers
 //! ```text

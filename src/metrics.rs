@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::auth::AuthError;
+use crate::hub::identity::TokenError;
 use crate::protocol::signalr::handshake::HandshakeError;
 use crate::stats::{DROP_REASONS, HistogramTotals, MESSAGE_TYPES, ShardStats, Stats};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,6 +163,14 @@ pub const AUTH_FAILURES: Family = family(
     Kind::Counter,
     "Negotiate and connect requests refused by key checks, by reason.",
 );
+/// Refused connection tokens.
+pub const TOKEN_REFUSALS: Family = family(
+    "ringhub_signalr_token_refusals_total",
+    Kind::Counter,
+    "WebSocket connects whose connection token was answered 404, by reason: malformed, \
+     bad_signature (forged, or another cluster secret), wrong_hub, expired, unknown (its \
+     connection ended here, or its stateful session lives on another instance).",
+);
 /// Bytes written.
 pub const SENT_BYTES: Family = family(
     "ringhub_transport_sent_bytes_total",
@@ -225,6 +234,7 @@ pub const FAMILIES: &[Family] = &[
     DROPS,
     INVOCATION_DURATION,
     AUTH_FAILURES,
+    TOKEN_REFUSALS,
     SENT_BYTES,
     RECEIVED_BYTES,
     OUTBOX_BYTES,
@@ -389,6 +399,12 @@ pub fn render(stats: &Stats, process: &ProcessSample) -> String {
     for (index, reason) in AuthError::REASONS.iter().enumerate() {
         let value = sum(shards, |s| s.auth_failures.get(index));
         out.sample(AUTH_FAILURES.name, &[("reason", reason)], value);
+    }
+
+    out.family(&TOKEN_REFUSALS);
+    for (index, reason) in TokenError::REASONS.iter().enumerate() {
+        let value = sum(shards, |s| s.token_refusals.get(index));
+        out.sample(TOKEN_REFUSALS.name, &[("reason", reason)], value);
     }
 
     out.family(&OUTBOX_BYTES);

@@ -64,6 +64,9 @@ pub enum ServerError {
     /// A shard thread panicked.
     #[error("shard thread {0} panicked")]
     Panicked(String),
+    /// No `cluster.secret` is set and the OS gave no random one to use instead.
+    #[error("cannot draw a random cluster secret: {0}")]
+    ClusterSecret(#[from] crate::hub::identity::RandomUnavailable),
 }
 
 /// Why a reload (SIGHUP) was refused; the server keeps what it had.
@@ -242,6 +245,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         config.limits.max_hub_connections,
         config.limits.max_connections_per_key,
     );
+    let tokens = Arc::new(config.cluster.token_keys()?);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
     let (handle_peers, handle_hubs, key_store) =
         (peers.clone(), Arc::clone(&hubs), config.auth.store);
@@ -253,6 +257,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         let keys = keys.clone();
         let shard_stats = Arc::clone(&stats);
         let quota = Arc::clone(&quota);
+        let tokens = Arc::clone(&tokens);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
         let config = Arc::clone(&config);
@@ -278,6 +283,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     hubs,
                     stats: shard_stats,
                     quota,
+                    tokens,
                 },
                 keys,
                 stop_rx,

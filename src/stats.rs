@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::AuthError;
+use crate::hub::identity::TokenError;
 use crate::protocol::signalr::handshake::HandshakeError;
 use crate::protocol::signalr::{HubMessage, Value};
 
@@ -178,6 +179,8 @@ pub struct ShardStats {
     pub(crate) drops: [AtomicU64; DROP_REASONS.len()],
     /// Keys refused, by [`AuthError::reason_index`].
     pub(crate) auth_failures: [AtomicU64; AuthError::REASONS.len()],
+    /// Connection tokens answered 404, by [`TokenError::reason_index`].
+    pub(crate) token_refusals: [AtomicU64; TokenError::REASONS.len()],
     /// Whether this shard's backplane participant is up (always, in process).
     pub(crate) backplane_up: AtomicBool,
     /// Whether this shard's accept loop is running (its listening socket open).
@@ -212,6 +215,7 @@ impl ShardStats {
             outbox_bytes: AtomicI64::new(0),
             drops: Default::default(),
             auth_failures: Default::default(),
+            token_refusals: Default::default(),
             backplane_up: AtomicBool::new(true),
             accepting: AtomicBool::new(false),
             backplane_ups: AtomicU64::new(0),
@@ -324,6 +328,13 @@ impl ShardStats {
     /// A key was refused for `reason` ([`AuthError::reason_index`]).
     pub fn auth_failed(&self, reason: usize) {
         if let Some(counter) = self.auth_failures.get(reason) {
+            add(counter, 1);
+        }
+    }
+
+    /// A connection token was answered 404 for `reason` ([`TokenError::reason_index`]).
+    pub fn token_refused(&self, reason: usize) {
+        if let Some(counter) = self.token_refusals.get(reason) {
             add(counter, 1);
         }
     }

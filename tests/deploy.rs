@@ -16,11 +16,34 @@ fn deploy(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// The example's `cluster.secret_file` (`/etc/ringhub/cluster-secret` on a real host) pointed
+/// at a freshly written secret, as the install steps create it.
+fn secret_override(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("ringhub-deploy-{}-{name}", std::process::id()));
+    std::fs::write(
+        &path,
+        "a-cluster-secret-of-at-least-32-bytes-for-the-test\n",
+    )
+    .unwrap();
+    format!("cluster.secret_file={}", path.display())
+}
+
+/// The example production config as a host with its secret file would load it.
+fn production_config(name: &str) -> ringhub::config::Config {
+    ringhub::config::Config::load(&ringhub::config::ConfigSources {
+        file: Some(deploy("ringhub.production.toml")),
+        env: Vec::new(),
+        overrides: vec![secret_override(name)],
+    })
+    .unwrap()
+}
+
 #[test]
 fn the_example_production_config_passes_check_config() {
     let output = Command::new(BIN)
         .arg("--config")
         .arg(deploy("ringhub.production.toml"))
+        .args(["--set", &secret_override("check")])
         .arg("--check-config")
         .env_remove("RINGHUB_CONFIG")
         .output()
@@ -31,12 +54,7 @@ fn the_example_production_config_passes_check_config() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let config = ringhub::config::Config::load(&ringhub::config::ConfigSources {
-        file: Some(deploy("ringhub.production.toml")),
-        env: Vec::new(),
-        overrides: Vec::new(),
-    })
-    .unwrap();
+    let config = production_config("load");
     assert_eq!(config.backplane.kind, ringhub::config::BackplaneKind::Redis);
     assert!(!config.cors.allowed_origins.is_empty());
     assert!(config.shutdown.drain_delay > std::time::Duration::ZERO);
@@ -126,12 +144,7 @@ fn the_systemd_unit_matches_the_binary_flags_signals_and_limits() {
     assert_eq!(unit_value(&unit, "NoNewPrivileges"), "yes");
 
     let nofile: u64 = unit_value(&unit, "LimitNOFILE").parse().unwrap();
-    let config = ringhub::config::Config::load(&ringhub::config::ConfigSources {
-        file: Some(deploy("ringhub.production.toml")),
-        env: Vec::new(),
-        overrides: Vec::new(),
-    })
-    .unwrap();
+    let config = production_config("unit");
     let max = config.limits.max_connections.get() as u64;
     assert!(
         max < nofile,

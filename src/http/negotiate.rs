@@ -1,21 +1,25 @@
 //! `POST {hub}/negotiate`: issues a connection id and token for a WebSocket connect.
 //!
-//! The token's first byte names this shard, so the WebSocket that presents it is served here
-//! whichever shard accepts it. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
+//! Nothing is stored: the token is signed with the cluster secret and carries the connection
+//! id (whose first byte names this shard), the hub, what was agreed and an expiry
+//! ([`crate::hub::identity`]), so the WebSocket that presents it may land on any shard of any
+//! instance sharing the secret. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
 //! are reported the same way.
 
 use std::rc::Rc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::auth::Principal;
 use crate::http::cors;
 use crate::hub::HubDefinition;
 use crate::hub::access::{Caller, admit, unix_now};
-use crate::hub::identity::{new_connection_id, new_connection_token};
+use crate::hub::identity::{TokenClaims, hub_tag, new_connection_id_bytes, unix_millis};
 use crate::protocol::http::{Method, RequestHead, Response};
 use crate::protocol::query::Query;
 use crate::protocol::signalr::negotiate::{NegotiateRequest, NegotiateResponse, error_document};
 use crate::shard::ShardContext;
-use crate::shard::negotiations::{Negotiation, Slot};
 
 /// Answers a negotiate request (or its preflight).
 pub async fn respond(hub: &Rc<HubDefinition>, head: &RequestHead, ctx: &ShardContext) -> Response {
@@ -59,18 +63,25 @@ pub async fn respond(hub: &Rc<HubDefinition>, head: &RequestHead, ctx: &ShardCon
 }
 
 fn negotiate(hub: &Rc<HubDefinition>, request: NegotiateRequest, ctx: &ShardContext) -> Response {
-    let shards = ctx.config.workers.get();
-    // v0 clients connect with the connection id itself, so it must carry the home shard.
-    let ids = if request.negotiate_version > 0 {
-        new_connection_id(ctx.id, shards)
-            .and_then(|id| Ok((id, new_connection_token(ctx.id, shards)?)))
-    } else {
-        new_connection_token(ctx.id, shards).map(|id| (id.clone(), id))
-    };
-    let Ok((connection_id, token)) = ids else {
+    let Ok(id) = new_connection_id_bytes(ctx.id, ctx.config.workers.get()) else {
         return Response::json(500, error_document("Could not create a connection id."));
     };
     let stateful = request.use_stateful_reconnect && ctx.config.signalr.stateful_reconnect;
+    let lifetime = u64::try_from(ctx.config.signalr.disconnect_timeout.as_millis());
+    let claims = TokenClaims {
+        id,
+        hub: hub_tag(&hub.path),
+        stateful,
+        // v0 clients connect with the connection id itself, so it must be the token.
+        v0: request.negotiate_version == 0,
+        expires_unix_ms: unix_millis().saturating_add(lifetime.unwrap_or(u64::MAX)),
+    };
+    let token = ctx.tokens.issue(&claims);
+    let connection_id = if claims.v0 {
+        token.clone()
+    } else {
+        URL_SAFE_NO_PAD.encode(id)
+    };
     let body = NegotiateResponse {
         negotiate_version: request.negotiate_version,
         connection_id: &connection_id,
@@ -78,15 +89,5 @@ fn negotiate(hub: &Rc<HubDefinition>, request: NegotiateRequest, ctx: &ShardCont
         use_stateful_reconnect: stateful,
     }
     .to_json();
-    ctx.negotiations.insert(
-        token.into(),
-        Negotiation {
-            connection_id: connection_id.into(),
-            hub: Rc::clone(hub),
-            expires: ctx.timers.now() + ctx.config.signalr.disconnect_timeout,
-            stateful,
-            slot: Slot::Waiting,
-        },
-    );
     Response::json(200, body)
 }

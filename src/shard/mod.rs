@@ -4,11 +4,11 @@
 //! here is `Send`, and nothing is shared with other shards except the read-only
 //! [`Config`]. [`run`] is the shard's main task: accept until told to stop, then drain.
 
+pub mod claims;
 pub mod connections;
 pub mod groups;
 pub mod inbox;
 pub mod key_states;
-pub mod negotiations;
 pub mod sessions;
 pub mod streams;
 pub mod timers;
@@ -25,16 +25,17 @@ use tracing::{info, warn};
 use crate::auth::KeyLookup;
 use crate::backplane::Backplane;
 use crate::config::Config;
+use crate::hub::identity::TokenKeys;
 use crate::hub::quota::ConnectionQuota;
 use crate::hub::{HubDefinition, Hubs};
 use crate::stats::{RateSample, Stats};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
 use crate::transport::websocket::WebSocketLimits;
+use claims::Claims;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
 use groups::GroupTable;
 use inbox::{Inbox, Peers, ShardMessage};
-use negotiations::Negotiations;
 use sessions::Sessions;
 use timers::Timers;
 
@@ -113,8 +114,10 @@ pub struct ShardContext {
     pub acceptor: ConnectionSignal,
     /// The hubs served.
     pub hubs: Hubs,
-    /// Connections negotiated on this shard, by token.
-    pub negotiations: Negotiations,
+    /// Tokens used on this shard and parked stateful sessions, by connection id.
+    pub claims: Claims,
+    /// Signs and verifies connection tokens (the cluster secret), shared by every shard.
+    pub tokens: Arc<TokenKeys>,
     /// SignalR sessions living on this shard.
     pub sessions: Sessions,
     /// Where virtual keys are looked up.
@@ -195,6 +198,8 @@ pub struct SharedParts {
     pub stats: Arc<Stats>,
     /// The connection quotas.
     pub quota: Arc<ConnectionQuota>,
+    /// The connection-token keys (one per process: every shard must accept every token).
+    pub tokens: Arc<TokenKeys>,
 }
 
 impl ShardContext {
@@ -212,6 +217,7 @@ impl ShardContext {
             hubs,
             stats,
             quota,
+            tokens,
         } = parts;
         let max_connections = config.shard_max_connections();
         let totals = stats.totals();
@@ -241,7 +247,8 @@ impl ShardContext {
             hub_names: crate::http::publish::HubNames::new(&hubs, &hubs_by_path),
             users: GroupTable::default(),
             hubs: hubs_by_path,
-            negotiations: Negotiations::default(),
+            claims: Claims::default(),
+            tokens,
             sessions: Sessions::default(),
             keys,
             backplane,
@@ -279,7 +286,7 @@ pub async fn run(
     // Dropped with the runtime when this function returns.
     let _ticker = monoio::spawn(run_timers(Rc::clone(&ctx)));
     let _inbox = monoio::spawn(run_inbox(Rc::clone(&ctx), inbox));
-    let _sweeper = monoio::spawn(sweep_negotiations(Rc::clone(&ctx)));
+    let _sweeper = monoio::spawn(sweep_claims(Rc::clone(&ctx)));
     let _health = monoio::spawn(push_health(Rc::clone(&ctx)));
     let _backplane = ctx.backplane.redis().map(|redis| {
         let events = redis.start();
@@ -480,11 +487,12 @@ async fn sweep_streams(ctx: Rc<ShardContext>) {
     }
 }
 
-/// Drops negotiated tokens that were never connected, once a second (as ASP.NET scans).
-async fn sweep_negotiations(ctx: Rc<ShardContext>) {
+/// Drops expired spent tokens and ends parked sessions whose reconnect window closed, once a
+/// second (as ASP.NET scans).
+async fn sweep_claims(ctx: Rc<ShardContext>) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
-        for key in ctx.negotiations.sweep(ctx.timers.now()) {
+        for key in ctx.claims.sweep(ctx.timers.now()) {
             if let Some(slot) = ctx.sessions.get(key) {
                 crate::hub::endpoint::end_session(&ctx, &slot);
             }

@@ -28,7 +28,7 @@ use crate::auth::Principal;
 use crate::http::{self, Route};
 use crate::hub::access::{Caller, admit, unix_now};
 use crate::hub::endpoint::{HubEndpoint, end_session, join_group, join_user};
-use crate::hub::identity::{home_shard, new_connection_id};
+use crate::hub::identity::{TokenError, home_shard, hub_tag, new_connection_id, unix_millis};
 use crate::hub::quota::QuotaPermit;
 use crate::hub::session::Session;
 use crate::hub::{Action, HubDefinition};
@@ -40,9 +40,9 @@ use crate::protocol::websocket::UpgradeRequest;
 use crate::protocol::websocket::handshake::switching_protocols;
 use crate::shard::ShardContext;
 use crate::shard::ShardId;
+use crate::shard::claims::{Admission, ClaimError};
 use crate::shard::connections::{ConnectionHandle, Registration, Signal};
 use crate::shard::inbox::{Handoff, ShardMessage};
-use crate::shard::negotiations::{ClaimError, Claimed};
 use crate::shard::sessions::SessionKey;
 
 /// The `Server` header on every response.
@@ -84,10 +84,29 @@ enum HttpEnd {
 struct HubUpgrade {
     input: ReadBuffer,
     hub: Rc<HubDefinition>,
-    /// The negotiated token, released (or parked on) when the connection ends (`None`:
-    /// skipNegotiation).
-    token: Option<Rc<str>>,
     session: SessionStart,
+}
+
+/// A verified connection token on its home shard, and what it does here.
+#[derive(Debug)]
+struct Presented {
+    /// The connection id it carries.
+    connection_id: String,
+    /// Negotiate agreed to stateful reconnect.
+    stateful: bool,
+    /// The token's expiry on the shard's clock (how long its spent entry lasts).
+    expires: Instant,
+    /// A new connection, or a parked session to resume.
+    admission: Admission,
+}
+
+/// Why a presented token is not connected.
+#[derive(Debug, Clone, Copy)]
+enum TokenRefusal {
+    /// 404 `No Connection with that ID` (the reason labels the metric).
+    NotFound(TokenError),
+    /// 409: a WebSocket already uses it.
+    InUse,
 }
 
 /// Whether the WebSocket starts a session or continues a parked one.
@@ -344,23 +363,13 @@ async fn upgrade_hub(
     };
     let query = Query::new(head.query());
     // As ASP.NET: the connection is looked up before the transport request is examined.
-    if let Some(token) = query.get("id") {
-        // A stateful client reconnecting right after its socket dropped can beat the server
-        // to noticing the drop; give the old socket a moment to be parked.
-        let give_up = ctx.timers.now() + RECONNECT_GRACE;
-        while ctx.negotiations.is_connected_stateful(&token) && ctx.timers.now() < give_up {
-            monoio::time::sleep(Duration::from_millis(10)).await;
-        }
-        match ctx.negotiations.check(&token, &hub.path, ctx.timers.now()) {
-            Ok(()) => {}
-            Err(ClaimError::NotFound) => {
-                return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
-            }
-            Err(ClaimError::AlreadyConnected) => {
-                return refuse(stream, ctx, connection, 409, "Connection already active").await;
-            }
-        }
-    }
+    let presented = match query.get("id") {
+        None => None,
+        Some(token) => match check_token(&token, &hub, ctx).await {
+            Ok(presented) => Some(presented),
+            Err(refusal) => return refuse_token(stream, ctx, connection, refusal).await,
+        },
+    };
     let request = match UpgradeRequest::from_head(head) {
         Ok(request) => request,
         Err(error) => {
@@ -386,7 +395,7 @@ async fn upgrade_hub(
         Caller::Key(Principal::VirtualKey { id, .. }) => Some(*id),
         _ => None,
     };
-    let (session, token) = match query.get("id") {
+    let (session, claimed) = match presented {
         None => {
             let permit = match ctx.quota.acquire(key_id) {
                 Ok(permit) => permit,
@@ -409,38 +418,28 @@ async fn upgrade_hub(
                 Err(_) => return refuse(stream, ctx, connection, 500, "no connection id").await,
             }
         }
-        Some(token) => match ctx.negotiations.claim(&token, &hub.path, ctx.timers.now()) {
-            Ok((
-                Claimed::New {
-                    connection_id,
-                    stateful,
-                },
-                token,
-            )) => match ctx.quota.acquire(key_id) {
-                Ok(permit) => (
-                    SessionStart::New {
-                        connection_id,
-                        stateful,
+        Some(presented) => {
+            let session = match presented.admission {
+                Admission::New => match ctx.quota.acquire(key_id) {
+                    Ok(permit) => SessionStart::New {
+                        connection_id: presented.connection_id.clone(),
+                        stateful: presented.stateful,
                         request_headers,
                         caller,
                         permit,
                     },
-                    Some(token),
-                ),
-                Err(error) => {
-                    ctx.negotiations.release(&token);
-                    return refuse(stream, ctx, connection, error.status(), &error.to_string())
-                        .await;
-                }
-            },
-            Ok((Claimed::Resume(session), token)) => (SessionStart::Resume(session), Some(token)),
-            Err(ClaimError::NotFound) => {
-                return refuse(stream, ctx, connection, 404, "No Connection with that ID").await;
-            }
-            Err(ClaimError::AlreadyConnected) => {
-                return refuse(stream, ctx, connection, 409, "Connection already active").await;
-            }
-        },
+                    Err(error) => {
+                        return refuse(stream, ctx, connection, error.status(), &error.to_string())
+                            .await;
+                    }
+                },
+                Admission::Resume(key) => SessionStart::Resume(key),
+            };
+            // Nothing awaited since the check: the token is still what it was.
+            ctx.claims
+                .claim(&presented.connection_id, presented.expires);
+            (session, Some(presented.connection_id))
+        }
     };
     let mut out = BytesMut::new();
     switching_protocols(&request, None)
@@ -451,17 +450,102 @@ async fn upgrade_hub(
         .await
         .is_err()
     {
-        if let Some(token) = &token {
-            ctx.negotiations.release(token);
+        if let (Some(connection_id), SessionStart::New { .. }) = (&claimed, &session) {
+            ctx.claims.release(connection_id);
         }
         return HttpEnd::Io;
     }
     HttpEnd::UpgradedHub(Box::new(HubUpgrade {
         input,
         hub,
-        token,
         session,
     }))
+}
+
+/// Verifies a presented token (the hub included) and decides, on its home shard, what it does
+/// here: a new connection, a resume, or a refusal. Nothing is claimed yet.
+///
+/// An instance that never saw the negotiate accepts a valid, unexpired token as a new
+/// connection, except a stateful one whose connection another server still holds (its
+/// subscriber on the connection's Redis channel says so): that is a stateful-reconnect resume
+/// that landed on the wrong instance, answered 404 as ASP.NET answers an unknown connection,
+/// so the client falls back to a fresh connection.
+async fn check_token(
+    token: &str,
+    hub: &HubDefinition,
+    ctx: &ShardContext,
+) -> Result<Presented, TokenRefusal> {
+    let claims = ctx.tokens.verify(token).map_err(TokenRefusal::NotFound)?;
+    if claims.hub != hub_tag(&hub.path) {
+        return Err(TokenRefusal::NotFound(TokenError::WrongHub));
+    }
+    let connection_id = claims.connection_id(token);
+    // A stateful client reconnecting right after its socket dropped can beat the server to
+    // noticing the drop; give the old socket a moment to be parked.
+    let give_up = ctx.timers.now() + RECONNECT_GRACE;
+    let resumable_running = || {
+        ctx.sessions
+            .find(&connection_id)
+            .is_some_and(|s| s.is_attached() && s.session.borrow().is_resumable())
+    };
+    while resumable_running() && ctx.timers.now() < give_up {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let check = |now_ms: u64| {
+        let expired = claims.is_expired(now_ms);
+        ctx.claims
+            .check(&connection_id, expired, &ctx.sessions, ctx.timers.now())
+            .map_err(|error| match error {
+                ClaimError::AlreadyConnected => TokenRefusal::InUse,
+                ClaimError::NotFound if expired => TokenRefusal::NotFound(TokenError::Expired),
+                ClaimError::NotFound => TokenRefusal::NotFound(TokenError::Unknown),
+            })
+    };
+    let mut admission = check(unix_millis())?;
+    if admission == Admission::New
+        && claims.stateful
+        && let Some(redis) = ctx.backplane.redis()
+    {
+        let held_elsewhere = monoio::time::timeout(
+            RECONNECT_GRACE,
+            redis.has_subscribers(&hub.name, |c| c.connection(&connection_id)),
+        )
+        .await
+        .unwrap_or(false);
+        if held_elsewhere {
+            return Err(TokenRefusal::NotFound(TokenError::Unknown));
+        }
+        // The table may have changed while Redis answered.
+        admission = check(unix_millis())?;
+    }
+    let now_ms = unix_millis();
+    let left = Duration::from_millis(claims.expires_unix_ms.saturating_sub(now_ms));
+    Ok(Presented {
+        connection_id,
+        stateful: claims.stateful,
+        expires: ctx.timers.now() + left,
+        admission,
+    })
+}
+
+/// Answers a refused token: 404 `No Connection with that ID` (counted by reason) or 409.
+async fn refuse_token(
+    stream: &mut TcpStream,
+    ctx: &ShardContext,
+    connection: &ConnectionHandle,
+    refusal: TokenRefusal,
+) -> HttpEnd {
+    match refusal {
+        TokenRefusal::NotFound(reason) => {
+            ctx.stats
+                .shard(usize::from(ctx.id.0))
+                .token_refused(reason.reason_index());
+            refuse(stream, ctx, connection, 404, "No Connection with that ID").await
+        }
+        TokenRefusal::InUse => {
+            refuse(stream, ctx, connection, 409, "Connection already active").await
+        }
+    }
 }
 
 /// Creates the session a new hub connection starts (registering it with the shard's tables,
@@ -554,7 +638,6 @@ fn run_hub(
     let HubUpgrade {
         mut input,
         hub,
-        token,
         session,
     } = upgrade;
     let slot = start_session(&ctx, &hub, session);
@@ -583,17 +666,14 @@ fn run_hub(
             end,
             ConnectionEnd::PeerVanished | ConnectionEnd::Io(_) | ConnectionEnd::SendTimeout
         );
-        let resumable = dropped && slot.session.borrow().is_resumable();
-        match &token {
-            Some(token) if resumable => {
-                let expires = ctx.timers.now() + ctx.config.signalr.disconnect_timeout;
-                ctx.negotiations.park(token, slot.key, expires);
-            }
-            Some(token) => {
-                ctx.negotiations.release(token);
-                end_session(ctx, &slot);
-            }
-            None => end_session(ctx, &slot),
+        // Only negotiated stateful sessions are resumable (skipNegotiation has no token).
+        if dropped && slot.session.borrow().is_resumable() {
+            let expires = ctx.timers.now() + ctx.config.signalr.disconnect_timeout;
+            ctx.claims
+                .park(Rc::clone(&slot.connection_id), slot.key, expires);
+        } else {
+            // A token it was started with stays spent until it expires.
+            end_session(ctx, &slot);
         }
         debug!(
             shard = ctx.id.0,
@@ -837,6 +917,7 @@ mod tests {
                     hubs: Vec::new().into(),
                     stats: crate::stats::Stats::new(Vec::new(), 1),
                     quota: crate::hub::quota::ConnectionQuota::new(0, 0),
+                    tokens: Arc::new(crate::hub::identity::TokenKeys::new(None, &[]).unwrap()),
                 },
                 crate::auth::KeyLookup::file(Arc::new(crate::auth::keys::KeyStore::empty())),
                 crate::backplane::Backplane::InProcess,
@@ -852,7 +933,6 @@ mod tests {
             let upgrade = HubUpgrade {
                 input: ReadBuffer::new(),
                 hub: Rc::new(HubDefinition::diagnostics("/hubs/diagnostics")),
-                token: None,
                 session: SessionStart::Resume(SessionKey { slot: 0, serial: 0 }),
             };
             let hub = run_hub(stream, upgrade, Rc::clone(&ctx), registration);
