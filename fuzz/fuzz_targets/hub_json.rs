@@ -1,33 +1,9 @@
-//! Hub messages in the Json protocol, as a client sends them: every complete message decodes
-//! (or fails with a protocol error), re-encodes, and decodes again to the same message.
+//! Hub messages in the JSON protocol, as a client sends them: every complete message decodes
+//! (or fails with a protocol error), re-encodes, and decodes again to the same message type
+//! ([`ringhub_fuzz::hub_round_trip`]).
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use ringhub::protocol::signalr::{Decoded, HubProtocol};
+use ringhub::protocol::signalr::HubProtocol;
 
-const PROTOCOL: HubProtocol = HubProtocol::Json;
-
-fuzz_target!(|data: &[u8]| {
-    let mut input = Bytes::copy_from_slice(data);
-    while !input.is_empty() {
-        match PROTOCOL.decode(&input, 32 * 1024) {
-            Ok(Decoded::Message(message, used)) => {
-                assert!(used > 0 && used <= input.len());
-                input = input.slice(used..);
-                let mut encoded = BytesMut::new();
-                // An unknown message type is skipped, as ASP.NET does, and never sent: it
-                // encodes to nothing.
-                if PROTOCOL.encode(&message, &mut encoded).is_ok() && !encoded.is_empty() {
-                    match PROTOCOL.decode(&encoded.freeze(), usize::MAX) {
-                        Ok(Decoded::Message(again, _)) => {
-                            assert_eq!(again.type_id(), message.type_id());
-                        }
-                        other => panic!("re-encoded {message:?} did not decode: {other:?}"),
-                    }
-                }
-            }
-            Ok(Decoded::NeedMore) | Err(_) => break,
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| ringhub_fuzz::hub_round_trip(HubProtocol::Json, data));
