@@ -509,11 +509,11 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
             }
         }
     }
+    let stats = ctx.stats.shard(usize::from(ctx.id.0));
     if let Some(ring) = ring.as_mut()
         && !sends.is_empty()
     {
         ring.send_all(&mut sends);
-        let stats = ctx.stats.shard(usize::from(ctx.id.0));
         if let Some(first) = senders.first() {
             // Every recipient of an envelope is on its hub; the mailbox path counts the rest.
             let kind = envelope.message.kind();
@@ -530,7 +530,6 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
         }
         stats.bytes_sent(bytes);
     }
-    let stats = ctx.stats.shard(usize::from(ctx.id.0));
     stats.delivered(delivered);
     stats.conflated(conflated);
 }
