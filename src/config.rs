@@ -324,6 +324,18 @@ pub struct LimitsConfig {
     pub max_hub_connections: usize,
     /// SignalR connections per virtual key across the process (0 = no limit); 429 beyond it.
     pub max_connections_per_key: usize,
+    /// Open TCP connections per client IP address across every shard (IPv6: per /64); default
+    /// `1000`, `0` = no limit. Beyond it a new connection is answered 429 and closed. Counted
+    /// in a fixed lock-free table ([`crate::transport::per_ip`]): a collision can only make an
+    /// address look busier than it is. Set `0` behind a proxy that does not keep client
+    /// addresses (every connection would share the proxy's).
+    pub max_connections_per_ip: usize,
+    /// Sustained negotiate requests per second per client IP address (token bucket); default
+    /// `50`, `0` = no limit. Beyond it negotiate answers 429 with `Retry-After`.
+    pub negotiate_rate_per_ip: u32,
+    /// Negotiates one IP address may make at once above the rate; default `200` (a NAT'd
+    /// office reconnecting after a restart).
+    pub negotiate_burst_per_ip: u32,
 }
 
 /// The raw RFC 6455 echo route (for Autobahn conformance runs).
@@ -399,6 +411,11 @@ pub struct SignalRConfig {
     pub invocation_rate: u32,
     /// Invocations a connection may make at once above the rate; default `20`.
     pub invocation_burst: u32,
+    /// Groups one connection may be in at once; default `128` (Centrifugo's
+    /// `ClientChannelLimit`), `0` = no limit. A join beyond it fails: a hub method with a
+    /// Completion error, the REST API with 409. The groups a connection is put in when it
+    /// connects (its key's `vkey-{id}`, the hub's `join_on_connect`) do not count.
+    pub max_groups_per_connection: usize,
     /// Events conflated per connection and task (progress-like events; finals always pass).
     pub conflate_events: Vec<String>,
     /// Conflated events sent per second per connection and event key.
@@ -740,6 +757,7 @@ struct RawSignalR {
     max_outbound: &'static str,
     invocation_rate: u32,
     invocation_burst: u32,
+    max_groups_per_connection: u64,
     conflate_events: Vec<&'static str>,
     conflate_rate: u32,
     stream_backlog_window: &'static str,
@@ -833,6 +851,9 @@ struct RawLimits {
     max_connections: u64,
     max_hub_connections: u64,
     max_connections_per_key: u64,
+    max_connections_per_ip: u64,
+    negotiate_rate_per_ip: u32,
+    negotiate_burst_per_ip: u32,
 }
 
 #[derive(Serialize)]
@@ -896,6 +917,9 @@ impl Default for RawConfig {
                 max_connections: 20_000,
                 max_hub_connections: 19_000,
                 max_connections_per_key: 100,
+                max_connections_per_ip: 1000,
+                negotiate_rate_per_ip: 50,
+                negotiate_burst_per_ip: 200,
             },
             echo: RawEcho {
                 enabled: false,
@@ -922,6 +946,7 @@ impl Default for RawConfig {
                 max_outbound: "1MiB",
                 invocation_rate: 10,
                 invocation_burst: 20,
+                max_groups_per_connection: 128,
                 conflate_events: vec![
                     "ImageProgress",
                     "VideoStatus",
@@ -1009,6 +1034,9 @@ limits|Process-wide limits.
 limits.max_connections|Open connections per process, split evenly across shards.
 limits.max_hub_connections|SignalR connections per process; negotiate answers 429 beyond it (0 = no limit).
 limits.max_connections_per_key|SignalR connections per virtual key; negotiate answers 429 beyond it (0 = no limit).
+limits.max_connections_per_ip|Open connections per client IP (IPv6: per /64) across shards; 429 beyond it (0 = no limit; use 0 behind a proxy that hides client addresses).
+limits.negotiate_rate_per_ip|Negotiate requests per second per client IP; 429 with Retry-After beyond it (0 = no limit).
+limits.negotiate_burst_per_ip|Negotiates one client IP may make at once above the rate.
 echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
 echo.enabled|Serve the echo route; keep it off in production.
 echo.path|Path of the echo route; must start with '/'.
@@ -1033,6 +1061,7 @@ signalr.disconnect_timeout|Negotiated tokens expire this long after negotiate; d
 signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
 signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
 signalr.invocation_burst|Invocations allowed at once above the rate.
+signalr.max_groups_per_connection|Groups one connection may be in (its key's and join_on_connect groups not counted); joins beyond it fail (0 = no limit).
 signalr.conflate_events|Progress events conflated per connection and task: newest wins, finals (completed/failed) always pass.
 signalr.conflate_rate|Conflated events sent per second per connection and task.
 signalr.stream_backlog_window|Keep streamed-response chunks this long for clients that subscribe late (0s: none).
@@ -1916,6 +1945,9 @@ impl Config {
                 max_connections: m.get("limits.max_connections", positive)?,
                 max_hub_connections: m.get("limits.max_hub_connections", integer)?,
                 max_connections_per_key: m.get("limits.max_connections_per_key", integer)?,
+                max_connections_per_ip: m.get("limits.max_connections_per_ip", integer)?,
+                negotiate_rate_per_ip: m.get("limits.negotiate_rate_per_ip", integer)?,
+                negotiate_burst_per_ip: m.get("limits.negotiate_burst_per_ip", positive_u32)?,
             },
             echo: EchoConfig {
                 enabled: m.get("echo.enabled", boolean)?,
@@ -1954,6 +1986,7 @@ impl Config {
                 max_outbound: m.get("signalr.max_outbound", nonzero_size)?,
                 invocation_rate: m.get("signalr.invocation_rate", positive_u32)?,
                 invocation_burst: m.get("signalr.invocation_burst", positive_u32)?,
+                max_groups_per_connection: m.get("signalr.max_groups_per_connection", integer)?,
                 conflate_events: m.get("signalr.conflate_events", |v| {
                     let names = string_list(v, "an array of event names")?;
                     if names.iter().any(|n| n.is_empty()) {
@@ -2535,7 +2568,7 @@ mod tests {
             previous = line;
         }
         let keys = known_keys();
-        assert_eq!(keys.len(), 71);
+        assert_eq!(keys.len(), 75);
         for key in keys {
             let comment = comment_above
                 .get(&key)

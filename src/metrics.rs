@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use crate::auth::AuthError;
 use crate::hub::identity::TokenError;
 use crate::protocol::signalr::handshake::HandshakeError;
-use crate::stats::{DROP_REASONS, HistogramTotals, MESSAGE_TYPES, ShardStats, Stats};
+use crate::stats::{
+    DROP_REASONS, HistogramTotals, MESSAGE_TYPES, REFUSAL_REASONS, ShardStats, Stats,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The `Content-Type` of the exposition.
@@ -171,6 +173,15 @@ pub const TOKEN_REFUSALS: Family = family(
      bad_signature (forged, or another cluster secret), wrong_hub, expired, unknown (its \
      connection ended here, or its stateful session lives on another instance).",
 );
+/// Refusals by a limit.
+pub const LIMIT_REFUSALS: Family = family(
+    "ringhub_limits_refusals_total",
+    Kind::Counter,
+    "Connections, negotiates and group joins refused by a limit, by reason: connections \
+     (limits.max_connections, 503), connections_per_ip (429), file_descriptors (out of file \
+     descriptors while accepting, 503), negotiate_rate_per_ip (429), hub_connections (429), \
+     connections_per_key (429), groups_per_connection (signalr.max_groups_per_connection).",
+);
 /// Bytes written.
 pub const SENT_BYTES: Family = family(
     "ringhub_transport_sent_bytes_total",
@@ -235,6 +246,7 @@ pub const FAMILIES: &[Family] = &[
     INVOCATION_DURATION,
     AUTH_FAILURES,
     TOKEN_REFUSALS,
+    LIMIT_REFUSALS,
     SENT_BYTES,
     RECEIVED_BYTES,
     OUTBOX_BYTES,
@@ -405,6 +417,12 @@ pub fn render(stats: &Stats, process: &ProcessSample) -> String {
     for (index, reason) in TokenError::REASONS.iter().enumerate() {
         let value = sum(shards, |s| s.token_refusals.get(index));
         out.sample(TOKEN_REFUSALS.name, &[("reason", reason)], value);
+    }
+
+    out.family(&LIMIT_REFUSALS);
+    for (index, reason) in REFUSAL_REASONS.iter().enumerate() {
+        let value = sum(shards, |s| s.refusals.get(index));
+        out.sample(LIMIT_REFUSALS.name, &[("reason", reason)], value);
     }
 
     out.family(&OUTBOX_BYTES);

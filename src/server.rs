@@ -26,6 +26,7 @@ use crate::shard::inbox::{Inbox, Peers, Reload, ShardMessage};
 use crate::shard::{self, ActiveDriver, ShardContext, ShardError, ShardId};
 use crate::stats::Stats;
 use crate::transport::listener::bind_listeners;
+use crate::transport::per_ip::PerIpLimits;
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -245,6 +246,11 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         config.limits.max_hub_connections,
         config.limits.max_connections_per_key,
     );
+    let per_ip = PerIpLimits::new(
+        config.limits.max_connections_per_ip,
+        config.limits.negotiate_rate_per_ip,
+        config.limits.negotiate_burst_per_ip,
+    );
     let tokens = Arc::new(config.cluster.token_keys()?);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ShardError>>();
     let (handle_peers, handle_hubs, key_store) =
@@ -257,6 +263,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
         let keys = keys.clone();
         let shard_stats = Arc::clone(&stats);
         let quota = Arc::clone(&quota);
+        let per_ip = Arc::clone(&per_ip);
         let tokens = Arc::clone(&tokens);
         let name = format!("shard-{index}");
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -284,6 +291,7 @@ pub fn start(config: Arc<Config>) -> Result<ServerHandle, ServerError> {
                     stats: shard_stats,
                     quota,
                     tokens,
+                    per_ip,
                 },
                 keys,
                 stop_rx,

@@ -143,6 +143,36 @@ pub enum DropReason {
 /// [`DropReason`]'s label values, by discriminant.
 pub const DROP_REASONS: [&str; 4] = ["slow_consumer", "rate_limit", "conflated", "backplane_down"];
 
+/// Which limit refused a connection, a request or a group join, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The shard held its share of `limits.max_connections` (503).
+    Connections = 0,
+    /// The client's address held `limits.max_connections_per_ip` connections (429).
+    ConnectionsPerIp = 1,
+    /// The process ran out of file descriptors while accepting (503).
+    FileDescriptors = 2,
+    /// The client's address negotiated faster than `limits.negotiate_rate_per_ip` (429).
+    NegotiateRatePerIp = 3,
+    /// The process held `limits.max_hub_connections` SignalR connections (429).
+    HubConnections = 4,
+    /// The key held `limits.max_connections_per_key` connections (429).
+    ConnectionsPerKey = 5,
+    /// The connection was in `signalr.max_groups_per_connection` groups (join refused).
+    GroupsPerConnection = 6,
+}
+
+/// [`RefusalReason`]'s label values, by discriminant.
+pub const REFUSAL_REASONS: [&str; 7] = [
+    "connections",
+    "connections_per_ip",
+    "file_descriptors",
+    "negotiate_rate_per_ip",
+    "hub_connections",
+    "connections_per_key",
+    "groups_per_connection",
+];
+
 /// One shard's counters. Only that shard writes them.
 #[derive(Debug)]
 #[repr(align(128))]
@@ -181,6 +211,8 @@ pub struct ShardStats {
     pub(crate) auth_failures: [AtomicU64; AuthError::REASONS.len()],
     /// Connection tokens answered 404, by [`TokenError::reason_index`].
     pub(crate) token_refusals: [AtomicU64; TokenError::REASONS.len()],
+    /// Refusals by a limit, by [`RefusalReason`].
+    pub(crate) refusals: [AtomicU64; REFUSAL_REASONS.len()],
     /// Whether this shard's backplane participant is up (always, in process).
     pub(crate) backplane_up: AtomicBool,
     /// Whether this shard's accept loop is running (its listening socket open).
@@ -216,6 +248,7 @@ impl ShardStats {
             drops: Default::default(),
             auth_failures: Default::default(),
             token_refusals: Default::default(),
+            refusals: Default::default(),
             backplane_up: AtomicBool::new(true),
             accepting: AtomicBool::new(false),
             backplane_ups: AtomicU64::new(0),
@@ -337,6 +370,11 @@ impl ShardStats {
         if let Some(counter) = self.token_refusals.get(reason) {
             add(counter, 1);
         }
+    }
+
+    /// A limit refused something, for `reason`.
+    pub fn refused(&self, reason: RefusalReason) {
+        add(&self.refusals[reason as usize], 1);
     }
 
     /// `n` bytes were written to a socket.

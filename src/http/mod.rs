@@ -9,6 +9,7 @@ pub mod negotiate;
 pub mod publish;
 pub mod status_page;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -78,6 +79,7 @@ pub async fn respond(
     route: &Route,
     head: &RequestHead,
     body: Bytes,
+    peer: SocketAddr,
     ctx: &ShardContext,
 ) -> Response {
     match route {
@@ -99,7 +101,7 @@ pub async fn respond(
         },
         Route::Negotiate(hub) => {
             let started = quanta::Instant::now();
-            let response = negotiate::respond(hub, head, ctx).await;
+            let response = negotiate::respond(hub, head, peer.ip(), ctx).await;
             crate::stats::local(|s| s.negotiated(started.elapsed()));
             response
         }

@@ -6,6 +6,7 @@
 //! instance sharing the secret. Errors ASP.NET reports in the body (`{"error": …}`, status 200)
 //! are reported the same way.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use base64::Engine;
@@ -20,15 +21,35 @@ use crate::protocol::http::{Method, RequestHead, Response};
 use crate::protocol::query::Query;
 use crate::protocol::signalr::negotiate::{NegotiateRequest, NegotiateResponse, error_document};
 use crate::shard::ShardContext;
+use crate::stats::RefusalReason;
+use crate::transport::per_ip::PerIpRefusal;
 
-/// Answers a negotiate request (or its preflight).
-pub async fn respond(hub: &Rc<HubDefinition>, head: &RequestHead, ctx: &ShardContext) -> Response {
+/// Answers a negotiate request (or its preflight) from a client at `ip`.
+pub async fn respond(
+    hub: &Rc<HubDefinition>,
+    head: &RequestHead,
+    ip: IpAddr,
+    ctx: &ShardContext,
+) -> Response {
     let cors_config = &ctx.config.cors;
     if cors::is_preflight(head) {
         return cors::preflight(head, cors_config, "POST, OPTIONS");
     }
     if head.method != Method::Post {
         return Response::json(405, r#"{"error":"method not allowed"}"#).header("allow", "POST");
+    }
+    // Before the key is looked up: a flood costs a hash and a compare-and-swap, not a
+    // key-store round trip.
+    if let Err(refusal) = ctx.per_ip.negotiate(ip) {
+        crate::stats::local(|s| s.refused(RefusalReason::NegotiateRatePerIp));
+        let retry_after = match refusal {
+            PerIpRefusal::NegotiateRate { retry_after } => retry_after.as_secs().max(1),
+            PerIpRefusal::Connections(_) => 1,
+        };
+        let response = Response::json(429, error_document(&refusal.to_string()))
+            .header("retry-after", retry_after.to_string())
+            .header("cache-control", "no-store");
+        return cors::allow(response, head, cors_config);
     }
     let admitted = admit(
         hub.auth,
@@ -51,7 +72,10 @@ pub async fn respond(hub: &Rc<HubDefinition>, head: &RequestHead, ctx: &ShardCon
             };
             match ctx.quota.check(key_id) {
                 Ok(()) => negotiate(hub, request, ctx),
-                Err(error) => Response::json(error.status(), error_document(&error.to_string())),
+                Err(error) => {
+                    crate::stats::local(|s| s.refused(error.refusal()));
+                    Response::json(error.status(), error_document(&error.to_string()))
+                }
             }
         }
     };

@@ -32,7 +32,8 @@ use thiserror::Error;
 
 use crate::auth::hash_key;
 use crate::hub::access::unix_now;
-use crate::hub::endpoint::{Manage, manage, prepare, publish_in_order};
+use crate::hub::endpoint::{Manage, Managed, manage, prepare, publish_in_order};
+use crate::hub::session::GroupLimit;
 use crate::hub::streams::{self, StreamChunk};
 use crate::hub::{Action, HubDefinition, Hubs};
 use crate::protocol::http::{RequestHead, Response};
@@ -115,6 +116,9 @@ pub enum RestError {
     /// The message could not be encoded for every protocol (500).
     #[error("the message could not be encoded")]
     Encode,
+    /// The connection is in `signalr.max_groups_per_connection` groups already (409).
+    #[error("{0}")]
+    GroupLimit(GroupLimit),
 }
 
 impl RestError {
@@ -137,6 +141,7 @@ impl RestError {
             | Self::BadTarget
             | Self::BadArguments
             | Self::BadStreamBody { .. } => 400,
+            Self::GroupLimit(_) => 409,
             Self::TooLarge { .. } => 413,
             Self::Encode => 500,
         }
@@ -221,7 +226,11 @@ async fn handle(head: &RequestHead, body: &[u8], ctx: &ShardContext) -> Result<u
         .ok_or_else(|| RestError::UnknownHub(request.hub.clone()))?;
     let options = Options::from_query(head.query());
     let name = hub.name.as_str();
-    let found = |found: bool, missing: RestError| if found { Ok(200) } else { Err(missing) };
+    let found = |managed: Managed, missing: RestError| match managed {
+        Managed::Done => Ok(200),
+        Managed::NotFound => Err(missing),
+        Managed::GroupLimit(limit) => Err(RestError::GroupLimit(limit)),
+    };
     let max = hub.session.max_message_size;
     match request.operation {
         Operation::Send(target) => {

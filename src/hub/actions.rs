@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::session::{GroupLimit, GroupRoom};
 use super::{Action, Method, Param};
 use crate::protocol::http_client::HttpUrl;
 use crate::protocol::signalr::{
@@ -219,6 +220,14 @@ pub struct Caller<'a> {
     pub key_id: Option<i64>,
     /// Whether the caller is an admin principal (an admin key, or a virtual key marked admin).
     pub admin: bool,
+    /// The caller's groups, against `signalr.max_groups_per_connection`.
+    pub groups: GroupRoom<'a>,
+}
+
+/// A method's joins refused by the group limit: the Completion error, counted.
+fn group_limit(method_name: &str, limit: GroupLimit) -> Outcome {
+    crate::stats::local(|s| s.refused(crate::stats::RefusalReason::GroupsPerConnection));
+    hub_exception(method_name, &limit.to_string())
 }
 
 /// A server-to-client invocation without an id (an event), e.g. `Message("hi")`.
@@ -613,6 +622,9 @@ pub fn invoke(
                 Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
             };
             let join = action == Action::JoinGroup;
+            if join && let Err(limit) = caller.groups.admits(&groups) {
+                return Ok(group_limit(method_name, limit));
+            }
             caller.effects.extend(groups.into_iter().map(|group| {
                 if join {
                     Effect::JoinGroup(group)
@@ -659,20 +671,26 @@ pub fn invoke(
                      HubException: Invalid content type '{kind}'. Expected 'image' or 'video'."
                 ))));
             }
+            let groups = [format!("{kind}-{task}"), format!("content-{task}")];
+            if let Err(limit) = caller.groups.admits(&groups) {
+                return Ok(group_limit(method_name, limit));
+            }
             caller
                 .effects
-                .push(Effect::JoinGroup(format!("{kind}-{task}")));
-            caller
-                .effects
-                .push(Effect::JoinGroup(format!("content-{task}")));
+                .extend(groups.into_iter().map(Effect::JoinGroup));
             Outcome::Complete(CompletionOutcome::Void)
         }
         Action::JoinKeyGroup => {
             let template = Some(group_template.unwrap_or("vkey-{vkey}"));
             match group_names(template, None, caller.key_id) {
-                Ok(groups) => caller
-                    .effects
-                    .extend(groups.into_iter().map(Effect::JoinGroup)),
+                Ok(groups) => {
+                    if let Err(limit) = caller.groups.admits(&groups) {
+                        return Ok(group_limit(method_name, limit));
+                    }
+                    caller
+                        .effects
+                        .extend(groups.into_iter().map(Effect::JoinGroup));
+                }
                 Err(GroupFailure::Bind) => return Err(BindError::Type),
                 Err(GroupFailure::Hub(message)) => return Ok(hub_exception(method_name, &message)),
             }
@@ -785,6 +803,7 @@ mod tests {
             effects: &mut effects,
             key_id: Some(7),
             admin: false,
+            groups: GroupRoom::UNLIMITED,
         };
         let invocation = Invocation {
             headers: Default::default(),
@@ -889,6 +908,7 @@ mod tests {
             effects: &mut effects,
             key_id: Some(7),
             admin: false,
+            groups: GroupRoom::UNLIMITED,
         };
         let call = |args: Vec<Payload>| Invocation {
             headers: Default::default(),
@@ -973,6 +993,7 @@ mod tests {
             effects: &mut effects,
             key_id: Some(7),
             admin,
+            groups: GroupRoom::UNLIMITED,
         };
         let invocation = Invocation {
             headers: Default::default(),

@@ -21,6 +21,7 @@ use super::HubDefinition;
 use super::actions::{Effect, Query, Target, event};
 use super::broadcast::PreparedMessage;
 use super::conflation;
+use super::session::GroupLimit;
 use crate::backplane::SubscriptionPending;
 use crate::protocol::backplane::{GroupAction, GroupCommand, KeyStateMessage};
 use crate::protocol::signalr::{
@@ -31,7 +32,7 @@ use crate::shard::inbox::{Envelope, ManageRequest, ShardMessage};
 use crate::shard::key_states::KeyStateUpdate;
 use crate::shard::sessions::SessionSlot;
 use crate::shard::{ShardContext, ShardId};
-use crate::stats::iso8601_now;
+use crate::stats::{RefusalReason, iso8601_now};
 use crate::sys::RingSend;
 use crate::transport::outbox::Outbox;
 use crate::transport::websocket::{AppClose, DataMessage, WebSocketApp};
@@ -73,7 +74,10 @@ impl HubEndpoint<'_> {
         let ctx = self.ctx;
         let hub = &self.slot.hub.name;
         match effect {
-            Effect::JoinGroup(group) => pending.extend(join_group(ctx, &self.slot, group)),
+            // The method checked the limit when it ran; nothing ran since.
+            Effect::JoinGroup(group) => {
+                pending.extend(join_group(ctx, &self.slot, group).ok().flatten());
+            }
             Effect::LeaveGroup(group) => leave_group(ctx, &self.slot, &group),
             Effect::SubscribeStream { key, invocation_id } => {
                 super::streams::subscribe(ctx, &self.slot, key, invocation_id);
@@ -282,32 +286,53 @@ pub fn push_health(ctx: &ShardContext, hubs: &[Rc<HubDefinition>]) {
 
 /// Adds the session to `group` (once). With Redis, the first local member subscribes the
 /// group's channel: what is returned completes once Redis confirms it.
+///
+/// # Errors
+/// [`GroupLimit`] when the session is in `signalr.max_groups_per_connection` groups
+/// (counted as a refusal; nothing changes).
 pub fn join_group(
     ctx: &ShardContext,
     slot: &SessionSlot,
     group: String,
-) -> Option<SubscriptionPending> {
-    let mut groups = slot.groups.borrow_mut();
-    if groups.contains(&group) {
-        return None;
+) -> Result<Option<SubscriptionPending>, GroupLimit> {
+    add_to_group(ctx, slot, group, false)
+}
+
+/// Adds the session to a group it is put in when it connects (its key's, the hub's
+/// `join_on_connect`), which does not count against the group limit.
+pub fn pin_group(ctx: &ShardContext, slot: &SessionSlot, group: String) {
+    let _ = add_to_group(ctx, slot, group, true);
+}
+
+fn add_to_group(
+    ctx: &ShardContext,
+    slot: &SessionSlot,
+    group: String,
+    pinned: bool,
+) -> Result<Option<SubscriptionPending>, GroupLimit> {
+    let added = slot.session.borrow_mut().add_group(group.clone(), pinned);
+    match added {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(limit) => {
+            ctx.stats
+                .shard(usize::from(ctx.id.0))
+                .refused(RefusalReason::GroupsPerConnection);
+            return Err(limit);
+        }
     }
-    let pending = if ctx.groups.join(&slot.hub.name, &group, slot.key) {
+    Ok(if ctx.groups.join(&slot.hub.name, &group, slot.key) {
         ctx.backplane.group_joined(&slot.hub.name, &group)
     } else {
         None
-    };
-    groups.push(group);
-    pending
+    })
 }
 
 /// Removes the session from `group`.
 pub fn leave_group(ctx: &ShardContext, slot: &SessionSlot, group: &str) {
-    let mut groups = slot.groups.borrow_mut();
-    if let Some(at) = groups.iter().position(|g| g == group) {
-        groups.swap_remove(at);
-        if ctx.groups.leave(&slot.hub.name, group, slot.key) {
-            ctx.backplane.group_left(&slot.hub.name, group);
-        }
+    let was_in = slot.session.borrow_mut().remove_group(group);
+    if was_in && ctx.groups.leave(&slot.hub.name, group, slot.key) {
+        ctx.backplane.group_left(&slot.hub.name, group);
     }
 }
 
@@ -326,7 +351,8 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
     ctx.stats
         .shard(usize::from(ctx.id.0))
         .connection_closed(slot.hub.index);
-    for group in slot.groups.borrow_mut().drain(..) {
+    let groups = slot.session.borrow_mut().take_groups();
+    for group in groups {
         if ctx.groups.leave(&slot.hub.name, &group, slot.key) {
             ctx.backplane.group_left(&slot.hub.name, &group);
         }
@@ -590,15 +616,48 @@ impl Manage {
     }
 }
 
-/// Runs `op` on this shard's sessions of `hub`; `true` when it found a matching connection
-/// (or group, or user) here. Joins that start a Redis subscription add it to `pending`, so the
+/// What a shard (or all of them) made of a [`Manage`] operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Managed {
+    /// No matching connection, group or user.
+    NotFound,
+    /// Found (and carried out).
+    Done,
+    /// The connection was found but is in as many groups as it may be.
+    GroupLimit(GroupLimit),
+}
+
+impl Managed {
+    /// Found or not.
+    fn from_found(found: bool) -> Self {
+        if found { Self::Done } else { Self::NotFound }
+    }
+
+    /// Whether a match was found (refused or not).
+    pub fn is_found(self) -> bool {
+        self != Self::NotFound
+    }
+
+    /// The more telling of two shards' answers: a refusal, then a match.
+    fn or(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::GroupLimit(limit), _) | (_, Self::GroupLimit(limit)) => Self::GroupLimit(limit),
+            (Self::Done, _) | (_, Self::Done) => Self::Done,
+            _ => Self::NotFound,
+        }
+    }
+}
+
+/// Runs `op` on this shard's sessions of `hub`: whether it found a matching connection (or
+/// group, or user) here. Joins that start a Redis subscription add it to `pending`, so the
 /// caller answers only once it is confirmed (a send right after the answer then arrives).
+/// A user-wide join skips connections at their group limit.
 pub fn manage_local(
     ctx: &ShardContext,
     hub: &str,
     op: &Manage,
     pending: &mut Vec<SubscriptionPending>,
-) -> bool {
+) -> Managed {
     let connection = |id: &str| ctx.sessions.find(id).filter(|slot| slot.hub.name == hub);
     let user_sessions = |user: &str| {
         ctx.users
@@ -607,13 +666,22 @@ pub fn manage_local(
             .filter_map(|key| ctx.sessions.get(key))
             .collect::<Vec<_>>()
     };
-    match op {
+    let found = match op {
         Manage::AddToGroup {
             connection: id,
             group,
-        } => connection(id)
-            .map(|slot| pending.extend(join_group(ctx, &slot, group.clone())))
-            .is_some(),
+        } => {
+            let Some(slot) = connection(id) else {
+                return Managed::NotFound;
+            };
+            return match join_group(ctx, &slot, group.clone()) {
+                Ok(joined) => {
+                    pending.extend(joined);
+                    Managed::Done
+                }
+                Err(limit) => Managed::GroupLimit(limit),
+            };
+        }
         Manage::RemoveFromGroup {
             connection: id,
             group,
@@ -623,7 +691,7 @@ pub fn manage_local(
         Manage::AddUserToGroup { user, group } => {
             let slots = user_sessions(user);
             for slot in &slots {
-                pending.extend(join_group(ctx, slot, group.clone()));
+                pending.extend(join_group(ctx, slot, group.clone()).ok().flatten());
             }
             !slots.is_empty()
         }
@@ -639,12 +707,12 @@ pub fn manage_local(
             reason,
         } => {
             let Some(slot) = connection(id) else {
-                return false;
+                return Managed::NotFound;
             };
             if !slot.is_attached() {
                 // Parked for stateful reconnect: nobody to tell, so it just ends.
                 end_session(ctx, &slot);
-                return true;
+                return Managed::Done;
             }
             let close = HubMessage::Close(Close {
                 error: reason.clone(),
@@ -659,7 +727,8 @@ pub fn manage_local(
         Manage::ConnectionExists(id) => connection(id).is_some(),
         Manage::GroupExists(group) => ctx.groups.has_members(hub, group),
         Manage::UserExists(user) => !user_sessions(user).is_empty(),
-    }
+    };
+    Managed::from_found(found)
 }
 
 /// Carries out a group command from the Redis backplane when `command.connection_id` lives on
@@ -676,7 +745,14 @@ pub fn apply_group_command(
         .find(&command.connection_id)
         .filter(|slot| slot.hub.name == hub)?;
     Some(match command.action {
-        GroupAction::Add => join_group(ctx, &slot, command.group.clone()),
+        // Another server asked; it hears no refusal (its ack means "carried out or refused
+        // here"), but the refusal is counted and logged.
+        GroupAction::Add => join_group(ctx, &slot, command.group.clone())
+            .inspect_err(|limit| {
+                tracing::debug!(hub, group = %command.group, %limit, "backplane group join refused");
+            })
+            .ok()
+            .flatten(),
         GroupAction::Remove => {
             leave_group(ctx, &slot, &command.group);
             None
@@ -698,14 +774,14 @@ pub async fn await_subscriptions(ctx: &ShardContext, pending: Vec<SubscriptionPe
 }
 
 /// Runs `op` on every shard's sessions of `hub` (this one directly, the others through their
-/// inboxes) and answers whether any shard found a match. Stops early once a match is found,
-/// except for user-wide operations, which every shard must run.
-pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
+/// inboxes) and answers whether any shard found a match (or refused the join). Stops early
+/// once a match is found, except for user-wide operations, which every shard must run.
+pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> Managed {
     let mut pending = Vec::new();
     let mut found = manage_local(ctx, hub, &op, &mut pending);
     await_subscriptions(ctx, pending).await;
-    if found && !op.is_for_every_shard() {
-        return true;
+    if found.is_found() && !op.is_for_every_shard() {
+        return found;
     }
     let mut replies = Vec::new();
     for shard in 0..ctx.peers.shards() {
@@ -732,12 +808,14 @@ pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
     }
     for answer in replies {
         // A shard that stops before answering drops the sender: nothing found there.
-        found |= answer.await.unwrap_or(false);
+        found = found.or(answer.await.unwrap_or(Managed::NotFound));
     }
     // Not here: with Redis, the connection may live on another server, which acks the
     // group change it carries out (ASP.NET's `SendGroupActionAndWaitForAck`).
-    if !found && let Some(redis) = ctx.backplane.redis() {
-        found = match &op {
+    if !found.is_found()
+        && let Some(redis) = ctx.backplane.redis()
+    {
+        let remote = match &op {
             Manage::AddToGroup { connection, group } => {
                 redis
                     .group_command(hub, GroupAction::Add, group, connection)
@@ -764,6 +842,7 @@ pub async fn manage(ctx: &ShardContext, hub: &str, op: Manage) -> bool {
             }
             Manage::AddUserToGroup { .. } | Manage::RemoveUserFromGroup { .. } => false,
         };
+        found = Managed::from_found(remote);
     }
     found
 }

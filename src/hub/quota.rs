@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 
 use thiserror::Error;
+
+use crate::stats::RefusalReason;
 use tracing::warn;
 
 /// Slots in the per-key table (16 bytes each).
@@ -37,6 +39,14 @@ impl QuotaError {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         429
+    }
+
+    /// The limit's label in the refusal counters.
+    pub fn refusal(&self) -> RefusalReason {
+        match self {
+            Self::Total(_) => RefusalReason::HubConnections,
+            Self::PerKey(_) => RefusalReason::ConnectionsPerKey,
+        }
     }
 }
 

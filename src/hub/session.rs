@@ -63,6 +63,9 @@ pub struct SessionOptions {
     pub invocation_burst: u32,
     /// Conflated events go at most once per this interval per event key.
     pub conflate_interval: Duration,
+    /// Groups a connection may be in besides those it was put in when it connected (0: no
+    /// limit).
+    pub max_groups: usize,
 }
 
 impl SessionOptions {
@@ -80,6 +83,7 @@ impl SessionOptions {
             invocation_rate: config.invocation_rate,
             invocation_burst: config.invocation_burst,
             conflate_interval: Duration::from_secs(1) / config.conflate_rate.max(1),
+            max_groups: config.max_groups_per_connection,
         }
     }
 }
@@ -185,6 +189,55 @@ pub struct Session {
     /// Invocation tokens available (token bucket) and when they were last refilled.
     tokens: f64,
     refilled: Instant,
+    /// The groups the connection is in: first the ones it was put in when it connected
+    /// (`pinned_groups` of them, not counted against `max_groups`), then the others.
+    groups: Vec<String>,
+    pinned_groups: usize,
+}
+
+/// A group join refused: the connection is in `signalr.max_groups_per_connection` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Group limit reached: a connection may be in at most {max} groups.")]
+pub struct GroupLimit {
+    /// The limit.
+    pub max: usize,
+}
+
+/// What a hub method can see of its caller's groups: whether joining more fits the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupRoom<'a> {
+    joined: &'a [String],
+    counted: usize,
+    max: usize,
+}
+
+impl GroupRoom<'_> {
+    /// Room without limit (tests, callers without a session).
+    pub const UNLIMITED: GroupRoom<'static> = GroupRoom {
+        joined: &[],
+        counted: 0,
+        max: 0,
+    };
+
+    /// Whether the caller may join every group of `joining` (those it is in already are
+    /// free).
+    ///
+    /// # Errors
+    /// [`GroupLimit`] when the new ones would take it past the limit.
+    pub fn admits(&self, joining: &[String]) -> Result<(), GroupLimit> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let new = joining
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| !self.joined.contains(g) && !joining[..*i].contains(g))
+            .count();
+        if new > 0 && self.counted + new > self.max {
+            return Err(GroupLimit { max: self.max });
+        }
+        Ok(())
+    }
 }
 
 /// What waits in a session's mailbox.
@@ -278,6 +331,61 @@ impl Session {
             tokens: f64::from(burst),
             refilled: now,
             stateful: None,
+            groups: Vec::new(),
+            pinned_groups: 0,
+        }
+    }
+
+    /// The groups the connection is in.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// Adds `group` to the connection's groups: `Ok(true)` when it is new, `Ok(false)` when
+    /// the connection was in it already. A `pinned` group (one the connection is put in when
+    /// it connects) does not count against the limit.
+    ///
+    /// # Errors
+    /// [`GroupLimit`] when a counted group would take the connection past the limit.
+    pub fn add_group(&mut self, group: String, pinned: bool) -> Result<bool, GroupLimit> {
+        if self.groups.contains(&group) {
+            return Ok(false);
+        }
+        if pinned {
+            self.groups.insert(self.pinned_groups, group);
+            self.pinned_groups += 1;
+            return Ok(true);
+        }
+        self.group_room().admits(std::slice::from_ref(&group))?;
+        self.groups.push(group);
+        Ok(true)
+    }
+
+    /// Removes `group` from the connection's groups; `true` when it was in it.
+    pub fn remove_group(&mut self, group: &str) -> bool {
+        let Some(at) = self.groups.iter().position(|g| g == group) else {
+            return false;
+        };
+        // Order kept: the pinned groups stay first.
+        self.groups.remove(at);
+        if at < self.pinned_groups {
+            self.pinned_groups -= 1;
+        }
+        true
+    }
+
+    /// Every group the connection is in, which it leaves (the session ends).
+    pub fn take_groups(&mut self) -> Vec<String> {
+        self.pinned_groups = 0;
+        std::mem::take(&mut self.groups)
+    }
+
+    /// What a method can join now.
+    fn group_room(&self) -> GroupRoom<'_> {
+        GroupRoom {
+            joined: &self.groups,
+            counted: self.groups.len() - self.pinned_groups,
+            max: self.hub.session.max_groups,
         }
     }
 
@@ -828,6 +936,14 @@ impl Session {
             );
             return Ok(());
         }
+        let pending_joins = if self.hub.session.max_groups == 0 {
+            0
+        } else {
+            self.effects
+                .iter()
+                .filter(|e| matches!(e, Effect::JoinGroup(_)))
+                .count()
+        };
         let mut caller = Caller {
             connection_id: &self.connection_id,
             request_headers: &self.request_headers,
@@ -835,6 +951,12 @@ impl Session {
             effects: &mut self.effects,
             key_id: self.key_id,
             admin: self.admin,
+            groups: GroupRoom {
+                joined: &self.groups,
+                // Joins of earlier invocations in this batch are not applied yet: count them.
+                counted: self.groups.len() - self.pinned_groups + pending_joins,
+                max: self.hub.session.max_groups,
+            },
         };
         match actions::invoke_method(&method, invocation, &mut caller) {
             Err(error) => {
@@ -1281,6 +1403,42 @@ mod tests {
         // the whole cost.
         let size = std::mem::size_of::<Session>();
         assert!(size <= 320, "Session is {size} bytes");
+    }
+
+    #[test]
+    fn the_group_limit_counts_joined_groups_but_not_pinned_ones_or_repeats() {
+        let mut hub = HubDefinition::diagnostics("/hubs/diagnostics");
+        hub.session.max_groups = 2;
+        let mut session = Session::new(
+            Rc::new(hub),
+            "c".to_owned(),
+            Vec::new(),
+            false,
+            Instant::now(),
+        );
+        assert_eq!(session.add_group("vkey-7".into(), true), Ok(true));
+        assert_eq!(session.add_group("a".into(), false), Ok(true));
+        assert_eq!(session.add_group("a".into(), false), Ok(false));
+        assert_eq!(session.add_group("b".into(), false), Ok(true));
+        assert_eq!(
+            session.add_group("c".into(), false),
+            Err(GroupLimit { max: 2 })
+        );
+        // Leaving the pinned group frees no counted place; leaving a counted one does.
+        assert!(session.remove_group("vkey-7"));
+        assert_eq!(
+            session.add_group("c".into(), false),
+            Err(GroupLimit { max: 2 })
+        );
+        assert!(session.remove_group("a"));
+        assert_eq!(session.add_group("c".into(), false), Ok(true));
+        let room = session.group_room();
+        assert_eq!(room.admits(&["b".into(), "c".into()]), Ok(()));
+        assert_eq!(
+            room.admits(&["d".into(), "d".into()]),
+            Err(GroupLimit { max: 2 })
+        );
+        assert_eq!(session.take_groups(), vec!["b".to_owned(), "c".to_owned()]);
     }
 
     #[test]

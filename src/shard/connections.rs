@@ -15,6 +15,8 @@ use quanta::Instant;
 use slab::Slab;
 
 use super::timers::Timers;
+use crate::transport::per_ip::{IpSlot, PerIpLimits};
+use std::sync::Arc;
 
 /// A connection's number, unique within its shard while the connection lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -197,9 +199,19 @@ impl ConnectionHandle {
 pub struct ConnectionRegistry {
     slots: RefCell<Slab<Rc<ConnectionHandle>>>,
     next_serial: Cell<u64>,
+    /// Where connections counted per client address give their place back.
+    per_ip: Option<Arc<PerIpLimits>>,
 }
 
 impl ConnectionRegistry {
+    /// A registry whose connections may hold a place in `per_ip`.
+    pub fn new(per_ip: Arc<PerIpLimits>) -> Self {
+        Self {
+            per_ip: Some(per_ip),
+            ..Self::default()
+        }
+    }
+
     /// Adds a connection and returns its handle.
     pub fn register(&self) -> Rc<ConnectionHandle> {
         let mut slots = self.slots.borrow_mut();
@@ -265,18 +277,34 @@ impl ConnectionRegistry {
     }
 }
 
-/// Removes the connection from its registry when dropped, however the task ends.
+/// Removes the connection from its registry when dropped, however the task ends (and gives
+/// back its place in its address's count, if it holds one).
 #[derive(Debug)]
 pub struct Registration {
     registry: Rc<ConnectionRegistry>,
     handle: Rc<ConnectionHandle>,
+    ip: Option<IpSlot>,
 }
 
 impl Registration {
     /// Registers a new connection in `registry`.
     pub fn new(registry: Rc<ConnectionRegistry>) -> Self {
         let handle = registry.register();
-        Self { registry, handle }
+        Self {
+            registry,
+            handle,
+            ip: None,
+        }
+    }
+
+    /// Keeps the connection's place in its address's count until the registration ends.
+    pub fn hold_ip(&mut self, slot: Option<IpSlot>) {
+        self.ip = slot;
+    }
+
+    /// Hands the place over (the connection moves to another shard, which holds it then).
+    pub fn take_ip(&mut self) -> Option<IpSlot> {
+        self.ip.take()
     }
 
     /// The connection's handle.
@@ -295,6 +323,9 @@ impl Drop for Registration {
         // The task (and its socket) is going away, even if it was dropped while waiting.
         self.handle.set_idle_fd(None);
         self.registry.remove(self.handle.id);
+        if let (Some(slot), Some(per_ip)) = (self.ip, &self.registry.per_ip) {
+            per_ip.close(slot);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     /// The peer address.
     pub peer: SocketAddr,
+    /// Its place in its address's count, which the home shard holds from now on.
+    pub ip: Option<crate::transport::per_ip::IpSlot>,
     /// The upgrade request, already parsed.
     pub head: RequestHead,
     /// Bytes that arrived after the request head.
@@ -53,8 +55,8 @@ pub struct ManageRequest {
     pub hub: String,
     /// What to do.
     pub op: Manage,
-    /// Receives `true` when the shard found a matching connection, group or user.
-    pub reply: futures_channel::oneshot::Sender<bool>,
+    /// Receives what the shard made of it (a matching connection, group or user found).
+    pub reply: futures_channel::oneshot::Sender<crate::hub::endpoint::Managed>,
 }
 
 /// What one shard can send another.

@@ -31,6 +31,7 @@ use crate::hub::{HubDefinition, Hubs};
 use crate::stats::{RateSample, Stats};
 use crate::transport::connection;
 use crate::transport::listener::accept_loop;
+use crate::transport::per_ip::PerIpLimits;
 use crate::transport::websocket::WebSocketLimits;
 use claims::Claims;
 use connections::{ConnectionRegistry, ConnectionSignal, Signal};
@@ -136,6 +137,8 @@ pub struct ShardContext {
     pub key_states: key_states::KeyStates,
     /// SignalR connections per process and per key, shared by every shard.
     pub quota: Arc<ConnectionQuota>,
+    /// Connections and negotiates per client address, shared by every shard.
+    pub per_ip: Arc<PerIpLimits>,
     /// The process's counters (this shard writes its own row).
     pub stats: Arc<Stats>,
     /// Messages per second as the Health hub last sampled them on this shard.
@@ -200,6 +203,8 @@ pub struct SharedParts {
     pub quota: Arc<ConnectionQuota>,
     /// The connection-token keys (one per process: every shard must accept every token).
     pub tokens: Arc<TokenKeys>,
+    /// Connections and negotiates per client address.
+    pub per_ip: Arc<PerIpLimits>,
 }
 
 impl ShardContext {
@@ -218,6 +223,7 @@ impl ShardContext {
             stats,
             quota,
             tokens,
+            per_ip,
         } = parts;
         let max_connections = config.shard_max_connections();
         let totals = stats.totals();
@@ -256,7 +262,8 @@ impl ShardContext {
             peers,
             id,
             config,
-            connections: Rc::new(ConnectionRegistry::default()),
+            connections: Rc::new(ConnectionRegistry::new(Arc::clone(&per_ip))),
+            per_ip,
             max_connections,
             timers: Timers::new(),
             started: std::time::Instant::now(),

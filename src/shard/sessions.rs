@@ -44,8 +44,6 @@ pub struct SessionSlot {
     pub session: RefCell<Box<Session>>,
     /// The connection currently running it (`None` while parked).
     attached: RefCell<Option<Rc<ConnectionHandle>>>,
-    /// Groups the session is in, for O(groups) cleanup.
-    pub groups: RefCell<Vec<String>>,
     /// Whether it was removed (a late delivery finds it gone).
     removed: Cell<bool>,
     /// Its place in the connection quotas, given back when it is removed.
@@ -191,7 +189,6 @@ impl Sessions {
             connection_id,
             session: RefCell::new(session),
             attached: RefCell::new(None),
-            groups: RefCell::new(Vec::new()),
             removed: Cell::new(false),
             permit: RefCell::new(None),
             user: RefCell::new(None),

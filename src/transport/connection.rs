@@ -27,7 +27,7 @@ use super::websocket;
 use crate::auth::Principal;
 use crate::http::{self, Route};
 use crate::hub::access::{Caller, admit, unix_now};
-use crate::hub::endpoint::{HubEndpoint, end_session, join_group, join_user};
+use crate::hub::endpoint::{HubEndpoint, end_session, join_user, pin_group};
 use crate::hub::identity::{TokenError, home_shard, hub_tag, new_connection_id, unix_millis};
 use crate::hub::quota::QuotaPermit;
 use crate::hub::session::Session;
@@ -44,6 +44,7 @@ use crate::shard::claims::{Admission, ClaimError};
 use crate::shard::connections::{ConnectionHandle, Registration, Signal};
 use crate::shard::inbox::{Handoff, ShardMessage};
 use crate::shard::sessions::SessionKey;
+use crate::transport::per_ip::IpPermit;
 
 /// The `Server` header on every response.
 const SERVER: &str = concat!("ringhub/", env!("CARGO_PKG_VERSION"));
@@ -136,17 +137,26 @@ enum WaitEnd {
     Failed,
 }
 
-/// Serves one connection to the end.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<ShardContext>) {
-    let registration = Registration::new(Rc::clone(&ctx.connections));
-    let connection = registration.handle();
-    let end = Box::pin(serve_http(&mut stream, &ctx, connection)).await;
+/// Serves one connection to the end; `ip` is its place in its address's count (given back
+/// when the connection ends).
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ip: Option<IpPermit>,
+    ctx: Rc<ShardContext>,
+) {
+    let mut registration = Registration::new(Rc::clone(&ctx.connections));
+    registration.hold_ip(ip.map(IpPermit::into_slot));
+    let end = Box::pin(serve_http(&mut stream, peer, &ctx, registration.handle())).await;
     match end {
         HttpEnd::Handoff { home, head, input } => {
+            // The home shard holds the address's place from now on.
+            let ip = registration.take_ip();
             drop(registration);
             let handoff = Handoff {
                 stream: crate::sys::into_std_stream(stream),
                 peer,
+                ip,
                 head,
                 input: input.into_inner(),
             };
@@ -172,7 +182,8 @@ pub async fn adopt(handoff: Box<Handoff>, ctx: Rc<ShardContext>) {
     let Ok(mut stream) = TcpStream::from_std(handoff.stream) else {
         return;
     };
-    let registration = Registration::new(Rc::clone(&ctx.connections));
+    let mut registration = Registration::new(Rc::clone(&ctx.connections));
+    registration.hold_ip(handoff.ip);
     let connection = registration.handle();
     let end = match http::route(&handoff.head, &ctx.config, &ctx.hubs) {
         Route::Hub(hub) => {
@@ -225,6 +236,7 @@ fn finish(
 
 async fn serve_http(
     stream: &mut TcpStream,
+    peer: SocketAddr,
     ctx: &ShardContext,
     connection: &ConnectionHandle,
 ) -> HttpEnd {
@@ -304,7 +316,7 @@ async fn serve_http(
             Ok(body) => body,
             Err(end) => return end,
         };
-        let response = http::respond(&route, &head, body, ctx)
+        let response = http::respond(&route, &head, body, peer, ctx)
             .await
             .header("server", SERVER);
         let keep_alive = head.is_keep_alive() && !connection.signal.is_shutdown();
@@ -400,6 +412,9 @@ async fn upgrade_hub(
             let permit = match ctx.quota.acquire(key_id) {
                 Ok(permit) => permit,
                 Err(error) => {
+                    ctx.stats
+                        .shard(usize::from(ctx.id.0))
+                        .refused(error.refusal());
                     return refuse(stream, ctx, connection, error.status(), &error.to_string())
                         .await;
                 }
@@ -429,6 +444,9 @@ async fn upgrade_hub(
                         permit,
                     },
                     Err(error) => {
+                        ctx.stats
+                            .shard(usize::from(ctx.id.0))
+                            .refused(error.refusal());
                         return refuse(stream, ctx, connection, error.status(), &error.to_string())
                             .await;
                     }
@@ -591,7 +609,7 @@ fn start_session(
                 .connection_opened(hub.index);
             // Every virtual-key connection is in its key's group (Conduit's `vkey-{id}`).
             if let Caller::Key(Principal::VirtualKey { id, .. }) = caller {
-                let _ = join_group(ctx, &slot, format!("vkey-{id}"));
+                pin_group(ctx, &slot, format!("vkey-{id}"));
                 // Its key id is its user (REST `users/{user}`).
                 join_user(ctx, &slot, id.to_string());
                 // A hub that keeps per-key state sends the current one right after the
@@ -603,7 +621,7 @@ fn start_session(
                 }
             }
             for group in &hub.join_on_connect {
-                let _ = join_group(ctx, &slot, group.clone());
+                pin_group(ctx, &slot, group.clone());
             }
             crate::upstream::post_event(ctx, &slot, "connected");
             slot
@@ -917,6 +935,7 @@ mod tests {
                     hubs: Vec::new().into(),
                     stats: crate::stats::Stats::new(Vec::new(), 1),
                     quota: crate::hub::quota::ConnectionQuota::new(0, 0),
+                    per_ip: crate::transport::per_ip::PerIpLimits::new(0, 0, 1),
                     tokens: Arc::new(crate::hub::identity::TokenKeys::new(None, &[]).unwrap()),
                 },
                 crate::auth::KeyLookup::file(Arc::new(crate::auth::keys::KeyStore::empty())),
@@ -940,7 +959,7 @@ mod tests {
             drop(hub);
 
             let stream = TcpStream::connect(addr).await.unwrap();
-            let whole = std::mem::size_of_val(&serve(stream, addr, ctx));
+            let whole = std::mem::size_of_val(&serve(stream, addr, None, ctx));
             assert!(echo_size <= 720, "echo connection task: {echo_size} bytes");
             assert!(hub_size <= 720, "hub connection task: {hub_size} bytes");
             assert!(whole <= 512, "HTTP connection task: {whole} bytes");

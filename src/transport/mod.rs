@@ -6,6 +6,7 @@ pub mod connection;
 pub mod deadline;
 pub mod listener;
 pub mod outbox;
+pub mod per_ip;
 pub mod read_buffer;
 pub mod websocket;
 
