@@ -39,7 +39,7 @@ start_ringhub() {
     "$SERVER" --listen 127.0.0.1:0 --workers 1 \
         --set runtime.pin_cores=false \
         --set diagnostics.enabled=true --set echo.enabled=true \
-        --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 \
+        --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0 \
         "$@" >"$log" 2>&1 &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")

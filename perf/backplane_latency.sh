@@ -16,7 +16,7 @@ for _ in 1 2; do
   target/release/ringhub --listen "127.0.0.1:$port" --workers 2 \
     --set backplane.kind=redis --set "backplane.redis_url=redis://127.0.0.1:$redis_port" \
     --set diagnostics.enabled=true --set signalr.invocation_rate=1000000 \
-    --set signalr.invocation_burst=1000000 >/dev/null 2>&1 &
+    --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0 >/dev/null 2>&1 &
   pids+=($!)
   urls+=("http://127.0.0.1:$port")
   until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do sleep 0.05; done

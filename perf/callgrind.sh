@@ -44,7 +44,7 @@ run() {
     target/profiling/ringhub --listen "127.0.0.1:$port" --workers 1 \
     --set runtime.pin_cores=false --set "runtime.driver=$driver" \
     --set diagnostics.enabled=true \
-    --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 \
+    --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0 \
     >/dev/null 2>&1 &
   server_pid=$!
   until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do sleep 0.2; done

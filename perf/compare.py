@@ -43,12 +43,15 @@ SERVER_CPU = "0"
 LOADGEN_CPU = "1"
 
 # ringhub's configuration for every scenario: one shard, the Diagnostics hub and the echo route
-# on, invocation rate limits out of the way, no pinning of its own (taskset does it).
+# on, invocation and per-address limits out of the way, no pinning of its own (taskset does it).
 RINGHUB_SETTINGS = [
     "diagnostics.enabled=true",
     "echo.enabled=true",
     "signalr.invocation_rate=1000000",
     "signalr.invocation_burst=1000000",
+    # The load generator opens thousands of connections (and negotiates) per source address.
+    "limits.max_connections_per_ip=0",
+    "limits.negotiate_rate_per_ip=0",
     "runtime.pin_cores=false",
 ]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

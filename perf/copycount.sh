@@ -26,7 +26,7 @@ report=$(mktemp)
 COPYCOUNT_OUT=$counts LD_PRELOAD=$PWD/target/tools/copycount.so taskset -c 0 "$ringhub" \
   --listen "127.0.0.1:$port" --workers 1 --set runtime.pin_cores=false \
   --set diagnostics.enabled=true --set signalr.invocation_rate=1000000 \
-  --set signalr.invocation_burst=1000000 >/dev/null 2>&1 &
+  --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0 >/dev/null 2>&1 &
 server=$!
 until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do sleep 0.05; done
 taskset -c 1 target/release/loadgen --url "http://127.0.0.1:$port" --warmup 0s --json "$@" > "$report"

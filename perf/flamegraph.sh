@@ -45,7 +45,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 server=(target/profiling/ringhub --listen "127.0.0.1:$port" --workers 1
   --set runtime.pin_cores=false --set diagnostics.enabled=true --set echo.enabled=true
-  --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000
+  --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0
   "${server_args[@]}")
 sample=(perf record -e cpu-clock -F 4999 -g -o "$data")
 if [[ -z $window ]]; then

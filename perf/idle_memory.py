@@ -43,6 +43,7 @@ def start_server(binary, EXTRA=()):
         [binary, "--listen", "127.0.0.1:0", "--workers", "1",
          "--set", "echo.enabled=true", "--set", "diagnostics.enabled=true",
          "--set", "runtime.pin_cores=false",
+         "--set", "limits.max_connections_per_ip=0", "--set", "limits.negotiate_rate_per_ip=0",
          "--set", "signalr.keepalive_interval=1h",
          # A hub like the product's: methods that do not read request headers.
          "--set", "hubs.idle.path=/hubs/idle", "--set", "hubs.idle.methods.Echo=echo",

@@ -99,7 +99,7 @@ start() {
     [[ $# -gt 0 ]] && bin=target/profiling/ringhub
     "${slice[@]}" taskset -c 0 "$@" "$bin" --listen "127.0.0.1:$port" --workers 1 \
       --set runtime.pin_cores=false --set diagnostics.enabled=true \
-      --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 \
+      --set signalr.invocation_rate=1000000 --set signalr.invocation_burst=1000000 --set limits.max_connections_per_ip=0 --set limits.negotiate_rate_per_ip=0 \
       --set backplane.kind=redis --set "backplane.redis_url=redis://127.0.0.1:$redis_port" \
       "${server_args[@]}" >"$work/$label.log" 2>&1 &
   fi
