@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ringhub::config::{Config, DriverKind};
 use ringhub::server::{self, ServerHandle};
+pub mod bystander;
 pub mod redis;
 
 /// Generates one test per monoio driver: `name::io_uring` and `name::legacy`.
