@@ -878,3 +878,75 @@ fn rest_as(addr: SocketAddr, method: &str, path: &str, body: &str, auth: &str) -
         .unwrap();
     read_response(&mut stream)
 }
+
+/// The Conduit entity of a key in Redis, as `tests/redis_keys.rs` writes it.
+fn redis_entity(hash: &str, enabled: bool) -> String {
+    json!({
+        "Id": 7, "KeyName": "tenant", "KeyHash": hash, "IsEnabled": enabled,
+        "ExpiresAt": null, "Metadata": null, "VirtualKeyGroupId": 1,
+    })
+    .to_string()
+}
+
+fn negotiate_status(addr: SocketAddr, key: &str) -> (u16, String) {
+    let response = http(
+        addr,
+        format!(
+            "POST /hubs/image-generation/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: t\r\n\
+             Authorization: Bearer {key}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    (response.status, response.body_str().to_owned())
+}
+
+on_both_drivers! {
+    fn a_key_disabled_in_redis_and_its_negotiated_tokens_are_refused_within_the_cache_ttl(driver) {
+        let redis = support::redis::RedisServer::start();
+        let url = redis.url();
+        let ttl = Duration::from_secs(1);
+        let Setup { server, bystander, .. } = setup(driver, "replay", move |c| {
+            c.auth.store = ringhub::config::KeyStoreKind::Redis;
+            c.auth.redis_url = url;
+            c.auth.cache_ttl = ttl;
+        });
+        let addr = server.addr;
+        for invalidate in [true, false] {
+            let key = ringhub::auth::generate_virtual_key().unwrap();
+            let hash = ringhub::auth::hash_key(&key);
+            let vkey = format!("vkey:{hash}");
+            redis.set(&vkey, &redis_entity(&hash, true));
+            let (status, body) = negotiate_status(addr, &key);
+            assert_eq!(status, 200, "{body}");
+            let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let token = token["connectionToken"].as_str().unwrap().to_owned();
+            let connected = hub_client(addr, &format!("/hubs/image-generation?access_token={key}"), "json");
+            // Conduit disables the key, and announces it (or not).
+            redis.set(&vkey, &redis_entity(&hash, false));
+            let started = Instant::now();
+            if invalidate {
+                redis.publish("vkey_invalidated", &hash);
+            }
+            assert!(
+                eventually(ttl * 3, || negotiate_status(addr, &key).0 == 401),
+                "invalidate={invalidate}: the disabled key is still admitted"
+            );
+            assert!(started.elapsed() < ttl * 3);
+            assert_eq!(
+                negotiate_status(addr, &key),
+                (401, "{\"error\":\"the API key is disabled\"}".to_owned())
+            );
+            // Replaying the token negotiated while the key was enabled does not help.
+            let upgrade = upgrade_request(&format!("/hubs/image-generation?id={token}&access_token={key}"));
+            assert_eq!(status_and_body(addr, upgrade.as_bytes()).0, 401, "invalidate={invalidate}");
+            let upgrade = upgrade_request(&format!("/hubs/image-generation?id={token}"));
+            assert_eq!(status_and_body(addr, upgrade.as_bytes()).0, 401, "invalidate={invalidate}");
+            // A connection opened before the key was disabled is not cut (ASP.NET does not
+            // re-check a connection's authentication either, unless
+            // CloseOnAuthenticationExpiration applies to an expiring token); only new
+            // negotiates and upgrades are refused.
+            drop(connected);
+        }
+        bystander.finish();
+    }
+}
