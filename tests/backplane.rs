@@ -257,8 +257,7 @@ fn draining_an_instance_moves_official_clients_through_a_balancer_to_another() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nworkers = 2\n[runtime]\npin_cores = false\n\
-             [shutdown]\ndrain_delay = \"1s\"\n\
+            "workers = 2\n[shutdown]\ndrain_delay = \"1s\"\n\
              [backplane]\nkind = \"redis\"\nredis_url = \"{}\"\nchannel_prefix = \"{PREFIX}\"\n\
              [hubs.chat]\npath = \"/hubs/chat\"\nredis_name = \"{CHAT}\"\n\
              methods = {{ Echo = \"echo\", JoinGroup = \"join-group\" }}\n",
@@ -266,42 +265,14 @@ fn draining_an_instance_moves_official_clients_through_a_balancer_to_another() {
         ),
     )
     .unwrap();
-    let mut a = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .arg("--config")
-        .arg(&config)
-        .env("RINGHUB_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ringhub");
-    let stderr = std::io::BufReader::new(a.stderr.take().unwrap());
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let listening = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("instance A logs its address");
-        if line.contains("listening") {
-            break line;
-        }
-    };
-    let a_addr: SocketAddr = listening
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("addr in the listening line")
-        .parse()
-        .unwrap();
+    let mut command = support::process::ServerProcess::command();
+    command.arg("--config").arg(&config);
+    let mut a = support::process::ServerProcess::spawn(command);
+    let a_addr = a.addr;
     wait_ready(a_addr, 200);
     let a_url = format!("http://{a_addr}");
     let b_url = format!("http://{}", b.addr);
-    let pid = a.id().to_string();
+    let pid = a.pid().to_string();
     run_js_suite(
         &js,
         "drain.test.mjs",
@@ -314,9 +285,8 @@ fn draining_an_instance_moves_official_clients_through_a_balancer_to_another() {
         ],
         1,
     );
-    let status = a.wait().unwrap();
-    let log: Vec<String> = lines.try_iter().collect();
-    assert_eq!(status.code(), Some(0), "A's drain exit; log: {log:#?}");
+    let status = a.wait_exit();
+    assert_eq!(status, 0, "A's drain exit; log: {:#?}", a.seen);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -12,18 +12,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::bystander::{self, Bystander};
+use support::process::ServerProcess;
 use support::redis::RedisServer;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringhub");
 
 /// The bystander hub and the publisher's key as a config file (for child processes), with
 /// `extra` appended (more sections; `[hubs.bystander]` comes last, so `extra` may not add
@@ -38,16 +36,15 @@ fn bystander_toml(top: &str, extra: &str) -> String {
     )
 }
 
-/// A `ringhub` child process, killed on drop.
+/// A `ringhub` child process with `toml` as its config file (removed on drop), `args`, and (if
+/// given) an open-file limit of `nofile`.
 struct Child {
-    child: std::process::Child,
+    process: ServerProcess,
     addr: SocketAddr,
     config: std::path::PathBuf,
 }
 
 impl Child {
-    /// Starts the binary with `toml` as its config file, `args`, and (if given) an open-file
-    /// limit of `nofile` set with `prlimit`.
     fn start(name: &str, toml: &str, args: &[&str], nofile: Option<u32>) -> Self {
         let config = std::env::temp_dir().join(format!(
             "ringhub-exhaustion-{}-{name}.toml",
@@ -55,50 +52,14 @@ impl Child {
         ));
         std::fs::write(&config, toml).unwrap();
         let mut command = match nofile {
-            Some(n) => {
-                let mut command = Command::new("prlimit");
-                command.arg(format!("--nofile={n}:{n}")).arg(BIN);
-                command
-            }
-            None => Command::new(BIN),
+            Some(n) => ServerProcess::command_with_nofile(n),
+            None => ServerProcess::command(),
         };
-        command
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--set",
-                "runtime.pin_cores=false",
-            ])
-            .args(args)
-            .env("RINGHUB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn ringhub");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("ringhub exited: {seen:#?}"))
-                .unwrap();
-            if line.contains("listening") {
-                break line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .expect("addr in the listening line")
-                    .parse()
-                    .unwrap();
-            }
-            seen.push(line);
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        command.arg("--config").arg(&config).args(args);
+        let process = ServerProcess::spawn(command);
+        let addr = process.addr;
         Self {
-            child,
+            process,
             addr,
             config,
         }
@@ -106,20 +67,12 @@ impl Child {
 
     /// A `/proc/PID/status` field in bytes (`VmRSS`, `VmHWM`).
     fn memory(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("no {field} in {status}"))
+        self.process.memory(field)
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
 }

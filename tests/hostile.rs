@@ -14,10 +14,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ringhub::auth::keys::add_key;
 use ringhub::config::{Config, DriverKind};
 use serde_json::json;
 use support::bystander::{self, Bystander};
@@ -29,17 +27,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_millis(1000);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1000);
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Two virtual keys (tenants 1 and 2) in a fresh key file.
-fn key_file(name: &str) -> (PathBuf, [String; 2]) {
-    let dir = std::env::temp_dir().join(format!("ringhub-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.json");
-    let (first, _) = add_key(&path, "tenant-1", false, None).unwrap();
-    let (second, _) = add_key(&path, "tenant-2", false, None).unwrap();
-    (path, [first, second])
-}
-
 struct Setup {
     server: TestServer,
     /// Virtual keys of tenants 1 and 2 (the seed hubs take them).
@@ -50,7 +37,7 @@ struct Setup {
 /// One shard with the echo route, the diagnostics hub, the seed hubs, two tenants' keys, small
 /// timeouts and a bystander; `tweak` last.
 fn setup(driver: DriverKind, name: &str, tweak: impl FnOnce(&mut Config)) -> Setup {
-    let (keys_path, keys) = key_file(&format!("{name}-{driver:?}"));
+    let (keys_path, keys) = two_tenant_keys("hostile", &format!("{name}-{driver:?}"));
     let server = TestServer::start(driver, move |c| {
         bystander::configure(c);
         c.auth.key_file = keys_path;

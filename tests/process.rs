@@ -5,123 +5,28 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use support::process::{BIN, ServerProcess};
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringhub");
-
-/// A server process whose log lines are collected.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Process {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> (Self, SocketAddr) {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--set",
-                "runtime.pin_cores=false",
-            ])
-            .args(args)
-            .env("RINGHUB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn ringhub");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        let line = process.wait_for("listening");
-        // `addr=…` in text logs, `"addr":"…"` in JSON ones.
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .or_else(|| {
-                line.split("\"addr\":\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-            })
-            .expect("addr in the listening line")
-            .parse()
-            .unwrap();
-        (process, addr)
+/// The binary on 2 shards with `args` and `env` added.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (ServerProcess, SocketAddr) {
+    let mut command = ServerProcess::command();
+    command.args(["--workers", "2"]).args(args);
+    for (k, v) in env {
+        command.env(k, v);
     }
-
-    /// Waits for a log line containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}; saw {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for exit and returns the exit code, draining the log.
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            assert!(std::time::Instant::now() < deadline, "ringhub did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let process = ServerProcess::spawn(command);
+    let addr = process.addr;
+    (process, addr)
 }
 
 #[test]
 fn sigterm_closes_websockets_with_1001_stops_accepting_and_exits_zero() {
-    let (mut server, addr) = Process::start(&["--set", "echo.enabled=true"], &[]);
+    let (mut server, addr) = start(&["--set", "echo.enabled=true"], &[]);
     let mut clients: Vec<WsClient> = (0..4).map(|_| WsClient::echo(addr)).collect();
     for ws in &mut clients {
         ws.send_text("before");
@@ -152,7 +57,7 @@ fn next_text(ws: &mut WsClient) -> Vec<u8> {
 #[test]
 fn sigterm_drains_not_ready_first_then_tells_signalr_clients_to_reconnect_elsewhere_and_exits_zero()
 {
-    let (mut server, addr) = Process::start(
+    let (mut server, addr) = start(
         &[
             "--set",
             "diagnostics.enabled=true",
@@ -211,7 +116,7 @@ fn debug_logs_name_each_connection_end_with_its_reason_and_never_a_key_or_token(
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("keys.json");
     let (key, _) = ringhub::auth::keys::add_key(&file, "logs", false, None).unwrap();
-    let (mut server, addr) = Process::start(
+    let (mut server, addr) = start(
         &[
             "--set",
             &format!("auth.key_file={}", file.display()),
@@ -286,7 +191,7 @@ fn sighup_reloads_hub_methods_and_keys_for_new_connections_without_dropping_open
     write_config("Echo = \"echo\"", "");
     let (first_key, _) = ringhub::auth::keys::add_key(&keys, "first", false, None).unwrap();
     let config_arg = config.display().to_string();
-    let (mut server, addr) = Process::start(&["--config", &config_arg], &[]);
+    let (mut server, addr) = start(&["--config", &config_arg], &[]);
     let negotiate = |key: &str| {
         http(
             addr,
@@ -352,7 +257,7 @@ fn sighup_reloads_hub_methods_and_keys_for_new_connections_without_dropping_open
 
 #[test]
 fn sigint_stops_gracefully_too() {
-    let (mut server, addr) = Process::start(&[], &[]);
+    let (mut server, addr) = start(&[], &[]);
     assert_eq!(get(addr, "/health").status, 200);
     server.signal("INT");
     assert_eq!(server.wait_exit(), 0);
@@ -360,7 +265,7 @@ fn sigint_stops_gracefully_too() {
 
 #[test]
 fn clients_that_ignore_the_close_do_not_hold_the_exit_past_the_deadline() {
-    let (mut server, addr) = Process::start(
+    let (mut server, addr) = start(
         &[
             "--set",
             "echo.enabled=true",
@@ -380,7 +285,7 @@ fn clients_that_ignore_the_close_do_not_hold_the_exit_past_the_deadline() {
 
 #[test]
 fn without_io_uring_the_legacy_driver_is_used_with_one_log_line() {
-    let (mut server, addr) = Process::start(&[], &[("MONOIO_FORCE_LEGACY_DRIVER", "1")]);
+    let (mut server, addr) = start(&[], &[("MONOIO_FORCE_LEGACY_DRIVER", "1")]);
     let body: serde_json::Value = serde_json::from_slice(&get(addr, "/health").body).unwrap();
     assert_eq!(body["driver"], "legacy");
     server.signal("TERM");
@@ -395,7 +300,7 @@ fn without_io_uring_the_legacy_driver_is_used_with_one_log_line() {
 
 #[test]
 fn io_uring_is_the_default_driver_where_available() {
-    let (mut server, addr) = Process::start(&[], &[]);
+    let (mut server, addr) = start(&[], &[]);
     let body: serde_json::Value = serde_json::from_slice(&get(addr, "/health").body).unwrap();
     assert_eq!(body["driver"], "io_uring");
     assert_eq!(body["shards"], 2);

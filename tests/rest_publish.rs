@@ -9,11 +9,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringhub::auth::keys::{add_key, hash_key};
+use ringhub::auth::keys::hash_key;
 use ringhub::config::{DriverKind, HubAuth, HubConfig};
 use ringhub::hub::identity::home_shard;
 use ringhub::protocol::signalr::{Decoded, HubMessage, HubProtocol, Value};
@@ -42,17 +41,6 @@ fn hub(name: &str, auth: HubAuth) -> HubConfig {
     }
 }
 
-/// Two virtual keys (ids 1 and 2) in a fresh key file.
-fn key_file(name: &str) -> (PathBuf, [String; 2]) {
-    let dir = std::env::temp_dir().join(format!("ringhub-rest-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.json");
-    let (first, _) = add_key(&path, "tenant-1", false, None).unwrap();
-    let (second, _) = add_key(&path, "tenant-2", false, None).unwrap();
-    (path, [first, second])
-}
-
 struct Setup {
     server: TestServer,
     keys: [String; 2],
@@ -68,7 +56,7 @@ fn setup_with(
     name: &str,
     tweak: impl FnOnce(&mut ringhub::config::Config),
 ) -> Setup {
-    let (keys_path, keys) = key_file(&format!("{name}-{driver:?}"));
+    let (keys_path, keys) = two_tenant_keys("rest", &format!("{name}-{driver:?}"));
     let server = TestServer::start(driver, move |c| {
         c.workers = std::num::NonZeroUsize::new(SHARDS).unwrap();
         c.auth.key_file = keys_path;

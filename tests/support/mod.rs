@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ringhub::config::{Config, DriverKind};
 use ringhub::server::{self, ServerHandle};
 pub mod bystander;
+pub mod process;
 pub mod redis;
 
 /// Generates one test per monoio driver: `name::io_uring` and `name::legacy`.
@@ -348,6 +349,18 @@ impl WsClient {
             "server kept the TCP connection open"
         );
     }
+}
+
+/// A fresh key file (under the temp dir, named after the suite and test) holding two virtual
+/// keys, tenants 1 and 2 (ids 1 and 2); returns its path and the two keys.
+pub fn two_tenant_keys(suite: &str, name: &str) -> (std::path::PathBuf, [String; 2]) {
+    let dir = std::env::temp_dir().join(format!("ringhub-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.json");
+    let (first, _) = ringhub::auth::keys::add_key(&path, "tenant-1", false, None).unwrap();
+    let (second, _) = ringhub::auth::keys::add_key(&path, "tenant-2", false, None).unwrap();
+    (path, [first, second])
 }
 
 /// Polls `condition` until it holds or `within` passes.
