@@ -353,6 +353,13 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
         }
     }
     ctx.sessions.remove(slot.key);
+    // The token it was started with cannot start another connection before it expires (404).
+    let token_expires = slot.session.borrow().token_expiry();
+    if let Some(expires) = token_expires
+        && ctx.timers.now() < expires
+    {
+        ctx.claims.claim(Rc::clone(&slot.connection_id), expires);
+    }
 }
 
 /// Encodes a message to publish to `target` once per protocol and tags it for conflation

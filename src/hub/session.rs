@@ -185,6 +185,8 @@ pub struct Session {
     /// Invocation tokens available (token bucket) and when they were last refilled.
     tokens: f64,
     refilled: Instant,
+    /// When the connection token it was started with expires (`None`: started without one).
+    token_expires: Option<Instant>,
 }
 
 /// What waits in a session's mailbox.
@@ -278,7 +280,19 @@ impl Session {
             tokens: f64::from(burst),
             refilled: now,
             stateful: None,
+            token_expires: None,
         }
+    }
+
+    /// Records when the connection token the session was started with expires: until then
+    /// the token stays spent after the session ends.
+    pub fn set_token_expiry(&mut self, expires: Option<Instant>) {
+        self.token_expires = expires;
+    }
+
+    /// When the connection token the session was started with expires, if it had one.
+    pub fn token_expiry(&self) -> Option<Instant> {
+        self.token_expires
     }
 
     /// Records the virtual key the connection presented.

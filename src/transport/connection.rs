@@ -120,6 +120,8 @@ enum SessionStart {
         caller: Caller,
         /// Its place in the connection quotas, held while the session lives.
         permit: QuotaPermit,
+        /// When the token it was started with expires (`None`: no token).
+        token_expires: Option<Instant>,
     },
     /// Stateful reconnect: the session that was waiting for this socket.
     Resume(SessionKey),
@@ -412,6 +414,7 @@ async fn upgrade_hub(
                         request_headers,
                         caller,
                         permit,
+                        token_expires: None,
                     },
                     None,
                 ),
@@ -427,6 +430,7 @@ async fn upgrade_hub(
                         request_headers,
                         caller,
                         permit,
+                        token_expires: Some(presented.expires),
                     },
                     Err(error) => {
                         return refuse(stream, ctx, connection, error.status(), &error.to_string())
@@ -435,9 +439,10 @@ async fn upgrade_hub(
                 },
                 Admission::Resume(key) => SessionStart::Resume(key),
             };
-            // Nothing awaited since the check: the token is still what it was.
+            // Nothing awaited since the check: the token is still what it was. The claim
+            // covers the time until the session is attached (see `run_hub`).
             ctx.claims
-                .claim(&presented.connection_id, presented.expires);
+                .claim(presented.connection_id.as_str().into(), presented.expires);
             (session, Some(presented.connection_id))
         }
     };
@@ -565,6 +570,7 @@ fn start_session(
             request_headers,
             caller,
             permit,
+            token_expires,
         } => {
             let mut session = Session::new(
                 Rc::clone(hub),
@@ -576,6 +582,7 @@ fn start_session(
             if let Caller::Key(Principal::VirtualKey { id, .. }) = &caller {
                 session.set_key_id(Some(*id));
             }
+            session.set_token_expiry(token_expires);
             // With Redis, a join is done once its group channel is subscribed.
             session.set_await_subscriptions(ctx.backplane.is_redis());
             if let Caller::Key(principal) = &caller {
@@ -646,6 +653,10 @@ fn run_hub(
             return;
         };
         slot.attach(registration.shared());
+        // While it runs, the attached session answers a second connect with its token (409),
+        // so its spent claim is not kept per connection: `end_session` spends the token again
+        // when the session ends, until the token expires.
+        ctx.claims.release(&slot.connection_id);
         // The slot (and through it the hub) lives in the endpoint while the connection runs.
         let mut endpoint = HubEndpoint { slot, ctx: &ctx };
         let end = websocket::serve(
