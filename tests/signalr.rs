@@ -161,6 +161,32 @@ on_both_drivers! {
         }
     }
 
+    fn every_idle_connection_of_a_health_hub_gets_each_health_push_whole(driver) {
+        let server = diagnostics(driver, |c| {
+            c.health.push_interval = Duration::from_millis(100);
+            c.signalr.keepalive_interval = Duration::from_secs(60);
+        });
+        let mut clients: Vec<WsClient> = (0..3)
+            .map(|_| {
+                let mut ws = WsClient::connect(server.addr, "/hubs/health");
+                assert_eq!(handshake(&mut ws, r#"{"protocol":"json","version":1}"#).payload, b"{}\x1e");
+                ws
+            })
+            .collect();
+        for ws in &mut clients {
+            let mut uptimes = Vec::new();
+            while uptimes.len() < 2 {
+                for record in records(&ws.read_frame()) {
+                    assert_eq!(record["type"], 1, "{record}");
+                    assert_eq!(record["target"], "HealthStatus", "{record}");
+                    assert_eq!(record["arguments"][0]["status"], "Healthy", "{record}");
+                    uptimes.push(record["arguments"][0]["uptimeSeconds"].as_f64().unwrap());
+                }
+            }
+            assert!(uptimes[1] >= uptimes[0], "{uptimes:?}");
+        }
+    }
+
     fn the_server_pings_every_keepalive_interval(driver) {
         let server = diagnostics(driver, |c| c.signalr.keepalive_interval = Duration::from_millis(100));
         let mut ws = connect(server.addr, "");
