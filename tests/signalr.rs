@@ -126,6 +126,29 @@ on_both_drivers! {
         assert_eq!(read_response(&mut stream).status, 409);
     }
 
+    fn a_token_whose_connection_ended_cannot_start_another_before_it_expires(driver) {
+        let server = diagnostics(driver, |_| {});
+        let (_, token) = negotiate(server.addr);
+        let mut first = connect(server.addr, &format!("?id={token}"));
+        assert_eq!(handshake(&mut first, r#"{"protocol":"json","version":1}"#).payload, b"{}\x1e");
+        let upgrade = || {
+            let mut stream = support::connect(server.addr);
+            stream.write_all(format!(
+                "GET /hubs/diagnostics?id={token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes()).unwrap();
+            read_response(&mut stream).status
+        };
+        assert_eq!(upgrade(), 409, "while it runs");
+        first.send(8, &1000u16.to_be_bytes());
+        assert_eq!(first.read_close(), Some(1000));
+        let mut status = 409;
+        assert!(eventually(Duration::from_secs(5), || {
+            status = upgrade();
+            status != 409
+        }));
+        assert_eq!(status, 404, "after it ended");
+    }
+
     fn tokens_work_whichever_shard_accepts_the_websocket(driver) {
         let server = diagnostics(driver, |c| c.workers = std::num::NonZeroUsize::new(2).unwrap());
         for _ in 0..16 {
@@ -135,6 +158,32 @@ on_both_drivers! {
             ws.send(1, b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"GetCallerConnectionId\",\"arguments\":[]}\x1e");
             let reply = records(&ws.read_frame());
             assert_eq!(reply[0]["result"], serde_json::Value::String(id));
+        }
+    }
+
+    fn every_idle_connection_of_a_health_hub_gets_each_health_push_whole(driver) {
+        let server = diagnostics(driver, |c| {
+            c.health.push_interval = Duration::from_millis(100);
+            c.signalr.keepalive_interval = Duration::from_secs(60);
+        });
+        let mut clients: Vec<WsClient> = (0..3)
+            .map(|_| {
+                let mut ws = WsClient::connect(server.addr, "/hubs/health");
+                assert_eq!(handshake(&mut ws, r#"{"protocol":"json","version":1}"#).payload, b"{}\x1e");
+                ws
+            })
+            .collect();
+        for ws in &mut clients {
+            let mut uptimes = Vec::new();
+            while uptimes.len() < 2 {
+                for record in records(&ws.read_frame()) {
+                    assert_eq!(record["type"], 1, "{record}");
+                    assert_eq!(record["target"], "HealthStatus", "{record}");
+                    assert_eq!(record["arguments"][0]["status"], "Healthy", "{record}");
+                    uptimes.push(record["arguments"][0]["uptimeSeconds"].as_f64().unwrap());
+                }
+            }
+            assert!(uptimes[1] >= uptimes[0], "{uptimes:?}");
         }
     }
 

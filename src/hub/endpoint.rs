@@ -268,19 +268,30 @@ pub fn health_snapshot(ctx: &ShardContext) -> Value {
 
 /// Pushes `HealthStatus(snapshot)` to this shard's connections of every hub with a `health`
 /// method (each shard pushes to its own connections; no message crosses shards).
+///
+/// Like a broadcast, it is written straight to every connection waiting idle, in one batch per
+/// hub ([`deliver_local`]), so an idle health hub costs one submission per push rather than a
+/// wake-up and a write per connection.
 pub fn push_health(ctx: &ShardContext, hubs: &[Rc<HubDefinition>]) {
     let mut message = None;
-    let now = ctx.timers.now();
     for hub in hubs {
-        for slot in ctx.sessions.of_hub(&hub.name) {
-            let message = message.get_or_insert_with(|| {
-                let snapshot = Payload::from_value(health_snapshot(ctx));
-                PreparedMessage::new(&event("HealthStatus", vec![snapshot])).map(Arc::new)
-            });
-            if let Ok(message) = message {
-                slot.deliver(message, now);
-            }
+        let slots = ctx.sessions.of_hub(&hub.name);
+        if slots.is_empty() {
+            continue;
         }
+        let message = message.get_or_insert_with(|| {
+            let snapshot = Payload::from_value(health_snapshot(ctx));
+            PreparedMessage::new(&event("HealthStatus", vec![snapshot])).map(Arc::new)
+        });
+        let Ok(message) = message else {
+            return;
+        };
+        let mut deliveries = Deliveries::new(ctx, message);
+        for slot in &slots {
+            deliveries.add(slot);
+        }
+        // Not counted as deliveries: the snapshot's message rate would count its own pushes.
+        deliveries.finish();
     }
 }
 
@@ -379,6 +390,13 @@ pub fn end_session(ctx: &ShardContext, slot: &SessionSlot) {
         }
     }
     ctx.sessions.remove(slot.key);
+    // The token it was started with cannot start another connection before it expires (404).
+    let token_expires = slot.token_expiry();
+    if let Some(expires) = token_expires
+        && ctx.timers.now() < expires
+    {
+        ctx.claims.claim(Rc::clone(&slot.connection_id), expires);
+    }
 }
 
 /// Encodes a message to publish to `target` once per protocol and tags it for conflation
@@ -483,12 +501,7 @@ pub fn publish_in_order(
 ///
 /// [`SendRing`]: crate::sys::SendRing
 pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
-    let now = ctx.timers.now();
-    let (mut delivered, mut conflated) = (0u64, 0u64);
-    let mut ring = ctx.send_ring.borrow_mut();
-    let through = ring.is_some();
-    let mut sends: Vec<RingSend> = Vec::new();
-    let mut senders: Vec<Rc<SessionSlot>> = Vec::new();
+    let mut deliveries = Deliveries::new(ctx, &envelope.message);
     let mut send = |slot: &Rc<SessionSlot>| {
         if envelope
             .excluded
@@ -497,17 +510,7 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
         {
             return;
         }
-        delivered += 1;
-        if through && let Some((fd, bytes)) = slot.write_through(&envelope.message) {
-            sends.push(RingSend {
-                fd,
-                bytes,
-                result: 0,
-            });
-            senders.push(Rc::clone(slot));
-        } else {
-            conflated += slot.deliver(&envelope.message, now);
-        }
+        deliveries.add(slot);
     };
     match &envelope.target {
         Target::All => {
@@ -535,29 +538,83 @@ pub fn deliver_local(ctx: &ShardContext, envelope: &Envelope) {
             }
         }
     }
+    let (delivered, conflated) = deliveries.finish();
     let stats = ctx.stats.shard(usize::from(ctx.id.0));
-    if let Some(ring) = ring.as_mut()
-        && !sends.is_empty()
-    {
-        ring.send_all(&mut sends);
-        if let Some(first) = senders.first() {
-            // Every recipient of an envelope is on its hub; the mailbox path counts the rest.
-            let kind = envelope.message.kind();
-            stats.sent_messages(first.hub.index, kind, sends.len() as u64);
-        }
-        let mut bytes = 0u64;
-        for (sent, slot) in sends.into_iter().zip(senders) {
-            // Written whole (the usual case), or the rest waits for the connection's task.
-            let written = usize::try_from(sent.result).unwrap_or(0);
-            bytes += written as u64;
-            if written < sent.bytes.len() {
-                slot.write_through_rest(sent.bytes.slice(written..));
-            }
-        }
-        stats.bytes_sent(bytes);
-    }
     stats.delivered(delivered);
     stats.conflated(conflated);
+}
+
+/// One message on its way to some of the shard's sessions: written through the shard's
+/// [`SendRing`](crate::sys::SendRing) to every recipient waiting idle, all in one batch when
+/// [`Self::finish`]ed, or queued for the others (see [`deliver_local`]).
+struct Deliveries<'a> {
+    ctx: &'a ShardContext,
+    message: &'a Arc<PreparedMessage>,
+    now: Instant,
+    ring: std::cell::RefMut<'a, Option<crate::sys::SendRing>>,
+    sends: Vec<RingSend>,
+    senders: Vec<Rc<SessionSlot>>,
+    delivered: u64,
+    conflated: u64,
+}
+
+impl<'a> Deliveries<'a> {
+    fn new(ctx: &'a ShardContext, message: &'a Arc<PreparedMessage>) -> Self {
+        Self {
+            ctx,
+            message,
+            now: ctx.timers.now(),
+            ring: ctx.send_ring.borrow_mut(),
+            sends: Vec::new(),
+            senders: Vec::new(),
+            delivered: 0,
+            conflated: 0,
+        }
+    }
+
+    /// Delivers the message to `slot`'s session.
+    fn add(&mut self, slot: &Rc<SessionSlot>) {
+        self.delivered += 1;
+        if self.ring.is_some()
+            && let Some((fd, bytes)) = slot.write_through(self.message)
+        {
+            self.sends.push(RingSend {
+                fd,
+                bytes,
+                result: 0,
+            });
+            self.senders.push(Rc::clone(slot));
+        } else {
+            self.conflated += slot.deliver(self.message, self.now);
+        }
+    }
+
+    /// Writes the batch; returns how many recipients got the message and how many waiting
+    /// progress events it replaced.
+    fn finish(mut self) -> (u64, u64) {
+        let stats = self.ctx.stats.shard(usize::from(self.ctx.id.0));
+        if let Some(ring) = self.ring.as_mut()
+            && !self.sends.is_empty()
+        {
+            ring.send_all(&mut self.sends);
+            if let Some(first) = self.senders.first() {
+                // Every recipient of a message is on its hub; the mailbox path counts the rest.
+                let kind = self.message.kind();
+                stats.sent_messages(first.hub.index, kind, self.sends.len() as u64);
+            }
+            let mut bytes = 0u64;
+            for (sent, slot) in self.sends.drain(..).zip(self.senders.drain(..)) {
+                // Written whole (the usual case), or the rest waits for the connection's task.
+                let written = usize::try_from(sent.result).unwrap_or(0);
+                bytes += written as u64;
+                if written < sent.bytes.len() {
+                    slot.write_through_rest(sent.bytes.slice(written..));
+                }
+            }
+            stats.bytes_sent(bytes);
+        }
+        (self.delivered, self.conflated)
+    }
 }
 
 /// A management operation on the sessions of one hub, run on every shard by [`manage`].

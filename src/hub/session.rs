@@ -639,6 +639,11 @@ impl Session {
             }
             outbox.push_encoded(message.frame(protocol));
         }
+        // An idle session keeps no queue allocation (as the outbox does): a health push or a
+        // group send every few seconds would otherwise pin one per connection.
+        if self.mailbox.capacity() > 0 {
+            self.mailbox = VecDeque::new();
+        }
     }
 
     /// Whether sending must wait for Acks (the resend buffer is full).
@@ -1439,6 +1444,27 @@ mod tests {
             Err(GroupLimit { max: 2 })
         );
         assert_eq!(session.take_groups(), vec!["b".to_owned(), "c".to_owned()]);
+    }
+
+    #[test]
+    fn a_drained_mailbox_keeps_no_allocation() {
+        use crate::hub::actions::event;
+        use crate::protocol::signalr::Payload;
+
+        let hub = Rc::new(HubDefinition::diagnostics("/hubs/diagnostics"));
+        let now = Instant::now();
+        let mut session = Session::new(hub, "c".to_owned(), Vec::new(), false, now);
+        let mut outbox = Outbox::new();
+        let handshake = Bytes::from_static(b"{\"protocol\":\"json\",\"version\":1}\x1e");
+        session
+            .on_message(DataMessage::Text(handshake), &mut outbox, now)
+            .unwrap();
+        let message = event("HealthStatus", vec![Payload::string("ok")]);
+        let message = Arc::new(PreparedMessage::new(&message).unwrap());
+        session.enqueue(message, false, now);
+        assert!(session.mailbox.capacity() > 0);
+        session.on_wake(&mut outbox).unwrap();
+        assert_eq!(session.mailbox.capacity(), 0);
     }
 
     #[test]

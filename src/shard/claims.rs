@@ -5,7 +5,10 @@
 //! token needs *after* it was used here:
 //! - **spent** tokens, until their expiry, so a token starts at most one connection on this
 //!   instance (a second connect while it runs is 409, after it ended 404, as ASP.NET answers);
-//!   past the expiry the token refuses itself, so a long-lived connection holds no entry;
+//!   past the expiry the token refuses itself, so a long-lived connection holds no entry. A
+//!   running connection holds none either: its attached session answers for its token (409),
+//!   so a token is spent here from its upgrade until its session is attached, and again from
+//!   the session's end until the token expires (idle memory: no entry per live connection);
 //! - **parked** stateful-reconnect sessions whose socket dropped, for
 //!   `signalr.disconnect_timeout`, so a new WebSocket presenting the token resumes them.
 //!
@@ -56,6 +59,9 @@ pub enum ClaimError {
     AlreadyConnected,
 }
 
+/// Below this many entries of capacity, a swept table is not shrunk.
+const MIN_KEPT_CAPACITY: usize = 64;
+
 /// The shard's spent tokens and parked sessions.
 #[derive(Debug, Default)]
 pub struct Claims {
@@ -100,11 +106,11 @@ impl Claims {
         Ok(Admission::New)
     }
 
-    /// Records that the token of `connection_id` started (or resumed) a connection; the entry
-    /// lasts until `token_expires`.
-    pub fn claim(&self, connection_id: &str, token_expires: Instant) {
+    /// Records that the token of `connection_id` started (or resumed) a connection, or that the
+    /// session it started ended; the entry lasts until `token_expires`.
+    pub fn claim(&self, connection_id: Rc<str>, token_expires: Instant) {
         self.by_id.borrow_mut().insert(
-            connection_id.into(),
+            connection_id,
             Entry {
                 expires: token_expires,
                 claim: Claim::Spent,
@@ -112,7 +118,8 @@ impl Claims {
         );
     }
 
-    /// Forgets a claim whose connection never started (its 101 could not be written).
+    /// Forgets a claim whose connection never started (its 101 could not be written), or whose
+    /// session is now attached and answers for the token itself.
     pub fn release(&self, connection_id: &str) {
         self.by_id.borrow_mut().remove(connection_id);
     }
@@ -130,15 +137,22 @@ impl Claims {
 
     /// Drops spent tokens that expired and parked sessions whose window closed; returns the
     /// parked sessions, which the caller ends.
+    /// A table that a burst of connections grew gives most of its memory back once the burst's
+    /// entries expired.
     pub fn sweep(&self, now: Instant) -> Vec<SessionKey> {
         let mut expired = Vec::new();
-        self.by_id.borrow_mut().retain(|_, entry| {
+        let mut by_id = self.by_id.borrow_mut();
+        by_id.retain(|_, entry| {
             let keep = now < entry.expires;
             if !keep && let Claim::Parked(key) = entry.claim {
                 expired.push(key);
             }
             keep
         });
+        if by_id.capacity() > MIN_KEPT_CAPACITY && by_id.len() < by_id.capacity() / 4 {
+            let len = by_id.len();
+            by_id.shrink_to(len * 2);
+        }
         expired
     }
 
@@ -190,7 +204,7 @@ mod tests {
     fn a_spent_token_is_404_once_its_connection_ended_and_the_entry_goes_at_its_expiry() {
         let now = Timers::new().now();
         let (claims, sessions) = (Claims::default(), Sessions::default());
-        claims.claim("id", now + Duration::from_secs(15));
+        claims.claim("id".into(), now + Duration::from_secs(15));
         assert_eq!(
             claims.check("id", false, &sessions, now),
             Err(ClaimError::NotFound)
@@ -215,7 +229,7 @@ mod tests {
             crate::shard::connections::ConnectionRegistry::default(),
         ));
         slot.attach(connection.shared());
-        claims.claim("id", now + Duration::from_secs(15));
+        claims.claim("id".into(), now + Duration::from_secs(15));
         assert_eq!(
             claims.check("id", false, &sessions, now),
             Err(ClaimError::AlreadyConnected)
@@ -248,5 +262,20 @@ mod tests {
         );
         assert_eq!(claims.sweep(later), vec![slot.key]);
         assert!(claims.is_empty());
+    }
+
+    #[test]
+    fn a_table_grown_by_a_burst_gives_its_memory_back_once_the_entries_expired() {
+        let now = Timers::new().now();
+        let claims = Claims::default();
+        for i in 0..10_000 {
+            claims.claim(format!("burst-{i}").into(), now + Duration::from_secs(15));
+        }
+        claims.claim("late".into(), now + Duration::from_secs(30));
+        let grown = claims.by_id.borrow().capacity();
+        claims.sweep(now + Duration::from_secs(15));
+        assert_eq!(claims.len(), 1);
+        let kept = claims.by_id.borrow().capacity();
+        assert!(kept <= MIN_KEPT_CAPACITY, "{grown} -> {kept}");
     }
 }

@@ -53,9 +53,23 @@ pub struct SessionSlot {
     /// Set when the session was asked to close (REST `DELETE …/connections/{id}`): its next
     /// wake closes the connection after writing what is queued.
     closing: Cell<bool>,
+    /// When the connection token the session was started with expires (`None`: started
+    /// without one); until then the token stays spent after the session ends. Kept here, not
+    /// in the session, whose allocation sits at the top of its size class.
+    token_expires: Cell<Option<Instant>>,
 }
 
 impl SessionSlot {
+    /// Records when the connection token the session was started with expires.
+    pub fn set_token_expiry(&self, expires: Option<Instant>) {
+        self.token_expires.set(expires);
+    }
+
+    /// When the connection token the session was started with expires, if it had one.
+    pub fn token_expiry(&self) -> Option<Instant> {
+        self.token_expires.get()
+    }
+
     /// Queues a message for the session and wakes its connection (`now` tells whether its
     /// connection's write has stalled). Returns how many waiting progress events the message
     /// replaced (conflation).
@@ -193,6 +207,7 @@ impl Sessions {
             permit: RefCell::new(None),
             user: RefCell::new(None),
             closing: Cell::new(false),
+            token_expires: Cell::new(None),
         });
         entry.insert(Rc::clone(&slot));
         self.by_connection_id
@@ -256,5 +271,16 @@ impl Sessions {
     /// Whether none does.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_slot_fits_the_192_byte_size_class() {
+        // Every SignalR connection holds one in an `Rc` (two counters before it);
+        // perf/idle_memory.py --signalr measures the whole cost.
+        let size = std::mem::size_of::<super::SessionSlot>() + 16;
+        assert!(size <= 192, "an Rc<SessionSlot> takes {size} bytes");
     }
 }

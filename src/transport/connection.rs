@@ -121,6 +121,8 @@ enum SessionStart {
         caller: Caller,
         /// Its place in the connection quotas, held while the session lives.
         permit: QuotaPermit,
+        /// When the token it was started with expires (`None`: no token).
+        token_expires: Option<Instant>,
     },
     /// Stateful reconnect: the session that was waiting for this socket.
     Resume(SessionKey),
@@ -427,6 +429,7 @@ async fn upgrade_hub(
                         request_headers,
                         caller,
                         permit,
+                        token_expires: None,
                     },
                     None,
                 ),
@@ -442,6 +445,7 @@ async fn upgrade_hub(
                         request_headers,
                         caller,
                         permit,
+                        token_expires: Some(presented.expires),
                     },
                     Err(error) => {
                         ctx.stats
@@ -453,9 +457,10 @@ async fn upgrade_hub(
                 },
                 Admission::Resume(key) => SessionStart::Resume(key),
             };
-            // Nothing awaited since the check: the token is still what it was.
+            // Nothing awaited since the check: the token is still what it was. The claim
+            // covers the time until the session is attached (see `run_hub`).
             ctx.claims
-                .claim(&presented.connection_id, presented.expires);
+                .claim(presented.connection_id.as_str().into(), presented.expires);
             (session, Some(presented.connection_id))
         }
     };
@@ -583,6 +588,7 @@ fn start_session(
             request_headers,
             caller,
             permit,
+            token_expires,
         } => {
             let mut session = Session::new(
                 Rc::clone(hub),
@@ -601,6 +607,7 @@ fn start_session(
             }
             let slot = ctx.sessions.insert(Rc::clone(hub), Box::new(session));
             slot.hold(permit);
+            slot.set_token_expiry(token_expires);
             // With Redis, sends to this connection from other servers arrive on its channel.
             ctx.backplane
                 .connection_opened(&hub.name, &slot.connection_id);
@@ -664,6 +671,10 @@ fn run_hub(
             return;
         };
         slot.attach(registration.shared());
+        // While it runs, the attached session answers a second connect with its token (409),
+        // so its spent claim is not kept per connection: `end_session` spends the token again
+        // when the session ends, until the token expires.
+        ctx.claims.release(&slot.connection_id);
         // The slot (and through it the hub) lives in the endpoint while the connection runs.
         let mut endpoint = HubEndpoint { slot, ctx: &ctx };
         let end = websocket::serve(

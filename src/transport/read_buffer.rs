@@ -111,8 +111,12 @@ impl ReadBuffer {
     }
 
     /// Gives the allocation back when nothing is buffered, so an idle connection pins none.
+    ///
+    /// Checked by length, not capacity: a buffer read to exactly its size and then split off
+    /// whole is empty with no spare capacity, yet it still refers to (and keeps alive) the
+    /// allocation the split-off bytes came from.
     pub fn release_if_empty(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
     }
@@ -237,6 +241,26 @@ mod tests {
             assert_eq!(read, 17);
             assert_eq!(input.as_slice(), &[1; 17]);
             assert_eq!(input.bytes_mut().capacity(), 17);
+        });
+    }
+
+    #[test]
+    fn a_buffer_consumed_to_its_last_byte_lets_go_of_its_allocation() {
+        with_pair(async |mut client, mut server| {
+            let scratch = ReadScratch::new();
+            let mut input = ReadBuffer::new();
+            client.write_all(&[1; 17]).unwrap();
+            ReadBuffer::readable(&server).await.unwrap();
+            input.read_ready(&mut server, 0, &scratch).await.unwrap();
+            // A message split off whole, as the parser does.
+            let message = input.bytes_mut().split_to(17).freeze();
+            assert_eq!(input.bytes_mut().capacity(), 0);
+            assert!(
+                !message.is_unique(),
+                "the empty buffer still shares the allocation"
+            );
+            input.release_if_empty();
+            assert!(message.is_unique());
         });
     }
 
