@@ -1008,43 +1008,45 @@ impl Default for RawConfig {
     }
 }
 
-/// One comment line per section and key of [`default_config_toml`], in the order printed.
+/// One line per section and key of [`default_config_toml`], in the order printed:
+/// `key|what it does` or `key|what it does|its trade-off`. The configuration reference
+/// ([`reference_markdown`]) is generated from the same lines.
 const DOCS: &str = "\
 listen|Address to listen on, e.g. \"0.0.0.0:8080\" or \"[::]:8080\".
-workers|Shards (one thread each); 0 = one per available core.
+workers|Shards (one thread each); 0 = one per available core.|Fewer shards leave cores to other processes; more shards than cores only add context switches.
 runtime|Per-shard async runtime.
-runtime.driver|I/O driver: \"auto\" (io_uring, else epoll), \"io-uring\" or \"legacy\".
-runtime.pin_cores|Pin each shard thread to its own CPU core (turn off on busy shared hosts).
-runtime.uring_entries|io_uring queue entries per shard: a power of two from 64 to 32768.
-runtime.transparent_huge_pages|Back the heap with 2 MiB transparent huge pages (more RSS per idle connection).
+runtime.driver|I/O driver: \"auto\" (io_uring, else epoll), \"io-uring\" or \"legacy\".|Forcing io-uring fails fast on kernels or sandboxes without it; legacy trades throughput for portability.
+runtime.pin_cores|Pin each shard thread to its own CPU core (turn off on busy shared hosts).|Pinned shards keep their caches warm but fight with other pinned workloads on a shared host.
+runtime.uring_entries|io_uring queue entries per shard: a power of two from 64 to 32768.|Larger queues batch more I/O per system call but lock more kernel memory.
+runtime.transparent_huge_pages|Back the heap with 2 MiB transparent huge pages (more RSS per idle connection).|On: fewer TLB misses for very large heaps. Off: the heap grows in 4 KiB pages, so an idle connection costs less memory and there are no compaction stalls.
 http|HTTP/1.1 request limits (WebSocket handshake and negotiate requests).
-http.header_timeout|No complete request head within this -> 408. Durations: 500ms, 30s, 1m.
-http.keepalive_timeout|An idle keep-alive HTTP connection is closed after this.
-http.max_request_line|Longest request line -> 414. Sizes: 512B, 8KiB, 1MiB, 1GiB (or KB, MB, GB).
-http.max_header_block|Largest header block -> 431.
-http.max_headers|Most header fields in one request -> 431.
-http.max_body_size|Largest request body -> 413 (0 rejects any body).
+http.header_timeout|No complete request head within this -> 408. Durations: 500ms, 30s, 1m.|Shorter sheds slowloris clients sooner but hurts clients on slow links.
+http.keepalive_timeout|An idle keep-alive HTTP connection is closed after this.|Longer saves reconnects at the cost of idle sockets.
+http.max_request_line|Longest request line -> 414. Sizes: 512B, 8KiB, 1MiB, 1GiB (or KB, MB, GB).|Larger allows long query strings (access tokens) but lets each client pin more buffer.
+http.max_header_block|Largest header block -> 431.|Larger admits big cookies but raises the per-connection memory bound.
+http.max_headers|Most header fields in one request -> 431.|Bounds the parsing work per request.
+http.max_body_size|Largest request body -> 413 (0 rejects any body).|Larger admits bigger request bodies (REST publish) at more memory per request.
 websocket|WebSocket sessions.
-websocket.max_message_size|Largest reassembled message -> close 1009.
-websocket.idle_timeout|Nothing received for this long -> close 1001; must exceed ping_interval.
-websocket.ping_interval|Ping a peer that has been silent for this long.
-websocket.close_timeout|Wait this long for the peer's close frame after sending ours.
-websocket.send_timeout|A write to the peer stalled this long ends the connection (slow consumer).
+websocket.max_message_size|Largest reassembled message -> close 1009.|A SignalR client batches many hub messages into one WebSocket message (each bounded by signalr.max_message_size); larger raises the worst-case memory per connection.
+websocket.idle_timeout|Nothing received for this long -> close 1001; must exceed ping_interval.|Shorter frees dead peers sooner but risks dropping slow ones.
+websocket.ping_interval|Ping a peer that has been silent for this long.|Shorter keeps NAT mappings alive and finds dead peers sooner, at the cost of more traffic.
+websocket.close_timeout|Wait this long for the peer's close frame after sending ours.|Longer is politer; shorter frees sockets faster.
+websocket.send_timeout|A write to the peer stalled this long ends the connection (slow consumer).|Shorter frees memory queued for stalled peers sooner but drops clients on congested links.
 limits|Process-wide limits.
-limits.max_connections|Open connections per process, split evenly across shards.
+limits.max_connections|Open connections per process, split evenly across shards.|Higher needs more file descriptors (ulimit -n) and memory; excess connections are refused with 503.
 limits.max_hub_connections|SignalR connections per process; negotiate answers 429 beyond it (0 = no limit).
 limits.max_connections_per_key|SignalR connections per virtual key; negotiate answers 429 beyond it (0 = no limit).
-limits.max_connections_per_ip|Open connections per client IP (IPv6: per /64) across shards; 429 beyond it (0 = no limit; use 0 behind a proxy that hides client addresses).
+limits.max_connections_per_ip|Open connections per client IP (IPv6: per /64) across shards; 429 beyond it (0 = no limit; use 0 behind a proxy that hides client addresses).|Counted in a fixed lock-free table: a collision can only make an address look busier than it is.
 limits.negotiate_rate_per_ip|Negotiate requests per second per client IP; 429 with Retry-After beyond it (0 = no limit).
-limits.negotiate_burst_per_ip|Negotiates one client IP may make at once above the rate.
+limits.negotiate_burst_per_ip|Negotiates one client IP may make at once above the rate.|Room for a NAT'd office reconnecting after a restart.
 echo|Raw RFC 6455 echo route for conformance tests (Autobahn).
-echo.enabled|Serve the echo route; keep it off in production.
+echo.enabled|Serve the echo route; keep it off in production.|It is an unauthenticated reflector.
 echo.path|Path of the echo route; must start with '/'.
-echo.max_message_size|Largest message the echo route accepts.
+echo.max_message_size|Largest message the echo route accepts.|Autobahn sends large messages; applies to the echo route only.
 metrics|Prometheus metrics (text format 0.0.4).
 metrics.enabled|Serve the metrics endpoint.
 metrics.path|Path of the metrics endpoint; must start with '/'.
-metrics.key_hash|SHA-256 (lowercase hex) of a scrape key, e.g. from: printf %s KEY | sha256sum; scrapes then need 'Authorization: Bearer KEY'. Empty: no key.
+metrics.key_hash|SHA-256 (lowercase hex) of a scrape key, e.g. from: printf %s KEY | sha256sum; scrapes then need 'Authorization: Bearer KEY'. Empty: no key.|Open by default, as Prometheus targets usually are, behind the load balancer.
 status_page|The live status page at '/' (connections, messages/s, backplane), fed by the Health hub.
 status_page.enabled|Serve the status page at '/'; its numbers need the Health hub (and its key, if it has one).
 signalr|SignalR hub connections (ASP.NET Core HubOptions equivalents).
@@ -1054,17 +1056,17 @@ signalr.handshake_timeout|The SignalR handshake must arrive within this.
 signalr.max_message_size|Largest hub message accepted, framing included; larger closes with an error.
 signalr.max_parallel_invocations|Hub methods one client may run at once; more wait.
 signalr.stream_buffer_capacity|Items buffered per client-to-server stream.
-signalr.detailed_errors|Send exception details to clients (development only).
-signalr.stateful_reconnect|Offer stateful reconnect (resend after a dropped socket) to clients that ask.
-signalr.stateful_reconnect_buffer|Unacknowledged bytes kept per connection for resending, in bytes.
+signalr.detailed_errors|Send exception details to clients (development only).|Useful in development, a leak in production.
+signalr.stateful_reconnect|Offer stateful reconnect (resend after a dropped socket) to clients that ask.|On here; ASP.NET Core's default is off.
+signalr.stateful_reconnect_buffer|Unacknowledged bytes kept per connection for resending, in bytes.|When it is full, sending waits for the client's Acks; nothing is dropped.
 signalr.disconnect_timeout|Negotiated tokens expire this long after negotiate; dropped stateful connections are kept this long.
-signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).
+signalr.max_outbound|Bytes queued for one slow connection before it is closed (nobody else waits).|Larger rides out longer bursts to a slow reader at more memory per connection.
 signalr.invocation_rate|Hub invocations per second per connection; more get a Rate limit exceeded error.
 signalr.invocation_burst|Invocations allowed at once above the rate.
 signalr.max_groups_per_connection|Groups one connection may be in (its key's and join_on_connect groups not counted); joins beyond it fail (0 = no limit).
 signalr.conflate_events|Progress events conflated per connection and task: newest wins, finals (completed/failed) always pass.
-signalr.conflate_rate|Conflated events sent per second per connection and task.
-signalr.stream_backlog_window|Keep streamed-response chunks this long for clients that subscribe late (0s: none).
+signalr.conflate_rate|Conflated events sent per second per connection and task.|Higher sends fresher progress at more messages per connection.
+signalr.stream_backlog_window|Keep streamed-response chunks this long for clients that subscribe late (0s: none).|Longer serves later subscribers at more memory per stream key.
 signalr.stream_backlog_items|Chunks kept per stream key; beyond it the oldest are dropped and late subscribers get an error.
 signalr.stream_backlog_bytes|Bytes of chunks (JSON size) kept per stream key; beyond it the oldest are dropped.
 auth|Keys for hubs that require one (auth = virtual-key or admin).
@@ -1080,15 +1082,15 @@ backplane|How shards and instances reach each other's connections.
 backplane.kind|\"in-process\" (one instance) or \"redis\" (ASP.NET Core's Redis backplane; shared with .NET servers).
 backplane.redis_url|Redis of the backplane: redis://[user:pass@]host[:port][/db].
 backplane.channel_prefix|Prepended to every channel name, e.g. \"conduit_signalr:\" (ASP.NET's ChannelPrefix).
-backplane.publish_queue|Publishes a shard may have waiting for Redis; more are dropped and counted.
+backplane.publish_queue|Publishes a shard may have waiting for Redis; more are dropped and counted.|Client traffic never waits for Redis; a larger queue rides out longer Redis stalls at more memory.
 backplane.ack_timeout|A group change for a connection on another server waits this long for its ack.
 cluster|Instances behind one load balancer: set the same secret on every one, and a WebSocket may land on any (no sticky sessions).
 cluster.secret|Signs connection tokens; at least 32 bytes, e.g. from: openssl rand -base64 32. Empty: a random one per process (single instance). Prefer RINGHUB_CLUSTER__SECRET or secret_file to a file others can read.
 cluster.secret_file|File holding the secret (surrounding white space ignored); instead of cluster.secret.
 cluster.previous_secrets|Secrets that still verify tokens but no longer sign them, while a new secret rolls out.
 upstream|The HTTP client of upstream methods (action = \"upstream\") and hub events_url (http:// only).
-upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.
-upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).
+upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.|Shorter frees invocation slots sooner; longer tolerates slow backends.
+upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).|More saves connects under bursts at the cost of idle sockets on the backend.
 upstream.max_body|Largest backend response body; larger fails the call.
 cors|Cross-origin requests from browsers (negotiate and REST).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
@@ -1098,23 +1100,31 @@ diagnostics.path|Path of the Diagnostics hub.
 seed|The built-in hub set of the product document (see the README).
 seed.enabled|Serve the seed hubs; a [hubs.NAME] table with the same path replaces one.
 shutdown|Graceful shutdown.
-shutdown.deadline|A graceful stop must finish within this; then connections are dropped.
-shutdown.drain_delay|After SIGTERM, stay up but not ready (/health/ready 503) this long before closing; match the load balancer's health checks.
+shutdown.deadline|A graceful stop must finish within this; then connections are dropped.|Longer lets clients reconnect elsewhere cleanly but delays restarts.
+shutdown.drain_delay|After SIGTERM, stay up but not ready (/health/ready 503) this long before closing; match the load balancer's health checks.|Set it to the load balancer's health-check interval times its unhealthy threshold.
 log|Logging.
-log.level|tracing EnvFilter directives, e.g. \"info,ringhub::transport=debug\".
-log.format|\"text\" or \"json\".
+log.level|tracing EnvFilter directives, e.g. \"info,ringhub::transport=debug\".|More verbose levels cost throughput on hot paths.
+log.format|\"text\" or \"json\".|json is for log shippers and is harder for humans to read.
 ";
 
 /// `(position, comment)` of a section or dotted key in [`DOCS`]; unknown keys sort last.
 fn doc_for(key: &str) -> (usize, &'static str) {
+    let (position, comment, _) = doc_entry(key);
+    (position, comment)
+}
+
+/// `(position, comment, trade-off)` of a section or dotted key in [`DOCS`].
+fn doc_entry(key: &str) -> (usize, &'static str, Option<&'static str>) {
     DOCS.lines()
         .enumerate()
         .find_map(|(i, line)| {
-            line.strip_prefix(key)?
-                .strip_prefix('|')
-                .map(|doc| (i, doc))
+            let doc = line.strip_prefix(key)?.strip_prefix('|')?;
+            Some(match doc.split_once('|') {
+                Some((comment, trade_off)) => (i, comment, Some(trade_off)),
+                None => (i, doc, None),
+            })
         })
-        .unwrap_or((usize::MAX, "(undocumented)"))
+        .unwrap_or((usize::MAX, "(undocumented)", None))
 }
 
 /// The defaults as a TOML table: the schema every layer is checked against.
@@ -1139,7 +1149,7 @@ pub fn default_config_toml() -> String {
     );
     for (key, value) in doc_ordered(&default_table(), "") {
         out.push('\n');
-        out.push_str(&format!("# {}\n", doc_for(&key).1));
+        out.push_str(&toml_comment(&key));
         let Value::Table(section) = value else {
             out.push_str(&format!("{key} = {value}\n"));
             continue;
@@ -1147,11 +1157,150 @@ pub fn default_config_toml() -> String {
         out.push_str(&format!("[{key}]\n"));
         for (full, leaf) in doc_ordered(section, &key) {
             let name = full.rsplit('.').next().unwrap_or(&full);
-            out.push_str(&format!("# {}\n{name} = {leaf}\n", doc_for(&full).1));
+            out.push_str(&toml_comment(&full));
+            out.push_str(&format!("{name} = {leaf}\n"));
         }
     }
     out.push_str(HUBS_EXAMPLE);
     out
+}
+
+/// The comment lines printed above `key` in [`default_config_toml`].
+fn toml_comment(key: &str) -> String {
+    match doc_entry(key) {
+        (_, comment, Some(trade_off)) => format!("# {comment}\n#   Trade-off: {trade_off}\n"),
+        (_, comment, None) => format!("# {comment}\n"),
+    }
+}
+
+/// The command that prints [`reference_markdown`], as its header names it.
+pub const REFERENCE_COMMAND: &str = "ringhub docs config";
+
+/// The configuration reference (`docs/configuration.md`, printed by `ringhub docs config`):
+/// the precedence rules, value forms and units, then one table per section with every key,
+/// its default, its environment variable and what it does and trades off. Generated from
+/// the key comments (`DOCS`) and the defaults, as [`default_config_toml`] is, so the two
+/// cannot disagree.
+pub fn reference_markdown() -> String {
+    let mut out = format!(
+        "<!-- Generated by `{REFERENCE_COMMAND}` from src/config.rs; do not edit. Regenerate: \
+         cargo run -q -- docs config > docs/configuration.md -->\n\n"
+    );
+    out.push_str(REFERENCE_INTRO);
+    let defaults = default_table();
+    let entries = doc_ordered(&defaults, "");
+    let top: Vec<_> = entries.iter().filter(|(_, v)| !v.is_table()).collect();
+    out.push_str("\n## Top level\n\n");
+    out.push_str(REFERENCE_TABLE_HEAD);
+    for (key, value) in top {
+        out.push_str(&reference_row(key, value));
+    }
+    for (key, value) in &entries {
+        let Value::Table(section) = value else {
+            continue;
+        };
+        out.push_str(&format!(
+            "\n## [{key}]\n\n{}\n\n",
+            markdown_text(doc_for(key).1)
+        ));
+        out.push_str(REFERENCE_TABLE_HEAD);
+        for (full, leaf) in doc_ordered(section, key) {
+            out.push_str(&reference_row(&full, leaf));
+        }
+    }
+    out.push_str(&format!(
+        "\n## [hubs.NAME]\n\nKeys of a hub table: {}. Keys of a method table: {}.\n\n",
+        HUB_KEYS.map(|k| format!("`{k}`")).join(", "),
+        METHOD_KEYS.map(|k| format!("`{k}`")).join(", ")
+    ));
+    let (prose, example): (Vec<&str>, Vec<&str>) = {
+        let lines: Vec<&str> = HUBS_EXAMPLE.trim().lines().collect();
+        let split = lines
+            .iter()
+            .position(|l| l.starts_with("# [hubs."))
+            .unwrap_or(lines.len());
+        (lines[..split].to_vec(), lines[split..].to_vec())
+    };
+    let prose: Vec<&str> = prose
+        .iter()
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect();
+    out.push_str(&markdown_text(&prose.join(" ")));
+    out.push_str("\n\n```toml\n");
+    for line in example {
+        out.push_str(line.strip_prefix("# ").unwrap_or(line));
+        out.push('\n');
+    }
+    out.push_str("```\n");
+    out
+}
+
+/// How the layers combine and how values are written; the top of [`reference_markdown`].
+const REFERENCE_INTRO: &str = "# Configuration reference
+
+Every key is optional; a key not set anywhere has the default shown. `ringhub \
+--print-default-config` prints the same keys, defaults and comments as a TOML file, and \
+`ringhub --check-config` validates a configuration without serving.
+
+## Where settings come from
+
+Later sources win, key by key:
+
+1. The built-in defaults (the tables below).
+2. A TOML file: `ringhub --config FILE` (or `-c FILE`, or the `RINGHUB_CONFIG=FILE` \
+environment variable).
+3. Environment variables: `RINGHUB_` followed by the dotted key in capitals, with `__` (two \
+underscores) between section and key: `RINGHUB_HTTP__HEADER_TIMEOUT=5s` sets \
+`http.header_timeout`. `RINGHUB_CONFIG` and `RINGHUB_LOG` are read by the binary itself \
+(`RINGHUB_LOG` holds log filter directives and beats `log.level`).
+4. Flags: `--listen ADDR` (sets `listen`), `--workers N` (sets `workers`), and \
+`--set KEY=VALUE` for any dotted key (`-s`, repeatable, later wins): \
+`--set websocket.idle_timeout=90s`.
+
+A value given in the environment or with `--set` is read as a TOML value when it parses as \
+one (`5`, `true`, `\"x\"`, `[\"a\", \"b\"]`) and as a plain string otherwise (`5s`, \
+`0.0.0.0:8080`). An unknown key, a value of the wrong type or out of range stops the server \
+with an error naming the key and where it came from (the file, the variable or the flag); \
+nothing is silently ignored.
+
+**SIGHUP** reloads hub definitions and the key store from the same sources; every other \
+setting takes effect at the next start.
+
+## Units
+
+- Durations are strings: `\"500ms\"`, `\"30s\"`, `\"1m\"`, `\"2h\"`, `\"30d\"` (humantime). \
+Timeouts must be at least `1ms`; `shutdown.drain_delay` and \
+`signalr.stream_backlog_window` may be `\"0s\"` (off).
+- Sizes are strings or plain integers (bytes): `\"512B\"`, `\"32KiB\"`, `\"16MiB\"`, \
+`\"1GiB\"` (powers of 1024) or `\"KB\"`, `\"MB\"`, `\"GB\"`, `\"TB\"` (powers of 1000), \
+case-insensitive; fractions are refused.
+- Counts and rates are integers; `0` means \"no limit\" where the text says so.
+";
+
+/// The header of every section's table in [`reference_markdown`].
+const REFERENCE_TABLE_HEAD: &str =
+    "| key | default | environment variable | what it does; trade-off |\n|---|---|---|---|\n";
+
+/// One table row of [`reference_markdown`].
+fn reference_row(key: &str, value: &Value) -> String {
+    let (_, comment, trade_off) = doc_entry(key);
+    let env = format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "__"));
+    let mut text = markdown_text(comment);
+    if let Some(trade_off) = trade_off {
+        text.push_str(&format!(" *Trade-off:* {}", markdown_text(trade_off)));
+    }
+    format!(
+        "| `{key}` | `{}` | `{env}` | {text} |\n",
+        value.to_string().replace('|', "\\|")
+    )
+}
+
+/// `text` made safe for a Markdown table cell: arrows drawn, pipes and angle brackets escaped.
+fn markdown_text(text: &str) -> String {
+    text.replace("->", "→")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// How to declare hubs; none are declared by default.
@@ -1995,7 +2144,7 @@ impl Config {
                     Ok(names)
                 })?,
                 conflate_rate: m.get("signalr.conflate_rate", positive_u32)?,
-                stream_backlog_window: m.get("signalr.stream_backlog_window", duration)?,
+                stream_backlog_window: m.get("signalr.stream_backlog_window", duration_or_zero)?,
                 stream_backlog_items: m.get("signalr.stream_backlog_items", positive)?,
                 stream_backlog_bytes: m.get("signalr.stream_backlog_bytes", nonzero_size)?,
             },
@@ -2538,6 +2687,28 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains('\n'), "{shown}");
+    }
+
+    #[test]
+    fn a_zero_stream_backlog_window_is_accepted_as_documented() {
+        let config = Config::load(&sources(&[], &["signalr.stream_backlog_window=0s"])).unwrap();
+        assert_eq!(config.signalr.stream_backlog_window, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_reference_has_a_row_with_default_and_variable_for_every_known_key() {
+        let reference = reference_markdown();
+        for key in known_keys() {
+            let env = format!("RINGHUB_{}", key.to_uppercase().replace('.', "__"));
+            let row = reference
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("{key} has no row"));
+            assert!(row.contains(&format!("`{env}`")), "{row}");
+            assert!(!row.contains("(undocumented)"), "{row}");
+        }
+        assert!(reference.contains("| `http.header_timeout` | `\"10s\"` |"));
+        assert!(reference.contains("*Trade-off:* Shorter sheds slowloris"));
     }
 
     #[test]

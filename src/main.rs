@@ -52,6 +52,21 @@ enum Command {
     Keys(KeysCommand),
     /// Send a message to a hub's clients through a server's REST publish API.
     Publish(PublishArgs),
+    /// Print a generated reference page (Markdown) on stdout; docs/ holds their output.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+}
+
+/// `ringhub docs …`: the generated pages, from the same code the server runs.
+#[derive(Debug, clap::Subcommand)]
+enum DocsCommand {
+    /// docs/configuration.md: every config key, its default, variable and trade-off.
+    Config,
+    /// docs/hub-reference.md: every hub the configuration serves (--config and --set apply),
+    /// its methods, groups and events.
+    Hubs,
+    /// The metrics table of docs/advanced/monitoring-and-diagnostics.md.
+    Metrics,
 }
 
 /// `ringhub publish …`: one `POST /api/hubs/{hub}[/(groups|users|connections)/{name}]/:send`.
@@ -116,6 +131,14 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Publish(args)) => return publish(args),
         Some(Command::Keys(KeysCommand::AddServer)) => return add_server_key(),
+        Some(Command::Docs(DocsCommand::Config)) => {
+            print!("{}", ringhub::config::reference_markdown());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Docs(DocsCommand::Metrics)) => {
+            print!("{}", ringhub::metrics::reference_markdown());
+            return ExitCode::SUCCESS;
+        }
         _ => {}
     }
     let config = match load_config(&cli) {
@@ -146,6 +169,22 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("ringhub: {error}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Docs(DocsCommand::Hubs)) = &cli.command {
+        let command = match &cli.config {
+            Some(path) => format!("ringhub --config {} docs hubs", path.display()),
+            None => ringhub::hub::reference::COMMAND.to_owned(),
+        };
+        return match ringhub::hub::reference::markdown(&config, &command) {
+            Ok(page) => {
+                print!("{page}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ringhub: {error}");
+                ExitCode::from(2)
             }
         };
     }

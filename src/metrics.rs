@@ -256,6 +256,88 @@ pub const FAMILIES: &[Family] = &[
     BACKPLANE_COMMANDS_PER_WRITE,
 ];
 
+/// The command that prints [`reference_markdown`].
+pub const REFERENCE_COMMAND: &str = "ringhub docs metrics";
+
+/// A Markdown table of every family: name, type, labels (with the values of the enumerated
+/// ones) and help. The labels are read back from an exposition rendered by [`render`], so the
+/// table says what a scrape shows (the metrics section of
+/// `docs/advanced/monitoring-and-diagnostics.md`, printed by `ringhub docs metrics`).
+pub fn reference_markdown() -> String {
+    let stats = Stats::new(vec!["HUB".to_owned()], 1);
+    let process = ProcessSample {
+        resident_bytes: Some(0),
+        open_fds: Some(0),
+        max_fds: Some(0),
+    };
+    let exposition = render(&stats, &process);
+    let mut out =
+        String::from("| series | type | labels | what it measures |\n|---|---|---|---|\n");
+    for family in FAMILIES {
+        // label name → values seen, in order of first appearance.
+        let mut labels: Vec<(String, Vec<String>)> = Vec::new();
+        for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let base = series
+                .strip_suffix("_bucket")
+                .or_else(|| series.strip_suffix("_sum"))
+                .or_else(|| series.strip_suffix("_count"))
+                .filter(|_| family.kind == Kind::Histogram)
+                .unwrap_or(series);
+            if base != family.name {
+                continue;
+            }
+            let inside = rest.rsplit_once('}').map_or(rest, |(inside, _)| inside);
+            for pair in inside.split("\",") {
+                let Some((name, value)) = pair.split_once("=\"") else {
+                    continue;
+                };
+                if name == "le" {
+                    continue;
+                }
+                let value = value.trim_end_matches('"').to_owned();
+                match labels.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, values)) if !values.contains(&value) => values.push(value),
+                    Some(_) => {}
+                    None => labels.push((name.to_owned(), vec![value])),
+                }
+            }
+        }
+        let labels: Vec<String> = labels
+            .into_iter()
+            .map(|(name, values)| match name.as_str() {
+                "hub" => "`hub` (the hub's name)".to_owned(),
+                "shard" => "`shard` (0, 1, …)".to_owned(),
+                "version" => "`version` (the build's)".to_owned(),
+                "kind" => "`kind` (`in-process` or `redis`)".to_owned(),
+                _ => {
+                    let values: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+                    format!("`{name}`: {}", values.join(", "))
+                }
+            })
+            .collect();
+        let buckets = if family.kind == Kind::Histogram {
+            " (`_bucket`, `_sum`, `_count`)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}`{buckets} | {} | {} | {} |\n",
+            family.name,
+            family.kind.as_str(),
+            if labels.is_empty() {
+                "none".to_owned()
+            } else {
+                labels.join("; ")
+            },
+            family.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 /// Facts about the process, read from `/proc/self` when scraped (absent where unreadable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessSample {
@@ -585,6 +667,29 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_table_has_a_row_per_family_with_the_labels_a_scrape_shows() {
+        let table = reference_markdown();
+        for family in FAMILIES {
+            assert!(
+                table.contains(&format!("| `{}`", family.name)),
+                "{}",
+                family.name
+            );
+        }
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}`")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(row("ringhub_hub_connections_open").contains("`hub` (the hub's name); `shard`"));
+        assert!(row("ringhub_hub_messages_dropped_total").contains("`reason`: `slow_consumer`"));
+        assert!(row("ringhub_process_uptime_seconds").contains("| gauge | none |"));
+        assert!(!row("ringhub_signalr_handshake_duration_seconds").contains("`le`"));
+    }
 
     #[test]
     fn every_family_is_named_ringhub_subsystem_name_and_declared_once() {

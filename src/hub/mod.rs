@@ -12,6 +12,7 @@ pub mod conflation;
 pub mod endpoint;
 pub mod identity;
 pub mod quota;
+pub mod reference;
 pub mod seed;
 pub mod session;
 pub mod streams;
@@ -182,6 +183,200 @@ impl Action {
                 | Self::JoinKeyGroup
                 | Self::StreamKey
         )
+    }
+}
+
+/// What an action does, written for people: the hub reference (`ringhub docs hubs`,
+/// [`mod@reference`]) is generated from these, next to the behaviour they describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionDoc {
+    /// What a call does, in one sentence.
+    pub summary: &'static str,
+    /// `(name, shape)` of each argument, one per [`Action::params`] entry.
+    pub args: &'static [(&'static str, &'static str)],
+    /// The Completion's result, or each item's shape for a streaming method.
+    pub result: &'static str,
+    /// `(event, payload, recipients, when)` of each event the method makes the server send;
+    /// `{event}` in an event name stands for the method's template (the state event of
+    /// `set-key-state`), `{method}` in `when` for the method's name.
+    pub events: &'static [(&'static str, &'static str, &'static str, &'static str)],
+}
+
+/// The argument shape of the group actions' first argument.
+const GROUP_ARG: &str = "string or integer; an array names one group per element";
+
+impl Action {
+    /// What the action does, its arguments, result and events.
+    pub fn doc(self) -> ActionDoc {
+        let doc = |summary, args, result, events| ActionDoc {
+            summary,
+            args,
+            result,
+            events,
+        };
+        match self {
+            Self::Echo => doc(
+                "Returns its argument unchanged.",
+                &[("value", "any")],
+                "the argument",
+                &[],
+            ),
+            Self::CallerConnectionId => {
+                doc("Returns the caller's connection id.", &[], "string", &[])
+            }
+            Self::SendMessageToCaller => doc(
+                "Sends its argument back to the caller as an event.",
+                &[("text", "string")],
+                "no result",
+                &[(
+                    "Message",
+                    "the text (string)",
+                    "the caller",
+                    "`{method}` is called",
+                )],
+            ),
+            Self::CountTo => doc(
+                "Streams the integers 0 to n-1, then completes.",
+                &[("n", "integer")],
+                "a stream of integers",
+                &[],
+            ),
+            Self::NeverEnding => doc(
+                "A stream that yields nothing until the client cancels it.",
+                &[],
+                "a stream that yields nothing",
+                &[(
+                    "StreamCanceled",
+                    "no arguments",
+                    "the caller",
+                    "the client cancels the stream",
+                )],
+            ),
+            Self::Throw => doc(
+                "Fails with a hub exception carrying its argument.",
+                &[("message", "string")],
+                "an error: the hub exception with `message`",
+                &[],
+            ),
+            Self::ConcatUpload => doc(
+                "Concatenates the items of a client-to-server stream.",
+                &[("stream", "client-to-server stream of strings")],
+                "string",
+                &[],
+            ),
+            Self::RequestHeader => doc(
+                "Returns a header of the HTTP request that opened the connection.",
+                &[("name", "string, case-insensitive")],
+                "string, or null when absent",
+                &[],
+            ),
+            Self::InvokeCaller => doc(
+                "Invokes the caller's client method named by `method` with `argument` and returns its answer (a client result).",
+                &[("method", "string"), ("argument", "any")],
+                "what the client method returns",
+                &[],
+            ),
+            Self::JoinGroup => doc(
+                "Adds the caller to the group(s).",
+                &[("group", GROUP_ARG)],
+                "no result",
+                &[],
+            ),
+            Self::LeaveGroup => doc(
+                "Removes the caller from the group(s).",
+                &[("group", GROUP_ARG)],
+                "no result",
+                &[],
+            ),
+            Self::SendToGroup => doc(
+                "Sends an event to every member of the group, on every shard and instance.",
+                &[("group", "string"), ("message", "any")],
+                "no result",
+                &[(
+                    "Send",
+                    "the message",
+                    "the group's members",
+                    "`{method}` is called",
+                )],
+            ),
+            Self::SendToAll => doc(
+                "Sends an event to every connection of the hub, on every shard and instance.",
+                &[("message", "any")],
+                "no result",
+                &[(
+                    "Send",
+                    "the message",
+                    "every connection of the hub",
+                    "`{method}` is called",
+                )],
+            ),
+            Self::SubscribeContent => doc(
+                "Joins the typed and the unified group of a task.",
+                &[
+                    ("taskId", "string"),
+                    ("contentType", "string: `image` or `video`"),
+                ],
+                "no result; another type is the error `Invalid content type '…'. Expected 'image' or 'video'.`",
+                &[],
+            ),
+            Self::JoinKeyGroup => doc(
+                "Joins the group named after the caller's virtual key (needs a virtual key).",
+                &[],
+                "no result",
+                &[],
+            ),
+            Self::SetKeyState => doc(
+                "Stores its argument as the caller's key's state on this hub (every shard) and \
+                 announces it; a map's `view` is copied to `currentView`. A new connection of the \
+                 key receives the current state right after its handshake (needs a virtual key).",
+                &[("state", "any; usually a map")],
+                "no result",
+                &[(
+                    "{event}",
+                    "the state (a map gets `currentView` = its `view`)",
+                    "every connection of the caller's key on this hub (`vkey-{keyId}`)",
+                    "`{method}` is called; also to a new connection of the key after its handshake",
+                )],
+            ),
+            Self::GetKeyState => doc(
+                "Returns the caller's key's state on this hub (needs a virtual key).",
+                &[],
+                "the state, or null before the first update",
+                &[],
+            ),
+            Self::Health => doc(
+                "Returns the health snapshot; the hub's connections also get it pushed every \
+                 `health.push_interval`.",
+                &[],
+                "the health snapshot",
+                &[(
+                    "HealthStatus",
+                    "the health snapshot",
+                    "every connection of the hub",
+                    "every `health.push_interval`, because the hub has `{method}`",
+                )],
+            ),
+            Self::ReplyEvent => doc(
+                "Does nothing but succeed; its `reply` event answers the caller.",
+                &[("value", "any")],
+                "no result",
+                &[],
+            ),
+            Self::StreamKey => doc(
+                "Streams what backends post to the stream key (`POST /api/hubs/{hub}/streams/{key}/:item`) \
+                 until they complete or fail it, or the client cancels.",
+                &[("id", "string or integer")],
+                "a stream of what backends post",
+                &[],
+            ),
+            Self::Upstream => doc(
+                "POSTs the invocation as JSON `{hub, method, arguments, connectionId, virtualKeyId, \
+                 userId}` to the method's `url`; a 2xx body is the result.",
+                &[],
+                "the backend's response body (JSON; empty or 204 = null)",
+                &[],
+            ),
+        }
     }
 }
 

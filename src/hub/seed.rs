@@ -98,3 +98,52 @@ pub fn seed_hubs() -> Vec<HubConfig> {
         ),
     ]
 }
+
+/// An event backends push to a seed hub's clients (REST publish API or Redis backplane), as
+/// the product document and Conduit use it. ringhub relays any event name and payload; these
+/// rows say which group reaches whom, for the hub reference (`ringhub docs hubs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendEvent {
+    /// The seed hub's name.
+    pub hub: &'static str,
+    /// The event (client method) name.
+    pub event: &'static str,
+    /// Its argument's shape.
+    pub payload: &'static str,
+    /// The group or target a backend sends it to.
+    pub to: &'static str,
+}
+
+/// The events of the seed hubs that backends send (the product document's examples).
+pub const BACKEND_EVENTS: &[BackendEvent] = &[
+    BackendEvent {
+        hub: "image-generation",
+        event: "ImageProgress",
+        payload: "`{taskId, percentage, status, …}` (conflated; `status` completed/failed/cancelled is final)",
+        to: "group `image-{taskId}`",
+    },
+    BackendEvent {
+        hub: "video-generation",
+        event: "VideoStatus",
+        payload: "`{taskId, completed, url, …}` (conflated; `completed: true` is final)",
+        to: "group `video-{taskId}`",
+    },
+    BackendEvent {
+        hub: "notifications",
+        event: "any, e.g. `SystemAlert`",
+        payload: "any",
+        to: "group `vkey-{keyId}` (one key), user `{keyId}`, or every connection",
+    },
+    BackendEvent {
+        hub: "content-generation",
+        event: "any, e.g. `ContentGenerationProgress`",
+        payload: "`{taskId, …}` (conflated when listed in `signalr.conflate_events`)",
+        to: "groups `{type}-{taskId}`, `content-{taskId}` or `vkey-{keyId}-content`",
+    },
+    BackendEvent {
+        hub: "admin",
+        event: "any, e.g. `VirtualKeyUpdate`",
+        payload: "any",
+        to: "group `admin` (every admin connection) or `admin-vkey-{keyId}`",
+    },
+];
