@@ -11,7 +11,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,27 +109,6 @@ on_both_drivers! {
             5,
         );
     }
-}
-
-/// Debian's Chromium (`HUB_CHROMIUM` overrides the path). When it is missing, the test says so
-/// loudly and is skipped, except under CI (`CI` set), where a missing browser fails it:
-/// `tests/run-all.sh` installs it whenever it runs as root.
-fn chromium() -> Option<PathBuf> {
-    let path = PathBuf::from(
-        std::env::var("HUB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} not found: the browser tests of the status page and of the official browser client \
-         did NOT run. Install Debian's chromium (tests/run-all.sh does as root: apt-get install \
-         chromium) or set HUB_CHROMIUM.",
-        path.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("\n!!!!!!!!!! SKIPPED: {message}\n");
-    None
 }
 
 /// Serves `/` (a page that loads the bundle) and `/signalr.min.js` on a new port; returns the

@@ -424,3 +424,24 @@ pub fn run_js_suite(
         "too few tests ran:\n{stdout}"
     );
 }
+
+/// Debian's Chromium (`HUB_CHROMIUM` overrides the path). When it is missing, the test says so
+/// loudly and the caller skips its test, except under CI (`CI` set), where a missing browser
+/// fails it: `tests/run-all.sh` installs it whenever it runs as root.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(
+        std::env::var("HUB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
+    );
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "{} not found: the browser tests (the status page, the official browser client, the \
+         browser example of the docs) did NOT run. Install Debian's chromium (tests/run-all.sh does as root: apt-get install \
+         chromium) or set HUB_CHROMIUM.",
+        path.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("\n!!!!!!!!!! SKIPPED: {message}\n");
+    None
+}
