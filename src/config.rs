@@ -430,7 +430,7 @@ pub struct SignalRConfig {
     pub stream_backlog_bytes: usize,
 }
 
-/// Cross-origin resource sharing for the negotiate and REST endpoints.
+/// Cross-origin resource sharing for the negotiate endpoint (the REST API is for backends and sends no CORS headers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorsConfig {
     /// Origins allowed to call with credentials, e.g. `https://app.example.com`; default none.
@@ -1092,7 +1092,7 @@ upstream|The HTTP client of upstream methods (action = \"upstream\") and hub eve
 upstream.timeout|A backend call (connect, request, whole response) failing after this -> Completion error.|Shorter frees invocation slots sooner; longer tolerates slow backends.
 upstream.max_idle_per_host|Idle keep-alive connections kept per backend host:port and shard (0 = no reuse).|More saves connects under bursts at the cost of idle sockets on the backend.
 upstream.max_body|Largest backend response body; larger fails the call.
-cors|Cross-origin requests from browsers (negotiate and REST).
+cors|Cross-origin requests from browsers (negotiate; the REST API is for backends and sends no CORS headers).
 cors.allowed_origins|Origins allowed with credentials, e.g. [\"https://app.example.com\"]; \"*\" echoes any.
 diagnostics|The Diagnostics hub (Echo, streams, errors) for operators and conformance tests.
 diagnostics.enabled|Serve the Diagnostics hub.
