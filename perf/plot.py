@@ -142,6 +142,18 @@ def draw(series, args):
     return "\n".join(out) + "\n"
 
 
+def nice_ticks(lo, hi, most=8):
+    """Ticks at 1, 2 or 5 × 10^k, as many as fit in `most`, covering lo..hi."""
+    span = (hi - lo) or 1
+    for exponent in range(math.floor(math.log10(span)) - 1, math.ceil(math.log10(span)) + 1):
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10 ** exponent
+            if span / step <= most:
+                start = math.floor(lo / step) * step
+                return [start + i * step for i in range(int(span / step) + 2)]
+    return [lo, hi]
+
+
 def panel(out, series, box, x_range, y_label, shade_to=None):
     """One line chart in `box` (left, top, width, height): `series` is [(name, colour,
     [(x, y)])]; x is shared (minutes), y starts at 0."""
@@ -149,7 +161,7 @@ def panel(out, series, box, x_range, y_label, shade_to=None):
     x_lo, x_hi = x_range
     ys = [y for _, _, pts in series for _, y in pts]
     y_hi = max(ys or [1]) * 1.1 or 1
-    y_ticks = [t for t in ticks(0, y_hi, False) if t <= y_hi]
+    y_ticks = [t for t in nice_ticks(0, y_hi) if t <= y_hi]
 
     def px(x):
         return left + scale(x, x_lo, x_hi, w, False)
@@ -166,7 +178,7 @@ def panel(out, series, box, x_range, y_label, shade_to=None):
                    'stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{label(t)}'
                    '</text>')
-    for t in ticks(x_lo, x_hi, False):
+    for t in nice_ticks(x_lo, x_hi, 10):
         if x_lo <= t <= x_hi:
             out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + h}" '
                        'stroke="#eee"/>')

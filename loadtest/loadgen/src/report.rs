@@ -203,12 +203,18 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    fn build(args: &SoakArgs, warmup_s: f64, tally: &Tally, observer: &Observer) -> Self {
-        // The final point is taken after every client left: judge the run's points only.
+    fn build(
+        args: &SoakArgs,
+        (warmup_s, run_s): (f64, f64),
+        tally: &Tally,
+        observer: &Observer,
+    ) -> Self {
+        // Judge the steady state only: not the baseline before the first client, nor the
+        // points from the run's end on (every client leaving, then the server at rest).
         let during: Vec<&SeriesPoint> = observer
             .series
             .iter()
-            .filter(|p| p.client_connections.is_some())
+            .filter(|p| p.client_connections.is_some() && p.t_s < run_s)
             .collect();
         let points = |f: fn(&SeriesPoint) -> f64| -> Vec<(f64, f64)> {
             during.iter().map(|p| (p.t_s, f(p))).collect()
@@ -343,7 +349,10 @@ impl Report {
             soak: match &cli.scenario {
                 Scenario::Soak(args) => Some(SoakReport::build(
                     args,
-                    cli.common.warmup.as_secs_f64(),
+                    (
+                        cli.common.warmup.as_secs_f64(),
+                        (cli.common.warmup + cli.common.duration).as_secs_f64(),
+                    ),
                     tally,
                     observer,
                 )),
