@@ -50,7 +50,7 @@ start_ringhub() {
     PIDS+=("$STARTED_PID")
     local addr=""
     for _ in $(seq 1 100); do
-        addr="$(grep -o 'listening addr=[0-9.:]*' "$log" | head -n1 | cut -d= -f2 || true)"
+        addr="$(grep -so 'listening addr=[0-9.:]*' "$log" | head -n1 | cut -d= -f2 || true)"
         [[ -n "$addr" ]] && break
         kill -0 "$STARTED_PID" 2>/dev/null || { cat "$log" >&2; echo "smoke: $name did not start" >&2; exit 1; }
         sleep 0.05

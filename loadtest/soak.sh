@@ -70,7 +70,7 @@ LOG="$WORK/server.log"
 SERVER_PID=$!
 addr=""
 for _ in $(seq 1 100); do
-    addr="$(grep -o 'listening addr=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)"
+    addr="$(grep -so 'listening addr=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)"
     [[ -n "$addr" ]] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOG" >&2; echo "soak: ringhub did not start" >&2; exit 1; }
     sleep 0.05

@@ -365,9 +365,10 @@ impl Report {
     /// check, or (with `zero_loss`) any loss or drop; for the soak also (with `zero_loss`)
     /// any error, and (with `--require-flat`) RSS or fds growing or too few samples.
     pub fn failed(&self, zero_loss: bool) -> bool {
-        let soak_failed = self.soak.as_ref().is_some_and(|soak| {
-            (zero_loss && self.errors > 0) || (soak.require_flat && !soak.flat)
-        });
+        let soak_failed = self
+            .soak
+            .as_ref()
+            .is_some_and(|soak| soak.fails(zero_loss, self.errors));
         soak_failed
             || self.connections.failed > 0
             || self
@@ -494,6 +495,13 @@ impl Report {
 }
 
 impl SoakReport {
+    /// Whether the soak's own rules fail the run: any error at all (with `zero_loss`; loss
+    /// and drops are checked for every scenario), or RSS or fds not judged flat (with
+    /// `--require-flat`; too few samples is not flat either).
+    pub fn fails(&self, zero_loss: bool, errors: u64) -> bool {
+        (zero_loss && errors > 0) || (self.require_flat && !self.flat)
+    }
+
     fn human(&self, out: &mut String) {
         let _ = writeln!(
             out,
@@ -645,4 +653,42 @@ fn redis_delta(observer: &Observer, sent: u64) -> Option<serde_json::Value> {
         "per_message": (sent > 0).then(|| total as f64 / sent as f64),
         "publish_per_message": (sent > 0).then(|| delta.get("publish").copied().unwrap_or(0) as f64 / sent as f64),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(flat: bool, require_flat: bool) -> SoakReport {
+        SoakReport {
+            warmup_s: 40.0,
+            connections_opened: 10,
+            connections_left: 10,
+            connections_abrupt: 5,
+            published: 100,
+            publish_failed: 0,
+            owed: 500,
+            received_owed: 500,
+            lost: 0,
+            seq_errors: 0,
+            rss: None,
+            fds: None,
+            flat,
+            require_flat,
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_soak_with_zero_loss_required_fails_on_any_error() {
+        assert!(soak(true, true).fails(true, 1));
+        assert!(!soak(true, true).fails(true, 0));
+        assert!(!soak(true, true).fails(false, 1));
+    }
+
+    #[test]
+    fn a_soak_fails_on_growth_only_when_flatness_is_required() {
+        assert!(soak(false, true).fails(false, 0));
+        assert!(!soak(false, false).fails(true, 0));
+    }
 }
