@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test for the load generator: starts its own ringhub (and, for S6, its own Redis and
-# two ringhub instances on a Redis backplane), runs every scenario for a few seconds with
-# small N and --require-zero-loss --json, and fails on the first scenario that fails.
+# two ringhub instances on a Redis backplane), runs every scenario (the soak's churn too) for
+# a few seconds with small N and --require-zero-loss --json, and fails if any of them fails.
+# The real soak, with its flatness check, is loadtest/soak.sh.
 #
 # Needs: cargo build --release --workspace (target/release/ringhub and target/release/loadgen),
 # redis-server on PATH (S6; a missing one fails the smoke run), python3 (summaries).
@@ -30,6 +31,10 @@ for bin in "$SERVER" "$LOADGEN"; do
     [[ -x "$bin" ]] || { echo "smoke: $bin missing; run: cargo build --release --workspace" >&2; exit 2; }
 done
 
+# A throw-away server key for the REST API (the soak publishes through it).
+export HUB_SERVER_KEY="smoke-$RANDOM$RANDOM$RANDOM"
+KEY_HASH="$(printf %s "$HUB_SERVER_KEY" | sha256sum | cut -d' ' -f1)"
+
 # Starts ringhub on a free port with the given extra --set flags; sets STARTED_PID and
 # STARTED_URL.
 start_ringhub() {
@@ -45,7 +50,7 @@ start_ringhub() {
     PIDS+=("$STARTED_PID")
     local addr=""
     for _ in $(seq 1 100); do
-        addr="$(grep -o 'listening addr=[0-9.:]*' "$log" | head -n1 | cut -d= -f2 || true)"
+        addr="$(grep -so 'listening addr=[0-9.:]*' "$log" | head -n1 | cut -d= -f2 || true)"
         [[ -n "$addr" ]] && break
         kill -0 "$STARTED_PID" 2>/dev/null || { cat "$log" >&2; echo "smoke: $name did not start" >&2; exit 1; }
         sleep 0.05
@@ -103,7 +108,7 @@ EOF
     fi
 }
 
-start_ringhub main
+start_ringhub main --set "auth.server_key_hashes=[\"$KEY_HASH\"]"
 URL="$STARTED_URL"
 PID="$STARTED_PID"
 echo "smoke: ringhub at $URL (pid $PID)"
@@ -128,6 +133,8 @@ run s5-echo-msgpack "${common[@]}" --protocol msgpack s5 --mode echo --check-ove
 run s5-broadcast-json "${common[@]}" s5 --mode broadcast --check-oversize
 run s5-broadcast-msgpack "${common[@]}" --protocol msgpack s5 --mode broadcast
 run stream "${common[@]}" stream --connections 5 --items 50
+run soak-churn "${common[@]}" soak --clients 20 --groups 4 --rate 100 \
+    --lifetime-min 200ms --lifetime-max 1s --sample-every 500ms
 
 if command -v redis-server >/dev/null; then
     REDIS_PORT="$(free_port)"

@@ -8,6 +8,12 @@ with min-max whiskers.
     python3 perf/plot.py REPORT.json --metric cpu_us_per_unit --ylabel "server CPU µs per delivery" \
         --xlabel subscribers --title "S2 broadcast, 1 KB" -o perf/results/X.svg
     python3 perf/plot.py REPORT.json --server ringhub --metrics p50_us,p99_us,p999_us --log-y ...
+
+--soak draws a loadgen soak report (`loadgen --json soak`, loadtest/soak.sh's SOAK_OUT) instead:
+the server's RSS (top panel) and its open fds and connections (bottom panel) over time, the
+warm-up shaded:
+
+    python3 perf/plot.py --soak SOAK.json --title "30-minute soak" -o perf/results/X.svg
 """
 import argparse
 import json
@@ -136,9 +142,99 @@ def draw(series, args):
     return "\n".join(out) + "\n"
 
 
+def nice_ticks(lo, hi, most=8):
+    """Ticks at 1, 2 or 5 × 10^k, as many as fit in `most`, covering lo..hi."""
+    span = (hi - lo) or 1
+    for exponent in range(math.floor(math.log10(span)) - 1, math.ceil(math.log10(span)) + 1):
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10 ** exponent
+            if span / step <= most:
+                start = math.floor(lo / step) * step
+                return [start + i * step for i in range(int(span / step) + 2)]
+    return [lo, hi]
+
+
+def panel(out, series, box, x_range, y_label, shade_to=None):
+    """One line chart in `box` (left, top, width, height): `series` is [(name, colour,
+    [(x, y)])]; x is shared (minutes), y starts at 0."""
+    left, top, w, h = box
+    x_lo, x_hi = x_range
+    ys = [y for _, _, pts in series for _, y in pts]
+    y_hi = max(ys or [1]) * 1.1 or 1
+    y_ticks = [t for t in nice_ticks(0, y_hi) if t <= y_hi]
+
+    def px(x):
+        return left + scale(x, x_lo, x_hi, w, False)
+
+    def py(y):
+        return top + h - scale(y, 0, y_hi, h, False)
+
+    if shade_to is not None and shade_to > x_lo:
+        out.append(f'<rect x="{left}" y="{top}" width="{px(min(shade_to, x_hi)) - left:.1f}" '
+                   f'height="{h}" fill="#f2f2f2"/>')
+        out.append(f'<text x="{left + 4}" y="{top + 14}" fill="#888">warm-up</text>')
+    for t in y_ticks:
+        out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + w}" y2="{py(t):.1f}" '
+                   'stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{label(t)}'
+                   '</text>')
+    for t in nice_ticks(x_lo, x_hi, 10):
+        if x_lo <= t <= x_hi:
+            out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + h}" '
+                       'stroke="#eee"/>')
+            out.append(f'<text x="{px(t):.1f}" y="{top + h + 16}" text-anchor="middle">'
+                       f'{label(t)}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" '
+               'stroke="#333"/>')
+    out.append(f'<text transform="translate(18,{top + h / 2}) rotate(-90)" '
+               f'text-anchor="middle">{y_label}</text>')
+    for i, (name, colour, pts) in enumerate(series):
+        path = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}"
+                        for j, (x, y) in enumerate(pts))
+        out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        ly = top + 14 + i * 20
+        out.append(f'<line x1="{left + w + 14}" y1="{ly - 4}" x2="{left + w + 34}" '
+                   f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{left + w + 40}" y="{ly}">{name}</text>')
+
+
+def draw_soak(report, args):
+    """Two panels over time (minutes): server RSS in MiB; server fds and connections."""
+    soak = report["soak"]
+    points = soak["series"]
+    if len(points) < 2:
+        sys.exit("nothing to plot: the soak report has fewer than two samples")
+    minutes = [p["t_s"] / 60 for p in points]
+    width, height, left, right, top = 760, 560, 80, 190, 40
+    w, h, gap = width - left - right, 200, 60
+    x_range = (0, max(minutes))
+    warmup = soak["warmup_s"] / 60
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="15" font-weight="bold">{args.title}</text>']
+    rss = [(m, p["rss_kib"] / 1024) for m, p in zip(minutes, points)]
+    panel(out, [("server RSS", COLOURS[0], rss)], (left, top, w, h), x_range, "MiB",
+          shade_to=warmup)
+    bottom = [("server open fds", COLOURS[1],
+               [(m, p["fds"]) for m, p in zip(minutes, points)])]
+    conns = [(m, p["server_connections"]) for m, p in zip(minutes, points)
+             if p.get("server_connections") is not None]
+    if conns:
+        bottom.append(("server connections", COLOURS[2], conns))
+    panel(out, bottom, (left, top + h + gap, w, h), x_range, "count", shade_to=warmup)
+    out.append(f'<text x="{left + w / 2}" y="{top + 2 * h + gap + 40}" text-anchor="middle">'
+               f'{args.xlabel or "minutes since the start"}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report")
+    ap.add_argument("--soak", action="store_true",
+                    help="the report is a loadgen soak report: RSS, fds and connections "
+                         "over time")
     ap.add_argument("--metric", default="cpu_us_per_unit")
     ap.add_argument("--metrics", help="comma-separated metrics of one --server instead")
     ap.add_argument("--server", default="ringhub")
@@ -154,6 +250,10 @@ def main():
     X_KEY = args.x
     with open(args.report) as f:
         report = json.load(f)
+    if args.soak:
+        with open(args.output, "w") as f:
+            f.write(draw_soak(report, args))
+        return
     series = series_from(report, args)
     if not series:
         sys.exit("nothing to plot: no numeric steps with that metric")

@@ -4,7 +4,7 @@
 # Redis key store and backplane against a real redis-server; the status page and the official
 # browser client in headless Chromium; the io_uring floor), the benches (run
 # once, and built in the bench profile), the fuzz targets (built, replaying their seeds and
-# regression inputs), a smoke run of every load generator scenario, and
+# regression inputs), a smoke run of every load generator scenario, a 2-minute soak, and
 # Autobahn|Testsuite against the release binary. Installs what it needs (Python tools into target/), starts every
 # service it needs on free ports, and stops them afterwards.
 #
@@ -99,6 +99,9 @@ done
 
 step "load generator smoke run: every scenario S1-S6 for a few seconds against its own servers"
 bash loadtest/smoke.sh
+
+step "soak, 2 minutes: churning clients and a REST publisher; zero loss, no errors, RSS and fds flat"
+bash loadtest/soak.sh 2m
 
 step "Autobahn|Testsuite 1-7, 9, 10 against the echo route"
 bash tests/autobahn/run.sh

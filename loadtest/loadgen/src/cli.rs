@@ -133,6 +133,10 @@ pub enum Scenario {
     S6(S6Args),
     /// Stream invocations: each connection calls Stream(n) in a loop.
     Stream(StreamArgs),
+    /// Soak: a steady population of churning SignalR clients (JSON and MessagePack) in
+    /// groups, a REST publisher sending sequenced messages to the groups, zero-loss checks
+    /// per client lifetime, and the server's RSS / open fds sampled over time.
+    Soak(SoakArgs),
 }
 
 /// S1 parameters.
@@ -312,6 +316,80 @@ pub struct StreamArgs {
     /// Items per stream (Stream(n) yields 0..n).
     #[arg(long, default_value_t = 100)]
     pub items: i64,
+}
+
+/// Soak parameters (the run lasts `--warmup` + `--duration`; flatness is judged after the
+/// warm-up).
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Clients connected at any time: each slot connects, joins a group, receives for a
+    /// random lifetime, leaves, and is replaced at once.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Groups (`soak-0` …); each client joins one at random.
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// Messages per second over all groups, published through the REST API (round-robin
+    /// over the groups, each group's messages numbered from 0).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Payload string size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Shortest client lifetime (join confirmed → decides to leave).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub lifetime_min: Duration,
+    /// Longest client lifetime (the first lifetime of each slot is uniform in 0..this, so
+    /// the churn is spread out from the start).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub lifetime_max: Duration,
+    /// How long a leaving client waits for the messages it is still owed before it
+    /// disconnects (missing ones then count as lost).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub leave_grace: Duration,
+    /// Percent of clients that speak MessagePack (the rest JSON).
+    #[arg(long, default_value_t = 50)]
+    pub msgpack_percent: u8,
+    /// Percent of departures that are abrupt: half of them a TCP FIN without any close
+    /// message, half a TCP reset (SO_LINGER 0); the rest send a hub Close and a WebSocket
+    /// close.
+    #[arg(long, default_value_t = 50)]
+    pub abrupt_percent: u8,
+    /// REST publisher connections (HTTP/1.1 keep-alive); group g always goes through
+    /// connection g mod N, one request at a time, so each group's order is the send order.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Server key for the REST API (sent as `Authorization: Bearer`; default: the
+    /// `HUB_SERVER_KEY` environment variable).
+    #[arg(long)]
+    pub server_key: Option<String>,
+    /// The hub's name in the REST API paths (`/api/hubs/NAME/groups/G/:send`); the clients
+    /// connect to `--hub`.
+    #[arg(long, default_value = "diagnostics")]
+    pub rest_hub: String,
+    /// Sample the server (VmRSS, open fds, CPU, connections from `--metrics-path`) this
+    /// often.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+    /// The server's Prometheus path (open connections for the time series).
+    #[arg(long, default_value = "/metrics")]
+    pub metrics_path: String,
+    /// Exit 1 unless RSS and open fds are flat after the warm-up (see loadtest/README.md:
+    /// both the window means and the fitted line must grow past the tolerance to fail).
+    #[arg(long)]
+    pub require_flat: bool,
+    /// RSS tolerance: growth allowed, in percent of the first post-warm-up window's mean...
+    #[arg(long, default_value_t = 5.0)]
+    pub rss_tolerance_pct: f64,
+    /// ...but never less than this many KiB.
+    #[arg(long, default_value_t = 4096)]
+    pub rss_tolerance_kib: u64,
+    /// Open-fd tolerance in percent of the first post-warm-up window's mean...
+    #[arg(long, default_value_t = 5.0)]
+    pub fd_tolerance_pct: f64,
+    /// ...but never less than this many fds.
+    #[arg(long, default_value_t = 16)]
+    pub fd_tolerance: u64,
 }
 
 /// Parses `250ms`, `10s`, `2m`, `1h` or plain seconds (`1.5`).

@@ -164,6 +164,15 @@ impl Client {
         }
     }
 
+    /// Connections of this client still open.
+    pub fn open_connections(&self) -> usize {
+        self.conns
+            .borrow()
+            .iter()
+            .filter(|c| c.upgrade().is_some_and(|c| c.is_open()))
+            .count()
+    }
+
     /// Runs [`Self::keepalive`] every 250 ms until `until_ns` (for phases without a pacer).
     pub async fn idle_until(&self, until_ns: u64) {
         loop {

@@ -63,7 +63,12 @@ pub struct Conn {
     close_waiter: RefCell<Option<oneshot::Sender<String>>>,
     close_error: RefCell<Option<String>>,
     handshake: RefCell<Option<oneshot::Sender<Result<(), String>>>>,
+    stamp_sink: RefCell<Option<StampSink>>,
 }
+
+/// Takes every timed message of a connection instead of the default accounting: the stamp
+/// and the receive time (monotonic ns).
+pub type StampSink = Box<dyn FnMut(Stamp, u64)>;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +180,7 @@ impl Conn {
                 close_waiter: RefCell::new(None),
                 close_error: RefCell::new(None),
                 handshake: RefCell::new(Some(handshake_tx)),
+                stamp_sink: RefCell::new(None),
             });
         let inbound = Inbound {
             buf,
@@ -353,6 +359,30 @@ impl Conn {
         });
     }
 
+    /// Drops the connection without any close message: with `reset`, a TCP reset
+    /// (`SO_LINGER` 0, then the socket closes once the reader stops), otherwise a FIN in both
+    /// directions. Not counted as a drop.
+    pub fn abort(&self, reset: bool) {
+        if !self.open.get() || self.closing.get() {
+            return;
+        }
+        self.closing.set(true);
+        if reset {
+            crate::os::set_linger_zero(self.fd);
+            // Ends the reader's read (it sees end-of-stream) without sending a FIN; the
+            // socket's close then sends the reset.
+            crate::os::shutdown_read(self.fd);
+        } else {
+            crate::os::shutdown_both(self.fd);
+        }
+    }
+
+    /// From now on every timed message goes to `sink` (with its receive time) instead of
+    /// the delivery counters.
+    pub fn set_stamp_sink(&self, sink: StampSink) {
+        *self.stamp_sink.borrow_mut() = Some(sink);
+    }
+
     fn finish(&self, reason: String) {
         if !self.open.replace(false) {
             return;
@@ -437,6 +467,10 @@ impl Conn {
             rec.error(|| "a message without a timestamp".into());
             return;
         };
+        if let Some(sink) = self.stamp_sink.borrow_mut().as_mut() {
+            sink(stamp, now);
+            return;
+        }
         if !self.counts_deliveries {
             rec.add(Counter::PublisherEchoes, 1);
             return;
@@ -463,7 +497,7 @@ impl Protocol {
 
 /// Starts a non-blocking connect from `source` (port chosen at connect time) and waits
 /// until the socket is writable.
-async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, None).context("creating a socket")?;
     socket.set_nonblocking(true)?;
@@ -487,7 +521,7 @@ async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Tcp
     Ok(stream)
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     if buf.len() == buf.capacity() {
         buf.reserve(4096);
     }
@@ -503,7 +537,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
     }
 }
 
-async fn read_head(
+pub(crate) async fn read_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<http::ResponseHead> {

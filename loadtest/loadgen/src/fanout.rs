@@ -85,7 +85,7 @@ pub fn run_parent(processes: usize, plan: &Plan, observer: &mut Observer) -> any
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        observer.poll(now_ns());
+        observer.poll(now_ns(), None);
     }
     let mut tally = Tally::default();
     for (i, mut child) in children.into_iter().enumerate() {

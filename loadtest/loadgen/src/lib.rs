@@ -6,13 +6,15 @@
 //! [`msgpack`], [`signalr`], [`http`], [`payload`]), the connection ([`conn`]) and its
 //! thread's state ([`client`]), schedules ([`schedule`]), measurements ([`recorder`]),
 //! threads and barriers ([`mod@run`]), processes ([`fanout`]), server samples ([`probe`],
-//! [`observer`]), the [`scenario`]s, and the [`report`].
+//! [`observer`]) and the soak's flatness verdict ([`flat`]), the [`scenario`]s, and the
+//! [`report`].
 
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod conn;
 pub mod fanout;
+pub mod flat;
 pub mod http;
 pub mod msgpack;
 pub mod observer;
@@ -99,7 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario::body(cli.clone()),
         )?
     };
-    observer.finish();
+    observer.finish(None);
     let report = Report::build(&cli, &plan, &tally, &observer);
     let text = if common.json {
         serde_json::to_string_pretty(&report)? + "\n"

@@ -78,6 +78,37 @@ pub fn shutdown_write(fd: RawFd) {
     let _ = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
 }
 
+/// `shutdown(fd, SHUT_RDWR)`: a FIN to the peer, and this side's reads see end-of-stream.
+pub fn shutdown_both(fd: RawFd) {
+    // SAFETY: as in `shutdown_write`.
+    let _ = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// `shutdown(fd, SHUT_RD)`: this side's reads see end-of-stream; nothing is sent.
+pub fn shutdown_read(fd: RawFd) {
+    // SAFETY: as in `shutdown_write`.
+    let _ = unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
+/// `SO_LINGER` on with a zero timeout: closing the socket sends a TCP reset instead of a FIN.
+pub fn set_linger_zero(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value points to a `linger` whose size is passed along; the kernel
+    // only reads it; on a stale fd the call fails with EBADF/ENOTSOCK, which is ignored.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
 /// A one-shot timer on `CLOCK_MONOTONIC` (`timerfd_create`), in blocking mode so an
 /// io_uring read of it completes when it expires (the kernel polls it) instead of failing
 /// with `EAGAIN`.

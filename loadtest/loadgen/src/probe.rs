@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -151,6 +151,51 @@ pub fn parse_commandstats(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// How many file descriptors `pid` has open (entries of `/proc/PID/fd`); `None` if the
+/// directory cannot be read.
+pub fn count_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
+}
+
+/// `GET path` from `addr` (HTTP/1.1, `Connection: close`, 2 s timeouts) and the sum of every
+/// sample of the Prometheus gauge `name` in the answer; `None` on any failure.
+pub fn scrape_gauge(addr: SocketAddr, path: &str, name: &str) -> Option<u64> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    let body = text.split_once("\r\n\r\n")?.1;
+    gauge_sum(body, name)
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition; `None` if it has none.
+pub fn gauge_sum(text: &str, name: &str) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.as_bytes().first() {
+            Some(b'{') => rest.rsplit_once('}').map(|(_, v)| v),
+            Some(b' ') => Some(rest),
+            _ => None, // another metric whose name starts with `name`
+        };
+        if let Some(v) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
+            found = true;
+            sum += v;
+        }
+    }
+    found.then_some(sum.max(0.0) as u64)
+}
+
 /// Takes a snapshot of whatever is configured.
 pub fn snapshot(server: Option<u32>, publish_server: Option<u32>, redis: Option<&str>) -> Snapshot {
     Snapshot {
@@ -170,6 +215,21 @@ mod tests {
     fn this_process_can_be_sampled() {
         let sample = ProcSample::take(std::process::id()).expect("own /proc entry");
         assert!(sample.rss_kib > 0);
+    }
+
+    #[test]
+    fn this_process_has_open_fds() {
+        assert!(count_fds(std::process::id()).unwrap() >= 3);
+    }
+
+    #[test]
+    fn a_gauge_is_summed_over_its_labels_and_other_metrics_are_ignored() {
+        let text = "# HELP g_open Open.\n# TYPE g_open gauge\n\
+                    g_open{hub=\"a\",shard=\"0\"} 3\ng_open{hub=\"b\",shard=\"1\"} 4\n\
+                    g_opened_total{hub=\"a\"} 99\ng_open_bytes 5\n";
+        assert_eq!(gauge_sum(text, "g_open"), Some(7));
+        assert_eq!(gauge_sum("g_open 2\n", "g_open"), Some(2));
+        assert_eq!(gauge_sum("other 2\n", "g_open"), None);
     }
 
     #[test]

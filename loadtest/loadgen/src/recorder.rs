@@ -42,9 +42,17 @@ pub enum Counter {
     Reconnects,
     /// Stream items received.
     StreamItems,
+    /// Connections closed on purpose (soak departures).
+    Left,
+    /// Departures without a close message (a TCP FIN or reset).
+    Abrupt,
+    /// Sequence errors: a message out of order, repeated, or of another group.
+    SeqErrors,
+    /// Publishes the server did not accept (soak REST publisher).
+    PublishFailed,
 }
 
-const COUNTERS: usize = 13;
+const COUNTERS: usize = 17;
 
 impl Counter {
     /// Every counter, in report order.
@@ -62,6 +70,10 @@ impl Counter {
         Self::GroupOps,
         Self::Reconnects,
         Self::StreamItems,
+        Self::Left,
+        Self::Abrupt,
+        Self::SeqErrors,
+        Self::PublishFailed,
     ];
 
     /// Its key in a [`Tally`].
@@ -80,6 +92,10 @@ impl Counter {
             Self::GroupOps => "group_ops",
             Self::Reconnects => "reconnects",
             Self::StreamItems => "stream_items",
+            Self::Left => "left",
+            Self::Abrupt => "abrupt",
+            Self::SeqErrors => "seq_errors",
+            Self::PublishFailed => "publish_failed",
         }
     }
 }
@@ -217,6 +233,19 @@ impl Recorder {
             .saturating_record(ns);
         if in_window {
             hists[Hist::Latency as usize]
+                .get_or_insert_with(new_histogram)
+                .saturating_record(ns);
+        }
+    }
+
+    /// Records a timed message's latency (progress and report histograms) and counts it as
+    /// received, leaving the delivered count to the scenario (soak: only owed messages).
+    pub fn record_arrival(&self, ns: u64) {
+        let ns = ns.max(1);
+        self.add(Counter::ReceivedTotal, 1);
+        let mut hists = lock(&self.hists);
+        for hist in [Hist::Recent, Hist::Latency] {
+            hists[hist as usize]
                 .get_or_insert_with(new_histogram)
                 .saturating_record(ns);
         }

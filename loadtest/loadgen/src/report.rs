@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::Cli;
-use crate::observer::Observer;
+use crate::cli::{Cli, Scenario, SoakArgs};
+use crate::flat::{self, Flatness, Tolerance};
+use crate::observer::{Observer, SeriesPoint};
 use crate::probe::{ProcSample, Snapshot, clock_ticks};
 use crate::recorder::{Counter, Hist, Tally};
 use crate::run::CLIENT_CPU_TICKS;
@@ -162,6 +163,98 @@ pub struct Report {
     pub processes: usize,
     /// Threads per process.
     pub threads: usize,
+    /// The soak's churn, loss and flatness figures and its time series.
+    pub soak: Option<SoakReport>,
+}
+
+/// What the soak adds to the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    /// Flatness is judged on the samples from this many seconds on (`--warmup`).
+    pub warmup_s: f64,
+    /// Connections established (each slot's every lifetime).
+    pub connections_opened: u64,
+    /// Connections closed on purpose.
+    pub connections_left: u64,
+    /// ...of which without a close message (TCP FIN or reset).
+    pub connections_abrupt: u64,
+    /// Messages the REST API accepted (202).
+    pub published: u64,
+    /// Publishes that failed or were refused.
+    pub publish_failed: u64,
+    /// Messages owed to clients (sum over lifetimes of `from..to`).
+    pub owed: u64,
+    /// Owed messages received.
+    pub received_owed: u64,
+    /// Owed messages missing.
+    pub lost: u64,
+    /// Messages out of order, repeated, or of another group.
+    pub seq_errors: u64,
+    /// Server VmRSS after the warm-up (KiB), `None` with too few samples.
+    pub rss: Option<Flatness>,
+    /// Server open fds after the warm-up.
+    pub fds: Option<Flatness>,
+    /// Both verdicts were given and neither figure grows.
+    pub flat: bool,
+    /// `--require-flat` was given.
+    pub require_flat: bool,
+    /// The time series.
+    pub series: Vec<SeriesPoint>,
+}
+
+impl SoakReport {
+    fn build(
+        args: &SoakArgs,
+        (warmup_s, run_s): (f64, f64),
+        tally: &Tally,
+        observer: &Observer,
+    ) -> Self {
+        // Judge the steady state only: not the baseline before the first client, nor the
+        // points from the run's end on (every client leaving, then the server at rest).
+        let during: Vec<&SeriesPoint> = observer
+            .series
+            .iter()
+            .filter(|p| p.client_connections.is_some() && p.t_s < run_s)
+            .collect();
+        let points = |f: fn(&SeriesPoint) -> f64| -> Vec<(f64, f64)> {
+            during.iter().map(|p| (p.t_s, f(p))).collect()
+        };
+        let rss = flat::judge(
+            &points(|p| p.rss_kib as f64),
+            warmup_s,
+            Tolerance {
+                pct: args.rss_tolerance_pct,
+                floor: args.rss_tolerance_kib as f64,
+            },
+        );
+        let fds = flat::judge(
+            &points(|p| p.fds as f64),
+            warmup_s,
+            Tolerance {
+                pct: args.fd_tolerance_pct,
+                floor: args.fd_tolerance as f64,
+            },
+        );
+        let owed = tally.count(Counter::Expected);
+        let received_owed = tally.count(Counter::Delivered);
+        Self {
+            warmup_s,
+            connections_opened: tally.count(Counter::Connected),
+            connections_left: tally.count(Counter::Left),
+            connections_abrupt: tally.count(Counter::Abrupt),
+            published: tally.count(Counter::Sent),
+            publish_failed: tally.count(Counter::PublishFailed),
+            owed,
+            received_owed,
+            lost: owed.saturating_sub(received_owed),
+            seq_errors: tally.count(Counter::SeqErrors),
+            flat: rss.as_ref().is_some_and(|v| v.flat) && fds.as_ref().is_some_and(|v| v.flat),
+            rss,
+            fds,
+            require_flat: args.require_flat,
+            series: observer.series.clone(),
+        }
+    }
 }
 
 impl Report {
@@ -253,13 +346,31 @@ impl Report {
             error_samples: tally.errors.clone(),
             processes: cli.common.processes,
             threads: cli.common.threads,
+            soak: match &cli.scenario {
+                Scenario::Soak(args) => Some(SoakReport::build(
+                    args,
+                    (
+                        cli.common.warmup.as_secs_f64(),
+                        (cli.common.warmup + cli.common.duration).as_secs_f64(),
+                    ),
+                    tally,
+                    observer,
+                )),
+                _ => None,
+            },
         }
     }
 
     /// Whether the run failed: connections that did not establish, a failed oversize
-    /// check, or (with `zero_loss`) any loss or drop.
+    /// check, or (with `zero_loss`) any loss or drop; for the soak also (with `zero_loss`)
+    /// any error, and (with `--require-flat`) RSS or fds growing or too few samples.
     pub fn failed(&self, zero_loss: bool) -> bool {
-        self.connections.failed > 0
+        let soak_failed = self
+            .soak
+            .as_ref()
+            .is_some_and(|soak| soak.fails(zero_loss, self.errors));
+        soak_failed
+            || self.connections.failed > 0
             || self
                 .notes
                 .get("oversize_check")
@@ -370,6 +481,9 @@ impl Report {
         if let Some(redis) = &self.redis {
             let _ = writeln!(out, "  redis: {redis}");
         }
+        if let Some(soak) = &self.soak {
+            soak.human(&mut out);
+        }
         for (k, v) in &self.notes {
             let _ = writeln!(out, "  {k}: {v}");
         }
@@ -377,6 +491,66 @@ impl Report {
             let _ = writeln!(out, "  error: {e}");
         }
         out
+    }
+}
+
+impl SoakReport {
+    /// Whether the soak's own rules fail the run: any error at all (with `zero_loss`; loss
+    /// and drops are checked for every scenario), or RSS or fds not judged flat (with
+    /// `--require-flat`; too few samples is not flat either).
+    pub fn fails(&self, zero_loss: bool, errors: u64) -> bool {
+        (zero_loss && errors > 0) || (self.require_flat && !self.flat)
+    }
+
+    fn human(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "  soak: {} connections opened, {} left ({} abruptly); {} published ({} failed); owed {}, received {}, lost {}; {} sequence errors",
+            self.connections_opened,
+            self.connections_left,
+            self.connections_abrupt,
+            self.published,
+            self.publish_failed,
+            self.owed,
+            self.received_owed,
+            self.lost,
+            self.seq_errors
+        );
+        for (name, unit, verdict) in [("rss", "KiB", &self.rss), ("fds", "", &self.fds)] {
+            match verdict {
+                Some(v) => {
+                    let _ = writeln!(
+                        out,
+                        "  {name} after {:.0}s: {:.0} -> {:.0}{unit} (growth {:+.0}, fitted {:+.0}, slope {:+.0}/h, tolerance {:.0}) {}",
+                        self.warmup_s,
+                        v.first_mean,
+                        v.last_mean,
+                        v.growth,
+                        v.trend,
+                        v.slope_per_hour,
+                        v.tolerance,
+                        if v.flat { "flat" } else { "GROWS" }
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  {name}: too few samples after the warm-up for a verdict"
+                    );
+                }
+            }
+        }
+        if let Some(last) = self.series.last() {
+            let _ = writeln!(
+                out,
+                "  series: {} samples; at the end (all clients gone): rss {} KiB, fds {}, server connections {}",
+                self.series.len(),
+                last.rss_kib,
+                last.fds,
+                last.server_connections
+                    .map_or("-".into(), |c| c.to_string())
+            );
+        }
     }
 }
 
@@ -479,4 +653,42 @@ fn redis_delta(observer: &Observer, sent: u64) -> Option<serde_json::Value> {
         "per_message": (sent > 0).then(|| total as f64 / sent as f64),
         "publish_per_message": (sent > 0).then(|| delta.get("publish").copied().unwrap_or(0) as f64 / sent as f64),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(flat: bool, require_flat: bool) -> SoakReport {
+        SoakReport {
+            warmup_s: 40.0,
+            connections_opened: 10,
+            connections_left: 10,
+            connections_abrupt: 5,
+            published: 100,
+            publish_failed: 0,
+            owed: 500,
+            received_owed: 500,
+            lost: 0,
+            seq_errors: 0,
+            rss: None,
+            fds: None,
+            flat,
+            require_flat,
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_soak_with_zero_loss_required_fails_on_any_error() {
+        assert!(soak(true, true).fails(true, 1));
+        assert!(!soak(true, true).fails(true, 0));
+        assert!(!soak(true, true).fails(false, 1));
+    }
+
+    #[test]
+    fn a_soak_fails_on_growth_only_when_flatness_is_required() {
+        assert!(soak(false, true).fails(false, 0));
+        assert!(!soak(false, false).fails(true, 0));
+    }
 }

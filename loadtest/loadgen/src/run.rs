@@ -92,8 +92,8 @@ impl ThreadEnv {
 pub trait Host {
     /// Called once every thread arrived at barrier `index`; returns its release time.
     fn release(&mut self, index: usize) -> anyhow::Result<u64>;
-    /// Called every few milliseconds (timed samples).
-    fn tick(&mut self, _now: u64) {}
+    /// Called every few milliseconds (timed samples), with this process's threads' state.
+    fn tick(&mut self, _now: u64, _shared: &Shared) {}
 }
 
 /// How this process takes part in the run.
@@ -208,7 +208,7 @@ where
             continue;
         }
         let now = now_ns();
-        host.tick(now);
+        host.tick(now, &shared);
         if let Some((start, end)) = cpu_window {
             if cpu_at_start.is_none() && now >= start {
                 cpu_at_start = Some(own_cpu());

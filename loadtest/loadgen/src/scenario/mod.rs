@@ -7,6 +7,7 @@ pub mod echo;
 pub mod groups;
 pub mod idle;
 pub mod redis;
+pub mod soak;
 pub mod stream;
 
 use std::cell::{Cell, RefCell};
@@ -87,6 +88,10 @@ pub struct Plan {
     pub publish_server_pid: Option<u32>,
     /// The oversize check runs (S5).
     pub oversize_check: bool,
+    /// Sample the server this often for a time series, from the first barrier on (soak).
+    pub sample_every: Option<Duration>,
+    /// Where to scrape the server's open-connections gauge for the series (address, path).
+    pub metrics: Option<(std::net::SocketAddr, String)>,
 }
 
 /// Resolved S3 parameters.
@@ -161,6 +166,8 @@ pub fn plan(cli: &Cli) -> anyhow::Result<Plan> {
         redis: None,
         publish_server_pid: None,
         oversize_check: false,
+        sample_every: None,
+        metrics: None,
     };
     let raw = c.protocol == WireArg::Raw;
     match &cli.scenario {
@@ -232,6 +239,48 @@ pub fn plan(cli: &Cli) -> anyhow::Result<Plan> {
                 "group": a.group, "same_instance": a.same_instance,
                 "publish_url": if a.same_instance { &c.url } else { a.publish_url.as_ref().unwrap_or(&c.url) }});
         }
+        Scenario::Soak(a) => {
+            if raw {
+                bail!("the soak is SignalR-only (it mixes JSON and MessagePack clients)");
+            }
+            if c.processes > 1 {
+                bail!(
+                    "the soak runs in one process (its publisher and clients share sequence counters): use --threads"
+                );
+            }
+            if a.clients == 0 || a.groups == 0 || a.publishers == 0 {
+                bail!("--clients, --groups and --publishers must be at least 1");
+            }
+            if a.lifetime_min > a.lifetime_max {
+                bail!("--lifetime-min must not exceed --lifetime-max");
+            }
+            if a.msgpack_percent > 100 || a.abrupt_percent > 100 {
+                bail!("--msgpack-percent and --abrupt-percent are percentages (0-100)");
+            }
+            if a.sample_every.is_zero() {
+                bail!("--sample-every must be positive");
+            }
+            if soak::server_key(a).is_none() {
+                bail!(
+                    "the soak publishes through the REST API: give --server-key or HUB_SERVER_KEY"
+                );
+            }
+            plan.name = "soak";
+            // The window is the whole run: server CPU and memory from start to end.
+            plan.window_offset = Duration::ZERO;
+            plan.window_len = c.warmup + c.duration;
+            plan.payload_size = a.size;
+            plan.sample_every = Some(a.sample_every);
+            plan.metrics = Some((Target::parse(&c.url)?.addr, a.metrics_path.clone()));
+            plan.params = json!({"clients": a.clients, "groups": a.groups, "rate": a.rate,
+                "size": a.size, "lifetime_min_s": a.lifetime_min.as_secs_f64(),
+                "lifetime_max_s": a.lifetime_max.as_secs_f64(),
+                "leave_grace_s": a.leave_grace.as_secs_f64(),
+                "msgpack_percent": a.msgpack_percent, "abrupt_percent": a.abrupt_percent,
+                "publishers": a.publishers, "rest_hub": a.rest_hub,
+                "sample_every_s": a.sample_every.as_secs_f64(),
+                "warmup_s": c.warmup.as_secs_f64(), "duration_s": c.duration.as_secs_f64()});
+        }
         Scenario::Stream(a) => {
             if raw {
                 bail!("stream invocations are SignalR-only");
@@ -253,8 +302,14 @@ pub fn plan(cli: &Cli) -> anyhow::Result<Plan> {
 pub fn body(
     cli: Arc<Cli>,
 ) -> impl Fn(ThreadEnv) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync {
+    // The soak's per-group publish counters, shared by this process's threads.
+    let counters = match &cli.scenario {
+        Scenario::Soak(a) => Some(Arc::new(soak::GroupCounters::new(a.groups))),
+        _ => None,
+    };
     move |env: ThreadEnv| {
         let cli = cli.clone();
+        let counters = counters.clone();
         Box::pin(async move {
             let common = &cli.common;
             let result = match &cli.scenario {
@@ -301,6 +356,10 @@ pub fn body(
                 }
                 Scenario::S6(a) => redis::run(&env, common, a).await,
                 Scenario::Stream(a) => stream::run(&env, common, a).await,
+                Scenario::Soak(a) => match counters {
+                    Some(counters) => soak::run(&env, common, a, counters).await,
+                    None => Ok(()),
+                },
             };
             if let Err(error) = result {
                 env.rec().error(|| format!("{error:#}"));
@@ -325,6 +384,16 @@ pub fn client_for(env: &ThreadEnv, common: &Common, url: &str) -> anyhow::Result
         WireArg::Msgpack => Wire::SignalR(Protocol::MessagePack),
         WireArg::Raw => Wire::Raw,
     };
+    client_with_wire(env, common, url, wire)
+}
+
+/// This thread's client for `url` speaking `wire` (whatever `--protocol` says).
+pub fn client_with_wire(
+    env: &ThreadEnv,
+    common: &Common,
+    url: &str,
+    wire: Wire,
+) -> anyhow::Result<Rc<Client>> {
     let settings = Settings {
         target: Target::parse(url)?,
         wire,
