@@ -298,8 +298,9 @@ pub struct WebSocketConfig {
     /// client batches many hub messages into one WebSocket message (each hub message is limited
     /// by `signalr.max_message_size`); larger raises the worst case memory per connection.
     pub max_message_size: usize,
-    /// Nothing received for this long closes with 1001; default `60s`, must exceed
-    /// `ping_interval`. Shorter frees dead peers sooner but risks dropping slow ones.
+    /// Nothing received for this long closes with 1001 (the echo route; hub connections end by
+    /// `signalr.client_timeout`); default `60s`, must exceed `ping_interval`. Shorter frees dead
+    /// peers sooner but risks dropping slow ones.
     pub idle_timeout: Duration,
     /// A silent peer is pinged after this; default `20s`. Shorter keeps NAT mappings alive and
     /// detects dead peers sooner at the cost of more traffic.
@@ -1028,7 +1029,7 @@ http.max_headers|Most header fields in one request -> 431.|Bounds the parsing wo
 http.max_body_size|Largest request body -> 413 (0 rejects any body).|Larger admits bigger request bodies (REST publish) at more memory per request.
 websocket|WebSocket sessions.
 websocket.max_message_size|Largest reassembled message -> close 1009.|A SignalR client batches many hub messages into one WebSocket message (each bounded by signalr.max_message_size); larger raises the worst-case memory per connection.
-websocket.idle_timeout|Nothing received for this long -> close 1001; must exceed ping_interval.|Shorter frees dead peers sooner but risks dropping slow ones.
+websocket.idle_timeout|Nothing received for this long -> close 1001 (echo route; hub connections end by signalr.client_timeout); must exceed ping_interval.|Shorter frees dead peers sooner but risks dropping slow ones.
 websocket.ping_interval|Ping a peer that has been silent for this long.|Shorter keeps NAT mappings alive and finds dead peers sooner, at the cost of more traffic.
 websocket.close_timeout|Wait this long for the peer's close frame after sending ours.|Longer is politer; shorter frees sockets faster.
 websocket.send_timeout|A write to the peer stalled this long ends the connection (slow consumer).|Shorter frees memory queued for stalled peers sooner but drops clients on congested links.
