@@ -3,8 +3,9 @@
 //!
 //! The participant has its own server name, a publisher connection (PUBLISHes are pipelined:
 //! every send queued before the connection's task runs goes out in one write) and a
-//! subscriber connection. It subscribes, per hub, to `:all`, `:internal:groups` and its own
-//! `:internal:ack:{server}` from the start, and to a `:group:`, `:user:` or `:connection:`
+//! subscriber connection. It subscribes, per hub, to `:all`, `:internal:groups`, its own
+//! `:internal:ack:{server}` and ringhub's `:ringhub:keystate` and `:ringhub:stream` from the
+//! start, and to a `:group:`, `:user:` or `:connection:`
 //! channel while it has a local member (first join subscribes, last leave unsubscribes).
 //!
 //! Sends are PUBLISHed with one complete framed serialization per protocol (`json` and
@@ -146,7 +147,7 @@ impl RedisBackplane {
     }
 
     /// Opens the connections (inside the shard's runtime) and subscribes to every hub's
-    /// `:all`, `:internal:groups` and own ack channel. Returns the subscriber's events for the
+    /// `:all`, `:internal:groups`, own ack, key-state and stream channels. Returns the subscriber's events for the
     /// shard's backplane task.
     pub fn start(&self) -> UnboundedReceiver<SubscriberEvent> {
         let (sender, receiver) = unbounded();
