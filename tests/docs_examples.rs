@@ -13,11 +13,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -488,43 +487,4 @@ on_both_drivers! {
             1,
         );
     }
-}
-
-/// Serves `files` (path, content type, body) on a new port; returns the origin. The threads
-/// end with the test process.
-fn serve_files(files: Vec<(String, &'static str, Vec<u8>)>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a static origin");
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let files = Arc::new(files);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let files = Arc::clone(&files);
-            std::thread::spawn(move || answer_file(stream, &files));
-        }
-    });
-    origin
-}
-
-fn answer_file(mut stream: TcpStream, files: &[(String, &'static str, Vec<u8>)]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split(' ').nth(1).unwrap_or("/");
-    let (status, content_type, body) = match files.iter().find(|(p, _, _)| p == path) {
-        Some((_, content_type, body)) => ("200 OK", *content_type, body.as_slice()),
-        None => ("404 Not Found", "text/plain", &b"not found"[..]),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
 }

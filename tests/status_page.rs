@@ -9,10 +9,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -112,43 +110,12 @@ on_both_drivers! {
 }
 
 /// Serves `/` (a page that loads the bundle) and `/signalr.min.js` on a new port; returns the
-/// origin, e.g. `http://127.0.0.1:41234`. The threads end with the test process.
+/// origin.
 fn serve_static(bundle: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a static origin");
-    let origin = format!("http://{}", listener.local_addr().expect("its address"));
-    let bundle = Arc::new(bundle);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let bundle = Arc::clone(&bundle);
-            std::thread::spawn(move || answer_static(stream, &bundle));
-        }
-    });
-    origin
-}
-
-fn answer_static(mut stream: TcpStream, bundle: &[u8]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split(' ').nth(1).unwrap_or("/");
-    let page: &[u8] = b"<!doctype html><meta charset=\"utf-8\"><title>app</title>\
-                        <link rel=\"icon\" href=\"data:,\"><script src=\"/signalr.min.js\"></script>";
-    let (status, content_type, body) = match path {
-        "/" => ("200 OK", "text/html; charset=utf-8", page),
-        "/signalr.min.js" => ("200 OK", "text/javascript", bundle),
-        _ => ("404 Not Found", "text/plain", &b"not found"[..]),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
+    let page = b"<!doctype html><meta charset=\"utf-8\"><title>app</title>\
+                 <link rel=\"icon\" href=\"data:,\"><script src=\"/signalr.min.js\"></script>";
+    serve_files(vec![
+        ("/".to_owned(), "text/html; charset=utf-8", page.to_vec()),
+        ("/signalr.min.js".to_owned(), "text/javascript", bundle),
+    ])
 }
