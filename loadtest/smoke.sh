@@ -26,6 +26,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+# shellcheck source=loadtest/ringhub-ready.sh
+source "$ROOT/loadtest/ringhub-ready.sh"
 
 for bin in "$SERVER" "$LOADGEN"; do
     [[ -x "$bin" ]] || { echo "smoke: $bin missing; run: cargo build --release --workspace" >&2; exit 2; }
@@ -48,21 +50,8 @@ start_ringhub() {
         "$@" >"$log" 2>&1 &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
-    local addr=""
-    for _ in $(seq 1 100); do
-        addr="$(grep -so 'listening addr=[0-9.:]*' "$log" | head -n1 | cut -d= -f2 || true)"
-        [[ -n "$addr" ]] && break
-        kill -0 "$STARTED_PID" 2>/dev/null || { cat "$log" >&2; echo "smoke: $name did not start" >&2; exit 1; }
-        sleep 0.05
-    done
-    [[ -n "$addr" ]] || { cat "$log" >&2; echo "smoke: $name printed no address" >&2; exit 1; }
-    STARTED_URL="http://$addr"
-    for _ in $(seq 1 100); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$STARTED_URL/health/ready")" == 200 ]] && return
-        sleep 0.05
-    done
-    echo "smoke: $name never became ready" >&2
-    exit 1
+    wait_ringhub_ready "smoke: $name" "$STARTED_PID" "$log"
+    STARTED_URL="$READY_URL"
 }
 
 free_port() {

@@ -37,6 +37,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+# shellcheck source=loadtest/ringhub-ready.sh
+source "$ROOT/loadtest/ringhub-ready.sh"
 
 for bin in "$SERVER" "$LOADGEN"; do
     [[ -x "$bin" ]] || { echo "soak: $bin missing; run: cargo build --release --workspace" >&2; exit 2; }
@@ -68,19 +70,8 @@ LOG="$WORK/server.log"
     --set runtime.pin_cores=false --set diagnostics.enabled=true \
     --set "auth.server_key_hashes=[\"$HASH\"]" >"$LOG" 2>&1 &
 SERVER_PID=$!
-addr=""
-for _ in $(seq 1 100); do
-    addr="$(grep -so 'listening addr=[0-9.:]*' "$LOG" | head -n1 | cut -d= -f2 || true)"
-    [[ -n "$addr" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOG" >&2; echo "soak: ringhub did not start" >&2; exit 1; }
-    sleep 0.05
-done
-[[ -n "$addr" ]] || { cat "$LOG" >&2; echo "soak: ringhub printed no address" >&2; exit 1; }
-URL="http://$addr"
-for _ in $(seq 1 100); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" == 200 ]] && break
-    sleep 0.05
-done
+wait_ringhub_ready "soak: ringhub" "$SERVER_PID" "$LOG"
+URL="$READY_URL"
 echo "soak: ringhub at $URL (pid $SERVER_PID), ${TOTAL}s run, ${WARMUP}s warm-up, samples every $SAMPLE"
 
 OUT="${SOAK_OUT:-$WORK/soak.json}"
